@@ -15,7 +15,14 @@
 //! database or reads the clock: callers pass bytes, secrets and the time in.
 
 pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod keyfile;
 pub mod nas;
+pub mod policy;
 pub mod proto;
+pub mod server;
+pub mod store;

@@ -1,4 +1,11 @@
-fn main() {
-    eprintln!("shardius: the server arrives with the next milestone; see README.md");
-    std::process::exit(2);
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    match shardius::cli::run(shardius::cli::Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -156,3 +156,122 @@ pub mod error_cause {
         }
     }
 }
+
+/// How a dictionary attribute's value is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    Text,
+    Integer,
+    Ipv4,
+}
+
+/// A reply attribute known by its FreeRADIUS dictionary name, as used in
+/// `radreply` rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttrDef {
+    pub name: &'static str,
+    /// 0 for standard attributes.
+    pub vendor: u32,
+    pub ty: u8,
+    pub kind: ValueKind,
+}
+
+const fn def(name: &'static str, vendor: u32, ty: u8, kind: ValueKind) -> AttrDef {
+    AttrDef {
+        name,
+        vendor,
+        ty,
+        kind,
+    }
+}
+
+/// The attributes a `radreply` row may name.
+pub const REPLY_ATTRIBUTES: &[AttrDef] = &[
+    def("Service-Type", 0, attr::SERVICE_TYPE, ValueKind::Integer),
+    def(
+        "Framed-Protocol",
+        0,
+        attr::FRAMED_PROTOCOL,
+        ValueKind::Integer,
+    ),
+    def(
+        "Framed-IP-Address",
+        0,
+        attr::FRAMED_IP_ADDRESS,
+        ValueKind::Ipv4,
+    ),
+    def(
+        "Framed-IP-Netmask",
+        0,
+        attr::FRAMED_IP_NETMASK,
+        ValueKind::Ipv4,
+    ),
+    def("Filter-Id", 0, attr::FILTER_ID, ValueKind::Text),
+    def("Framed-MTU", 0, attr::FRAMED_MTU, ValueKind::Integer),
+    def("Reply-Message", 0, attr::REPLY_MESSAGE, ValueKind::Text),
+    def("Class", 0, attr::CLASS, ValueKind::Text),
+    def(
+        "Session-Timeout",
+        0,
+        attr::SESSION_TIMEOUT,
+        ValueKind::Integer,
+    ),
+    def("Idle-Timeout", 0, attr::IDLE_TIMEOUT, ValueKind::Integer),
+    def("Port-Limit", 0, attr::PORT_LIMIT, ValueKind::Integer),
+    def(
+        "Acct-Interim-Interval",
+        0,
+        attr::ACCT_INTERIM_INTERVAL,
+        ValueKind::Integer,
+    ),
+    def("Framed-Pool", 0, attr::FRAMED_POOL, ValueKind::Text),
+    def(
+        "Mikrotik-Recv-Limit",
+        vendor::MIKROTIK,
+        mikrotik::RECV_LIMIT,
+        ValueKind::Integer,
+    ),
+    def(
+        "Mikrotik-Xmit-Limit",
+        vendor::MIKROTIK,
+        mikrotik::XMIT_LIMIT,
+        ValueKind::Integer,
+    ),
+    def(
+        "Mikrotik-Group",
+        vendor::MIKROTIK,
+        mikrotik::GROUP,
+        ValueKind::Text,
+    ),
+    def(
+        "Mikrotik-Rate-Limit",
+        vendor::MIKROTIK,
+        mikrotik::RATE_LIMIT,
+        ValueKind::Text,
+    ),
+    def(
+        "Mikrotik-Realm",
+        vendor::MIKROTIK,
+        mikrotik::REALM,
+        ValueKind::Text,
+    ),
+    def(
+        "Mikrotik-Host-IP",
+        vendor::MIKROTIK,
+        mikrotik::HOST_IP,
+        ValueKind::Ipv4,
+    ),
+    def(
+        "Mikrotik-Address-List",
+        vendor::MIKROTIK,
+        mikrotik::ADDRESS_LIST,
+        ValueKind::Text,
+    ),
+];
+
+/// Looks a reply attribute up by name, ignoring ASCII case.
+pub fn reply_attribute(name: &str) -> Option<&'static AttrDef> {
+    REPLY_ATTRIBUTES
+        .iter()
+        .find(|d| d.name.eq_ignore_ascii_case(name))
+}

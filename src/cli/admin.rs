@@ -1,0 +1,392 @@
+//! `shardius nas|service|subscriber ...`: the admin commands. Input is
+//! validated here, before anything is written, and errors name the field.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{bail, Context};
+use chrono::NaiveDate;
+use clap::{Subcommand, ValueEnum};
+
+use super::import;
+use crate::config::Config;
+use crate::keyfile::PasswordKey;
+use crate::policy::{mac, rate_limit, speed};
+use crate::store::{Burst, MaPolicy, NasRecord, NasType, ServiceRecord, Store, SubscriberRecord};
+
+#[derive(Subcommand, Debug)]
+pub enum NasCommand {
+    /// Register a NAS: its packets are accepted within one reload interval
+    Add {
+        /// A human label, e.g. BNG-Beirut-01
+        #[arg(long)]
+        name: String,
+        /// The address the NAS sources RADIUS packets from
+        #[arg(long)]
+        ip: IpAddr,
+        /// Shared secret, 1 to 100 characters
+        #[arg(long)]
+        secret: String,
+        #[arg(long = "type", value_enum, default_value_t = NasKind::Mikrotik)]
+        nas_type: NasKind,
+        /// CoA/Disconnect port [default: 1700 for mikrotik, 3799 for generic]
+        #[arg(long)]
+        coa_port: Option<u16>,
+        /// NAS-Identifier (SaaS mode)
+        #[arg(long)]
+        identifier: Option<String>,
+        #[arg(long)]
+        short_name: Option<String>,
+        /// Require Message-Authenticator on Access-Requests
+        #[arg(long, value_enum, default_value_t = MaKind::Auto)]
+        require_message_authenticator: MaKind,
+        /// Register it disabled (its packets are dropped like an unknown NAS's)
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// List NAS devices (secrets are not shown)
+    List,
+    /// Remove a NAS by name or IP address
+    Rm { name_or_ip: String },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum NasKind {
+    Mikrotik,
+    Generic,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MaKind {
+    Auto,
+    Yes,
+    No,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Add a service (plan). Speeds: 2000, 2000k, 2M, 1.5M, 1G
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = speed::parse_kbps)]
+        download: u32,
+        #[arg(long, value_parser = speed::parse_kbps)]
+        upload: u32,
+        /// Framed-Pool for subscribers without a static IP
+        #[arg(long)]
+        pool: Option<String>,
+        /// Filter-Id sent to generic NASes [default: the service name]
+        #[arg(long)]
+        filter_id: Option<String>,
+        /// Idle-Timeout in seconds
+        #[arg(long)]
+        idle_timeout: Option<u32>,
+        /// MikroTik burst rate, download (needs all burst options)
+        #[arg(long, value_parser = speed::parse_kbps, requires_all = ["burst_upload", "burst_threshold_download", "burst_threshold_upload", "burst_time"])]
+        burst_download: Option<u32>,
+        #[arg(long, value_parser = speed::parse_kbps, requires = "burst_download")]
+        burst_upload: Option<u32>,
+        #[arg(long, value_parser = speed::parse_kbps, requires = "burst_download")]
+        burst_threshold_download: Option<u32>,
+        #[arg(long, value_parser = speed::parse_kbps, requires = "burst_download")]
+        burst_threshold_upload: Option<u32>,
+        /// Burst time in seconds
+        #[arg(long, requires = "burst_download")]
+        burst_time: Option<u32>,
+    },
+    /// List services
+    List,
+    /// Remove a service (refused while subscribers use it)
+    Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SubscriberCommand {
+    /// Add a subscriber
+    Add {
+        #[arg(long)]
+        username: String,
+        /// Stored encrypted (AES-256-GCM); at most 128 bytes (the PAP limit)
+        #[arg(long)]
+        password: String,
+        /// Service name
+        #[arg(long)]
+        service: String,
+        /// Last day that still authenticates, YYYY-MM-DD (server local time)
+        #[arg(long, value_parser = parse_date)]
+        expiry: Option<NaiveDate>,
+        /// Bind to this MAC (Calling-Station-Id), any common notation
+        #[arg(long, value_parser = parse_mac)]
+        mac: Option<[u8; 6]>,
+        /// Framed-IP-Address to assign
+        #[arg(long)]
+        static_ip: Option<Ipv4Addr>,
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// List subscribers
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Remove a subscriber
+    Rm { username: String },
+    /// Import subscribers from CSV; all lines or none are applied.
+    /// Header: username,password,service[,expiry,mac,static_ip,active]
+    Import { file: std::path::PathBuf },
+}
+
+pub(crate) fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
+}
+
+pub(crate) fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    mac::parse(s.trim().as_bytes())
+        .ok_or_else(|| format!("{s:?} is not a MAC address (e.g. AA:BB:CC:DD:EE:FF)"))
+}
+
+pub(crate) fn check_username(username: &str) -> Result<(), String> {
+    if username.is_empty() || username.len() > 253 {
+        return Err(format!("username {username:?}: 1 to 253 bytes"));
+    }
+    if username.chars().any(char::is_control) {
+        return Err(format!(
+            "username {username:?}: control characters are not allowed"
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_password(password: &str) -> Result<(), String> {
+    if password.is_empty() || password.len() > 128 {
+        return Err(format!("password: 1 to 128 bytes (got {})", password.len()));
+    }
+    Ok(())
+}
+
+pub fn nas(store: &mut dyn Store, cmd: NasCommand) -> anyhow::Result<()> {
+    match cmd {
+        NasCommand::Add {
+            name,
+            ip,
+            secret,
+            nas_type,
+            coa_port,
+            identifier,
+            short_name,
+            require_message_authenticator,
+            disabled,
+        } => {
+            if name.trim().is_empty() {
+                bail!("--name: must not be empty");
+            }
+            let len = secret.chars().count();
+            if !(1..=100).contains(&len) {
+                bail!("--secret: 1 to 100 characters (got {len})");
+            }
+            let nas_type = match nas_type {
+                NasKind::Mikrotik => NasType::Mikrotik,
+                NasKind::Generic => NasType::Generic,
+            };
+            let coa_port = coa_port.unwrap_or(nas_type.default_coa_port());
+            if coa_port == 0 {
+                bail!("--coa-port: 1 to 65535");
+            }
+            let record = NasRecord {
+                id: 0,
+                name,
+                short_name,
+                identifier,
+                ip_address: ip,
+                secret,
+                nas_type,
+                coa_port,
+                require_message_authenticator: match require_message_authenticator {
+                    MaKind::Auto => MaPolicy::Auto,
+                    MaKind::Yes => MaPolicy::Yes,
+                    MaKind::No => MaPolicy::No,
+                },
+                is_active: !disabled,
+                api_username: None,
+                api_password: None,
+            };
+            let id = store.add_nas(&record)?;
+            println!("added NAS {} ({}) id {id}", record.name, record.ip_address);
+        }
+        NasCommand::List => {
+            println!(
+                "{:<24} {:<39} {:<9} {:>5} {:<4} ACTIVE",
+                "NAME", "IP", "TYPE", "COA", "MA"
+            );
+            for n in store.nas_devices()? {
+                println!(
+                    "{:<24} {:<39} {:<9} {:>5} {:<4} {}",
+                    n.name,
+                    n.ip_address,
+                    n.nas_type.as_str(),
+                    n.coa_port,
+                    n.require_message_authenticator.as_str(),
+                    if n.is_active { "yes" } else { "no" }
+                );
+            }
+        }
+        NasCommand::Rm { name_or_ip } => {
+            if !store.remove_nas(&name_or_ip)? {
+                bail!("no NAS named or with IP {name_or_ip:?}");
+            }
+            println!("removed NAS {name_or_ip}");
+        }
+    }
+    Ok(())
+}
+
+pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()> {
+    match cmd {
+        ServiceCommand::Add {
+            name,
+            download,
+            upload,
+            pool,
+            filter_id,
+            idle_timeout,
+            burst_download,
+            burst_upload,
+            burst_threshold_download,
+            burst_threshold_upload,
+            burst_time,
+        } => {
+            if name.trim().is_empty() {
+                bail!("--name: must not be empty");
+            }
+            let burst = match (
+                burst_download,
+                burst_upload,
+                burst_threshold_download,
+                burst_threshold_upload,
+                burst_time,
+            ) {
+                (Some(d), Some(u), Some(td), Some(tu), Some(t)) => Some(Burst {
+                    download_kbps: d,
+                    upload_kbps: u,
+                    threshold_download_kbps: td,
+                    threshold_upload_kbps: tu,
+                    time_secs: t,
+                }),
+                _ => None,
+            };
+            let record = ServiceRecord {
+                id: 0,
+                name,
+                download_kbps: download,
+                upload_kbps: upload,
+                burst,
+                pool_name: pool,
+                filter_id,
+                idle_timeout,
+                daily_quota_bytes: None,
+                monthly_quota_bytes: None,
+            };
+            store.add_service(&record)?;
+            println!(
+                "added service {} (Mikrotik-Rate-Limit {})",
+                record.name,
+                rate_limit(upload, download, burst)
+            );
+        }
+        ServiceCommand::List => {
+            println!(
+                "{:<20} {:>10} {:>10} {:<16} RATE-LIMIT",
+                "NAME", "DOWNLOAD", "UPLOAD", "POOL"
+            );
+            for s in store.services()? {
+                println!(
+                    "{:<20} {:>10} {:>10} {:<16} {}",
+                    s.name,
+                    speed::Kbps(s.download_kbps).to_string(),
+                    speed::Kbps(s.upload_kbps).to_string(),
+                    s.pool_name.as_deref().unwrap_or("-"),
+                    rate_limit(s.upload_kbps, s.download_kbps, s.burst)
+                );
+            }
+        }
+        ServiceCommand::Rm { name } => {
+            if !store.remove_service(&name)? {
+                bail!("no service named {name:?}");
+            }
+            println!("removed service {name}");
+        }
+    }
+    Ok(())
+}
+
+pub fn subscriber(
+    store: &mut dyn Store,
+    config: &Config,
+    cmd: SubscriberCommand,
+) -> anyhow::Result<()> {
+    match cmd {
+        SubscriberCommand::Add {
+            username,
+            password,
+            service,
+            expiry,
+            mac,
+            static_ip,
+            disabled,
+        } => {
+            check_username(&username)
+                .map_err(anyhow::Error::msg)
+                .context("--username")?;
+            check_password(&password)
+                .map_err(anyhow::Error::msg)
+                .context("--password")?;
+            let service_id = store.service_id(&service)?.with_context(|| {
+                format!("--service: unknown service {service:?} (see `shardius service list`)")
+            })?;
+            let key = PasswordKey::load(&config.security.key_file)?;
+            let record = SubscriberRecord {
+                id: 0,
+                username,
+                password_enc: key.encrypt(password.as_bytes()),
+                service_id: Some(service_id),
+                is_active: !disabled,
+                expiry_date: expiry,
+                mac_address: mac.as_ref().map(mac::format),
+                static_ip,
+                updated_at: 0,
+            };
+            store.add_subscribers(std::slice::from_ref(&record))?;
+            println!("added subscriber {}", record.username);
+        }
+        SubscriberCommand::List { limit } => {
+            println!(
+                "{:<24} {:<16} {:<6} {:<10} {:<17} STATIC-IP",
+                "USERNAME", "SERVICE", "ACTIVE", "EXPIRY", "MAC"
+            );
+            for (s, service) in store.list_subscribers(limit)? {
+                println!(
+                    "{:<24} {:<16} {:<6} {:<10} {:<17} {}",
+                    s.username,
+                    service.as_deref().unwrap_or("-"),
+                    if s.is_active { "yes" } else { "no" },
+                    s.expiry_date.map_or("-".into(), |d| d.to_string()),
+                    s.mac_address.as_deref().unwrap_or("-"),
+                    s.static_ip.map_or("-".into(), |ip| ip.to_string())
+                );
+            }
+        }
+        SubscriberCommand::Rm { username } => {
+            if !store.remove_subscriber(&username)? {
+                bail!("no subscriber {username:?}");
+            }
+            println!("removed subscriber {username}");
+        }
+        SubscriberCommand::Import { file } => {
+            let key = PasswordKey::load(&config.security.key_file)?;
+            let n = import::import_csv(store, &key, &file)?;
+            println!("imported {n} subscribers from {}", file.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! The `shardius` command line: serve, migrate, keygen, check-config and
+//! the admin commands. Every error ends in one message naming the bad
+//! value and a non-zero exit.
+
+mod admin;
+mod demo;
+mod import;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::keyfile::{self, PasswordKey};
+use crate::store::{self, DatabaseUrl, Store};
+
+pub use admin::{NasCommand, ServiceCommand, SubscriberCommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shardius",
+    version,
+    about = "Thread-per-core RADIUS server for ISPs (PPPoE, MikroTik first)",
+    after_help = "Configuration: defaults < --config file < SHARDIUS_* environment < flags. See README.md."
+)]
+pub struct Cli {
+    /// TOML config file [default: /etc/shardius/shardius.toml if it exists]
+    #[arg(long, global = true, env = "SHARDIUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database: sqlite:PATH (embedded) or postgres://... [default: sqlite:./shardius.db]
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// Master key file for subscriber passwords [default: ./shardius.key]
+    #[arg(long, global = true)]
+    pub key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the RADIUS server
+    Serve(ServeArgs),
+    /// Apply database migrations
+    Migrate,
+    /// Create a new master key file (mode 0600)
+    Keygen {
+        /// Where to write the key; an existing file is never overwritten
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Validate the configuration, key file and database, then exit
+    CheckConfig,
+    /// Manage NAS devices (BNGs)
+    #[command(subcommand)]
+    Nas(NasCommand),
+    /// Manage services (plans)
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Manage subscribers
+    #[command(subcommand)]
+    Subscriber(SubscriberCommand),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Create a key, the embedded database, a NAS 127.0.0.1 (secret testing123),
+    /// a service and subscribers user1..user1000 / pass1..pass1000 if missing, then serve
+    #[arg(long)]
+    pub demo: bool,
+    /// Authentication listen address (repeatable) [default: 0.0.0.0:1812]
+    #[arg(long = "listen-auth", value_name = "ADDR")]
+    pub listen_auth: Vec<SocketAddr>,
+    /// Accounting listen address (repeatable) [default: 0.0.0.0:1813]
+    #[arg(long = "listen-acct", value_name = "ADDR")]
+    pub listen_acct: Vec<SocketAddr>,
+    /// Shards (executor threads, one per core); 0 = all available cores
+    #[arg(long)]
+    pub shards: Option<usize>,
+}
+
+/// Runs the CLI; the returned error is printed by `main`.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(url) = cli.database_url {
+        config.database.url = url;
+    }
+    if let Some(path) = cli.key_file {
+        config.security.key_file = path;
+    }
+    if let Command::Serve(args) = &cli.command {
+        if !args.listen_auth.is_empty() {
+            config.server.listen_auth = args.listen_auth.clone();
+        }
+        if !args.listen_acct.is_empty() {
+            config.server.listen_acct = args.listen_acct.clone();
+        }
+        if let Some(n) = args.shards {
+            config.server.shards = n;
+        }
+    }
+    config.validate()?;
+    init_logging(&config.log.level);
+
+    match cli.command {
+        Command::Serve(args) => serve(config, args.demo),
+        Command::Migrate => {
+            let mut store = open_store(&config)?;
+            let applied = store.migrate()?;
+            println!(
+                "schema version {} ({applied} migration(s) applied)",
+                store.schema_version()?
+            );
+            Ok(())
+        }
+        Command::Keygen { out } => {
+            keyfile::generate(&out)?;
+            println!(
+                "wrote {} (mode 0600); point --key-file or security.key_file at it",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::CheckConfig => check_config(&config),
+        Command::Nas(cmd) => admin::nas(&mut *open_migrated(&config)?, cmd),
+        Command::Service(cmd) => admin::service(&mut *open_migrated(&config)?, cmd),
+        Command::Subscriber(cmd) => {
+            let mut store = open_migrated(&config)?;
+            admin::subscriber(&mut *store, &config, cmd)
+        }
+    }
+}
+
+fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    if demo {
+        demo::prepare(&config)?;
+    }
+    let key = PasswordKey::load(&config.security.key_file)?;
+    let mut store = open_store(&config)?;
+    if store.schema_version()? == 0 {
+        let applied = store.migrate()?;
+        tracing::info!("empty database: applied {applied} migration(s)");
+    }
+    if demo {
+        demo::print_instructions(&config);
+    }
+    crate::server::serve(config, key, store)?;
+    Ok(())
+}
+
+fn check_config(config: &Config) -> anyhow::Result<()> {
+    PasswordKey::load(&config.security.key_file)?;
+    let mut store = open_store(config)?;
+    let version = store.schema_version()?;
+    if version == 0 {
+        bail!(
+            "database {} has no schema yet: run `shardius migrate`",
+            config.database.url
+        );
+    }
+    println!(
+        "ok: config valid, key file {} readable, database {} at schema version {version}, {} shard(s)",
+        config.security.key_file.display(),
+        config.database.url,
+        config.shard_count()
+    );
+    Ok(())
+}
+
+pub(crate) fn open_store(config: &Config) -> anyhow::Result<Box<dyn Store>> {
+    let url = DatabaseUrl::parse(&config.database.url)?;
+    store::open(&url).with_context(|| format!("opening {}", config.database.url))
+}
+
+/// Opens the store, creating the schema on first use (admin commands on a
+/// fresh database just work).
+fn open_migrated(config: &Config) -> anyhow::Result<Box<dyn Store>> {
+    let mut store = open_store(config)?;
+    store.migrate()?;
+    Ok(store)
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

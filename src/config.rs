@@ -1,0 +1,328 @@
+//! Configuration: defaults < TOML file < `SHARDIUS_*` environment < CLI flags.
+//!
+//! The file is parsed with `deny_unknown_fields`, so a misspelt key is an
+//! error naming the key, not a silently ignored setting. `shardius
+//! check-config` runs exactly this parsing plus the checks `serve` makes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where `--config` points when not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/shardius/shardius.toml";
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub security: SecurityConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Authentication listeners (UDP); one socket per shard on each.
+    pub listen_auth: Vec<SocketAddr>,
+    /// Accounting listeners (UDP).
+    pub listen_acct: Vec<SocketAddr>,
+    /// Number of shards (executor threads); 0 = one per available core.
+    pub shards: usize,
+    /// SO_RCVBUF per socket, in bytes (the kernel caps it at net.core.rmem_max).
+    pub recv_buffer_bytes: usize,
+    /// How long a reply is kept for retransmissions (RFC 5080 §2.2.2).
+    pub duplicate_window_secs: u64,
+    /// Upper bound on cached replies per shard.
+    pub duplicate_cache_entries: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite:PATH` (embedded, the default) or `postgres://...`.
+    pub url: String,
+    /// How often the loader polls for changed NAS devices, services and subscribers.
+    pub reload_interval_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Master key for subscriber passwords at rest (`shardius keygen`).
+    pub key_file: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `shardius=debug,warn`, ...
+    pub level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen_auth: vec![SocketAddr::from(([0, 0, 0, 0], 1812))],
+            listen_acct: vec![SocketAddr::from(([0, 0, 0, 0], 1813))],
+            shards: 0,
+            recv_buffer_bytes: 8 << 20,
+            duplicate_window_secs: 30,
+            duplicate_cache_entries: 200_000,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite:./shardius.db".into(),
+            reload_interval_secs: 5,
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            key_file: PathBuf::from("./shardius.key"),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration problem, naming the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?}: {message}")]
+    Env {
+        name: String,
+        value: String,
+        message: String,
+    },
+    #[error("unknown environment variable {0} (see README: Configuration)")]
+    UnknownEnv(String),
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Loads the file (if `path` is given it must exist; the default path
+    /// may be absent) and applies the environment.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(p) => Config::from_file(p)?,
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                Config::from_file(Path::new(DEFAULT_CONFIG_PATH))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Applies `SHARDIUS_<SECTION>_<KEY>` variables, e.g.
+    /// `SHARDIUS_DATABASE_URL`. `SHARDIUS_KEY_FILE` is accepted as a short
+    /// form of `SHARDIUS_SECURITY_KEY_FILE`. Unknown `SHARDIUS_*` names are
+    /// errors, so a typo is not silently ignored.
+    pub fn apply_env(
+        &mut self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (name, value) in env {
+            if !name.starts_with("SHARDIUS_") {
+                continue;
+            }
+            let bad = |message: String| ConfigError::Env {
+                name: name.clone(),
+                value: value.clone(),
+                message,
+            };
+            match name.as_str() {
+                "SHARDIUS_SERVER_LISTEN_AUTH" => {
+                    self.server.listen_auth = parse_addrs(&value).map_err(bad)?
+                }
+                "SHARDIUS_SERVER_LISTEN_ACCT" => {
+                    self.server.listen_acct = parse_addrs(&value).map_err(bad)?
+                }
+                "SHARDIUS_SERVER_SHARDS" => self.server.shards = parse_num(&value).map_err(bad)?,
+                "SHARDIUS_SERVER_RECV_BUFFER_BYTES" => {
+                    self.server.recv_buffer_bytes = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_SERVER_DUPLICATE_WINDOW_SECS" => {
+                    self.server.duplicate_window_secs = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_SERVER_DUPLICATE_CACHE_ENTRIES" => {
+                    self.server.duplicate_cache_entries = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_DATABASE_URL" => self.database.url = value.clone(),
+                "SHARDIUS_DATABASE_RELOAD_INTERVAL_SECS" => {
+                    self.database.reload_interval_secs = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_SECURITY_KEY_FILE" | "SHARDIUS_KEY_FILE" => {
+                    self.security.key_file = PathBuf::from(&value)
+                }
+                "SHARDIUS_LOG_LEVEL" => self.log.level = value.clone(),
+                // Read by the CLI itself (clap), not a config key.
+                "SHARDIUS_CONFIG" => {}
+                _ => return Err(ConfigError::UnknownEnv(name)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.listen_auth.is_empty() {
+            return Err(invalid(
+                "server.listen_auth",
+                "at least one address is needed",
+            ));
+        }
+        if self.server.listen_acct.is_empty() {
+            return Err(invalid(
+                "server.listen_acct",
+                "at least one address is needed",
+            ));
+        }
+        if self.server.shards > 1024 {
+            return Err(invalid("server.shards", "at most 1024"));
+        }
+        if self.server.duplicate_window_secs == 0 || self.server.duplicate_window_secs > 300 {
+            return Err(invalid("server.duplicate_window_secs", "must be 1..=300"));
+        }
+        if self.database.reload_interval_secs == 0 {
+            return Err(invalid(
+                "database.reload_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        crate::store::DatabaseUrl::parse(&self.database.url)
+            .map_err(|e| invalid("database.url", &e.to_string()))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", &e.to_string()))?;
+        Ok(())
+    }
+
+    /// The shard count after resolving 0 to the available cores.
+    pub fn shard_count(&self) -> usize {
+        match self.server.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+fn invalid(key: &'static str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.to_owned(),
+    }
+}
+
+fn parse_addrs(value: &str) -> Result<Vec<SocketAddr>, String> {
+    value
+        .split(',')
+        .map(|a| {
+            a.trim()
+                .parse()
+                .map_err(|e| format!("{a:?} is not IP:PORT ({e})"))
+        })
+        .collect()
+}
+
+fn parse_num<T: std::str::FromStr>(value: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .trim()
+        .parse()
+        .map_err(|e| format!("not a number ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn a_misspelt_key_is_an_error_naming_it() {
+        let err = Config::from_toml("[server]\nlisten_auht = [\"0.0.0.0:1812\"]\n").unwrap_err();
+        assert!(err.contains("listen_auht"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_rejects_unknown_names() {
+        let mut c = Config::from_toml("[database]\nurl = \"sqlite:/a.db\"\n").unwrap();
+        c.apply_env([("SHARDIUS_DATABASE_URL".into(), "sqlite:/b.db".into())])
+            .unwrap();
+        assert_eq!(c.database.url, "sqlite:/b.db");
+        c.apply_env([("SHARDIUS_KEY_FILE".into(), "/k".into())])
+            .unwrap();
+        assert_eq!(c.security.key_file, PathBuf::from("/k"));
+        let err = c
+            .apply_env([("SHARDIUS_DATABSE_URL".into(), "x".into())])
+            .unwrap_err();
+        assert!(err.to_string().contains("SHARDIUS_DATABSE_URL"));
+        let err = c
+            .apply_env([("SHARDIUS_SERVER_SHARDS".into(), "two".into())])
+            .unwrap_err();
+        assert!(err.to_string().contains("SHARDIUS_SERVER_SHARDS"));
+    }
+
+    #[test]
+    fn validation_names_the_bad_key() {
+        let mut c = Config::default();
+        c.database.url = "mysql://x".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("database.url"));
+        let mut c = Config::default();
+        c.server.duplicate_window_secs = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("server.duplicate_window_secs"));
+    }
+}

@@ -1,0 +1,269 @@
+//! The per-shard request engine, without IO (quinn-proto style): the shard
+//! loop hands it a datagram, its source, the current snapshot and the
+//! time; it returns what to send and what happened. Everything it keeps
+//! (duplicate cache, counters, rate limits) is shard-local.
+
+mod dedup;
+mod stats;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+
+pub use dedup::{DuplicateCache, RequestKey};
+pub use stats::{all_drop_reasons, Counter, DropReason, ShardStats, StatsSlot, COUNTERS};
+
+use crate::auth::Method;
+use crate::keyfile::PasswordKey;
+use crate::policy::{answer_access_request, AuthContext, RejectReason, Snapshot};
+use crate::proto::authenticator::{check_message_authenticator, verify_request_authenticator};
+use crate::proto::dict::attr;
+use crate::proto::{Code, MessageAuthenticatorCheck, Packet, PacketBuf, PacketWriter};
+
+/// Which listener a datagram arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    Auth,
+    Acct,
+}
+
+/// What happened to one datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Accepted {
+        method: Method,
+    },
+    Rejected {
+        method: Method,
+        reason: RejectReason,
+    },
+    /// A retransmission answered from the duplicate cache.
+    Duplicate,
+    StatusServer,
+    /// No answer. `log` is set for the first unknown-NAS packet from an
+    /// address per minute, so the operator sees it without a log flood.
+    Dropped {
+        reason: DropReason,
+        log: bool,
+    },
+}
+
+/// The engine's answer: `reply` bytes are in the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handled {
+    pub reply_len: Option<usize>,
+    pub event: Event,
+}
+
+/// Time as the engine sees it: monotonic for windows, local wall clock for
+/// expiry dates. Passed in, never read inside.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub mono: Instant,
+    pub local: NaiveDateTime,
+}
+
+const UNKNOWN_NAS_LOG_EVERY: Duration = Duration::from_secs(60);
+const UNKNOWN_NAS_LOG_TABLE: usize = 4096;
+
+/// What a datagram is judged against: the current snapshot, the password
+/// key and the time.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub snapshot: &'a Snapshot,
+    pub key: &'a PasswordKey,
+    pub now: Now,
+}
+
+/// One shard's request engine.
+pub struct Engine {
+    dedup: DuplicateCache,
+    pub stats: ShardStats,
+    unknown_nas_logged: HashMap<IpAddr, Instant>,
+    /// xorshift64* state: MPPE salts and Class cookies (not secrets; they
+    /// only need to differ between replies).
+    rng: u64,
+}
+
+impl Engine {
+    pub fn new(dedup_window: Duration, dedup_capacity: usize, seed: u64) -> Self {
+        Engine {
+            dedup: DuplicateCache::new(dedup_window, dedup_capacity),
+            stats: ShardStats::default(),
+            unknown_nas_logged: HashMap::new(),
+            rng: seed | 1,
+        }
+    }
+
+    fn next_entropy(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Handles one datagram received on `port` from `src`.
+    pub fn handle(
+        &mut self,
+        port: Port,
+        src: SocketAddr,
+        datagram: &[u8],
+        ctx: &Context<'_>,
+        out: &mut PacketBuf,
+    ) -> Handled {
+        let handled = self.handle_inner(port, src, datagram, ctx, out);
+        match handled.event {
+            Event::Accepted { .. } => self.stats.incr(Counter::Accepts),
+            Event::Rejected { reason, .. } => self.stats.incr(Counter::Reject(reason)),
+            Event::Duplicate => self.stats.incr(Counter::Duplicates),
+            Event::StatusServer => self.stats.incr(Counter::StatusServer),
+            Event::Dropped { reason, .. } => self.stats.incr(Counter::Dropped(reason)),
+        }
+        handled
+    }
+
+    fn handle_inner(
+        &mut self,
+        port: Port,
+        src: SocketAddr,
+        datagram: &[u8],
+        ctx: &Context<'_>,
+        out: &mut PacketBuf,
+    ) -> Handled {
+        let Context { snapshot, key, now } = *ctx;
+        let packet = match Packet::parse(datagram) {
+            Ok(p) => p,
+            Err(e) => return dropped(DropReason::Malformed(e)),
+        };
+        let Some(nas) = snapshot.nas.get(&src.ip()) else {
+            let log = self.should_log_unknown(src.ip(), now.mono);
+            return Handled {
+                reply_len: None,
+                event: Event::Dropped {
+                    reason: DropReason::UnknownNas,
+                    log,
+                },
+            };
+        };
+        let code = packet.code();
+        match (port, code) {
+            (Port::Auth, Code::ACCESS_REQUEST) => self.stats.incr(Counter::AuthRequests),
+            (Port::Acct, Code::ACCOUNTING_REQUEST) => self.stats.incr(Counter::AcctRequests),
+            (_, Code::STATUS_SERVER) => {}
+            _ => return dropped(DropReason::UnexpectedCode),
+        }
+
+        let key_for_dedup = RequestKey {
+            src,
+            code: code.0,
+            identifier: packet.identifier(),
+            authenticator: *packet.authenticator(),
+        };
+        if code != Code::STATUS_SERVER {
+            // RFC 5997 §3: Status-Server is never answered from the cache.
+            if let Some(reply) = self.dedup.get(now.mono, &key_for_dedup) {
+                out[..reply.len()].copy_from_slice(reply);
+                return Handled {
+                    reply_len: Some(reply.len()),
+                    event: Event::Duplicate,
+                };
+            }
+        }
+
+        match check_message_authenticator(&packet, &nas.secret, None) {
+            MessageAuthenticatorCheck::Valid => nas.note_message_authenticator(),
+            MessageAuthenticatorCheck::Invalid => {
+                return dropped(DropReason::BadMessageAuthenticator)
+            }
+            MessageAuthenticatorCheck::Absent => {
+                // RFC 5997 §3 and RFC 3579 §3.2 require it on Status-Server and EAP.
+                let required = code == Code::STATUS_SERVER
+                    || (code == Code::ACCESS_REQUEST
+                        && (nas.requires_message_authenticator()
+                            || packet.attr(attr::EAP_MESSAGE).is_some()));
+                if required {
+                    return dropped(DropReason::MissingMessageAuthenticator);
+                }
+            }
+        }
+
+        if code == Code::STATUS_SERVER {
+            let reply_code = match port {
+                Port::Auth => Code::ACCESS_ACCEPT,
+                Port::Acct => Code::ACCOUNTING_RESPONSE,
+            };
+            let mut w =
+                PacketWriter::new(out, reply_code, packet.identifier(), packet.authenticator());
+            if w.message_authenticator().is_err() {
+                return dropped(DropReason::ReplyTooLong);
+            }
+            let len = w.finish_response(packet.authenticator(), &nas.secret).len();
+            return Handled {
+                reply_len: Some(len),
+                event: Event::StatusServer,
+            };
+        }
+
+        if code == Code::ACCOUNTING_REQUEST {
+            if !verify_request_authenticator(&packet, &nas.secret) {
+                return dropped(DropReason::BadRequestAuthenticator);
+            }
+            // Accounting is acknowledged only once durable; until the
+            // accounting writer exists nothing is acknowledged.
+            return dropped(DropReason::AccountingUnavailable);
+        }
+
+        let ctx = AuthContext {
+            nas,
+            snapshot,
+            key,
+            now_local: now.local,
+            entropy: self.next_entropy(),
+        };
+        let outcome = match answer_access_request(&ctx, &packet, out) {
+            Ok(o) => o,
+            Err(_) => return dropped(DropReason::ReplyTooLong),
+        };
+        self.dedup
+            .insert(now.mono, key_for_dedup, &out[..outcome.reply_len]);
+        Handled {
+            reply_len: Some(outcome.reply_len),
+            event: match outcome.result {
+                Ok(()) => Event::Accepted {
+                    method: outcome.method,
+                },
+                Err(reason) => Event::Rejected {
+                    method: outcome.method,
+                    reason,
+                },
+            },
+        }
+    }
+
+    fn should_log_unknown(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if let Some(last) = self.unknown_nas_logged.get(&ip) {
+            if now.duration_since(*last) < UNKNOWN_NAS_LOG_EVERY {
+                return false;
+            }
+        }
+        if self.unknown_nas_logged.len() >= UNKNOWN_NAS_LOG_TABLE {
+            self.unknown_nas_logged
+                .retain(|_, last| now.duration_since(*last) < UNKNOWN_NAS_LOG_EVERY);
+        }
+        self.unknown_nas_logged.insert(ip, now);
+        true
+    }
+
+    pub fn cached_replies(&self) -> usize {
+        self.dedup.len()
+    }
+}
+
+fn dropped(reason: DropReason) -> Handled {
+    Handled {
+        reply_len: None,
+        event: Event::Dropped { reason, log: false },
+    }
+}

@@ -1,0 +1,355 @@
+//! The Access-Request decision (SPEC §3), as a pure function: the packet,
+//! its NAS, the snapshot, the password key and the clock go in; a signed
+//! Access-Accept or Access-Reject comes out in the caller's buffer,
+//! together with the reason for the log and the counters.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use zeroize::Zeroize;
+
+use super::mac;
+use super::snapshot::{Nas, Service, Snapshot, Subscriber};
+use crate::auth::{chap, mschapv2, pap, Method};
+use crate::keyfile::{PasswordKey, MAX_STORED_PASSWORD};
+use crate::proto::dict::{attr, mikrotik, ms, vendor};
+use crate::proto::{Code, EncodeError, Packet, PacketBuf, PacketWriter};
+use crate::store::NasType;
+
+/// Why an Access-Request was rejected. Each has its own log reason and
+/// counter label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    UnknownUser,
+    BadPassword,
+    Disabled,
+    Expired,
+    MacMismatch,
+    /// MS-CHAPv1, EAP: recognised but not supported.
+    UnsupportedMethod,
+    /// No User-Password, CHAP-Password or MS-CHAP2-Response.
+    NoCredentials,
+    /// The stored password does not decrypt with the configured key.
+    DecryptFailed,
+}
+
+impl RejectReason {
+    /// The reason as logged (`reason=...`) and stored in radius_logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::UnknownUser => "unknown user",
+            RejectReason::BadPassword => "bad password",
+            RejectReason::Disabled => "disabled",
+            RejectReason::Expired => "expired",
+            RejectReason::MacMismatch => "mac mismatch",
+            RejectReason::UnsupportedMethod => "unsupported auth method",
+            RejectReason::NoCredentials => "no credentials",
+            RejectReason::DecryptFailed => "password decrypt failed",
+        }
+    }
+
+    /// The metric label (`reason="..."`).
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            RejectReason::UnknownUser => "unknown_user",
+            RejectReason::BadPassword => "bad_password",
+            RejectReason::Disabled => "disabled",
+            RejectReason::Expired => "expired",
+            RejectReason::MacMismatch => "mac_mismatch",
+            RejectReason::UnsupportedMethod => "unsupported_method",
+            RejectReason::NoCredentials => "no_credentials",
+            RejectReason::DecryptFailed => "decrypt_failed",
+        }
+    }
+
+    pub const ALL: [RejectReason; 8] = [
+        RejectReason::UnknownUser,
+        RejectReason::BadPassword,
+        RejectReason::Disabled,
+        RejectReason::Expired,
+        RejectReason::MacMismatch,
+        RejectReason::UnsupportedMethod,
+        RejectReason::NoCredentials,
+        RejectReason::DecryptFailed,
+    ];
+
+    fn mschap_error(self) -> mschapv2::ErrorCode {
+        match self {
+            RejectReason::Disabled => mschapv2::ErrorCode::AccountDisabled,
+            RejectReason::Expired => mschapv2::ErrorCode::PasswordExpired,
+            RejectReason::MacMismatch => mschapv2::ErrorCode::NoDialinPermission,
+            _ => mschapv2::ErrorCode::AuthenticationFailure,
+        }
+    }
+}
+
+/// What the decision needs besides the packet.
+pub struct AuthContext<'a> {
+    pub nas: &'a Nas,
+    pub snapshot: &'a Snapshot,
+    pub key: &'a PasswordKey,
+    /// The server's local wall-clock time (expiry dates are local days).
+    pub now_local: NaiveDateTime,
+    /// Fresh per request: MPPE salts and the Class cookie.
+    pub entropy: u64,
+}
+
+/// The outcome: the reply in the caller's buffer and what happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthOutcome {
+    pub reply_len: usize,
+    pub method: Method,
+    pub result: Result<(), RejectReason>,
+}
+
+/// Decides an Access-Request (already parsed and authenticated as coming
+/// from `ctx.nas`) and writes the signed reply into `out`.
+pub fn answer_access_request(
+    ctx: &AuthContext<'_>,
+    packet: &Packet<'_>,
+    out: &mut PacketBuf,
+) -> Result<AuthOutcome, EncodeError> {
+    let method = Method::of(packet);
+    let user_name = packet.attr(attr::USER_NAME).unwrap_or_default();
+    let decision = decide(ctx, packet, method, user_name);
+    let request_auth = packet.authenticator();
+    let secret = &ctx.nas.secret;
+    let (code, result) = match &decision {
+        Ok(_) => (Code::ACCESS_ACCEPT, Ok(())),
+        Err(reason) => (Code::ACCESS_REJECT, Err(*reason)),
+    };
+    let mut w = PacketWriter::new(out, code, packet.identifier(), request_auth);
+    // BlastRADIUS: Message-Authenticator first in every reply.
+    w.message_authenticator()?;
+    match decision {
+        Ok(accept) => write_accept(ctx, packet, &accept, &mut w)?,
+        Err(reason) => {
+            if method == Method::MsChapV2 {
+                write_mschap_error(packet, reason, &mut w)?;
+            }
+        }
+    }
+    let reply_len = w.finish_response(request_auth, secret).len();
+    Ok(AuthOutcome {
+        reply_len,
+        method,
+        result,
+    })
+}
+
+/// What an accepted request carries into the reply.
+struct Accepted<'s> {
+    subscriber: &'s Subscriber,
+    service: Option<&'s Service>,
+    mschap: Option<mschapv2::Success>,
+}
+
+fn decide<'s>(
+    ctx: &AuthContext<'s>,
+    packet: &Packet<'_>,
+    method: Method,
+    user_name: &[u8],
+) -> Result<Accepted<'s>, RejectReason> {
+    match method {
+        Method::Eap | Method::MsChapV1 => return Err(RejectReason::UnsupportedMethod),
+        Method::None => return Err(RejectReason::NoCredentials),
+        Method::Pap | Method::Chap | Method::MsChapV2 => {}
+    }
+    let subscriber = ctx
+        .snapshot
+        .subscriber(user_name)
+        .ok_or(RejectReason::UnknownUser)?;
+    let mut plain = [0u8; MAX_STORED_PASSWORD];
+    let verified = match ctx.key.decrypt(&subscriber.password_enc, &mut plain) {
+        Ok(password) => verify_credentials(ctx, packet, method, user_name, password),
+        Err(_) => Err(RejectReason::DecryptFailed),
+    };
+    plain.zeroize();
+    let mschap = verified?;
+    if !subscriber.is_active {
+        return Err(RejectReason::Disabled);
+    }
+    if subscriber
+        .expiry_date
+        .is_some_and(|last_day| ctx.now_local.date() > last_day)
+    {
+        return Err(RejectReason::Expired);
+    }
+    if let Some(bound) = subscriber.mac {
+        let calling = packet.attr(attr::CALLING_STATION_ID).and_then(mac::parse);
+        if calling != Some(bound) {
+            return Err(RejectReason::MacMismatch);
+        }
+    }
+    Ok(Accepted {
+        subscriber,
+        service: ctx.snapshot.service(subscriber.service_id),
+        mschap,
+    })
+}
+
+/// Checks the credentials; for MS-CHAPv2 returns what the accept carries.
+fn verify_credentials(
+    ctx: &AuthContext<'_>,
+    packet: &Packet<'_>,
+    method: Method,
+    user_name: &[u8],
+    password: &[u8],
+) -> Result<Option<mschapv2::Success>, RejectReason> {
+    let bad = RejectReason::BadPassword;
+    match method {
+        Method::Pap => {
+            let hidden = packet
+                .attr(attr::USER_PASSWORD)
+                .ok_or(RejectReason::NoCredentials)?;
+            pap::verify(hidden, &ctx.nas.secret, packet.authenticator(), password)
+                .then_some(None)
+                .ok_or(bad)
+        }
+        Method::Chap => {
+            let response = packet
+                .attr(attr::CHAP_PASSWORD)
+                .ok_or(RejectReason::NoCredentials)?;
+            // RFC 2865 §5.3: without CHAP-Challenge the Request Authenticator is the challenge.
+            let challenge = packet
+                .attr(attr::CHAP_CHALLENGE)
+                .unwrap_or(packet.authenticator());
+            chap::verify(response, challenge, password)
+                .then_some(None)
+                .ok_or(bad)
+        }
+        Method::MsChapV2 => {
+            let challenge = packet
+                .vendor_attr(vendor::MICROSOFT, ms::CHAP_CHALLENGE)
+                .ok_or(RejectReason::NoCredentials)?;
+            let response = packet
+                .vendor_attr(vendor::MICROSOFT, ms::CHAP2_RESPONSE)
+                .and_then(mschapv2::Response::parse)
+                .ok_or(RejectReason::NoCredentials)?;
+            mschapv2::verify(challenge, &response, user_name, password)
+                .map(Some)
+                .ok_or(bad)
+        }
+        Method::MsChapV1 | Method::Eap => Err(RejectReason::UnsupportedMethod),
+        Method::None => Err(RejectReason::NoCredentials),
+    }
+}
+
+/// The Access-Accept attributes of SPEC §3, in a fixed order. A radreply
+/// row naming an attribute replaces the one shardius would generate.
+fn write_accept(
+    ctx: &AuthContext<'_>,
+    packet: &Packet<'_>,
+    accepted: &Accepted<'_>,
+    w: &mut PacketWriter<'_>,
+) -> Result<(), EncodeError> {
+    let subscriber = accepted.subscriber;
+    let extra = ctx
+        .snapshot
+        .reply_attributes(subscriber.username.as_bytes());
+    let overridden =
+        |vendor_id: u32, ty: u8| extra.iter().any(|a| a.vendor == vendor_id && a.ty == ty);
+    let prefs = &ctx.snapshot.preferences;
+
+    if let Some(ok) = &accepted.mschap {
+        let salt = ctx.entropy.to_be_bytes();
+        ok.write_accept_attributes(
+            w,
+            &ctx.nas.secret,
+            packet.authenticator(),
+            [salt[6], salt[7]],
+        )?;
+    }
+    if let Some(service) = accepted.service {
+        match ctx.nas.nas_type {
+            NasType::Mikrotik if !overridden(vendor::MIKROTIK, mikrotik::RATE_LIMIT) => {
+                w.vendor_attr(
+                    vendor::MIKROTIK,
+                    mikrotik::RATE_LIMIT,
+                    service.rate_limit.as_bytes(),
+                )?;
+            }
+            NasType::Generic if !overridden(0, attr::FILTER_ID) => {
+                let filter = service.filter_id.as_deref().unwrap_or(&service.name);
+                w.attr(attr::FILTER_ID, filter.as_bytes())?;
+            }
+            _ => {}
+        }
+    }
+    let framed_ip = subscriber
+        .static_ip
+        .filter(|_| !overridden(0, attr::FRAMED_IP_ADDRESS));
+    if let Some(ip) = framed_ip {
+        w.attr_ipv4(attr::FRAMED_IP_ADDRESS, ip)?;
+    }
+    let has_framed_ip = subscriber.static_ip.is_some() || overridden(0, attr::FRAMED_IP_ADDRESS);
+    if let Some(pool) = accepted.service.and_then(|s| s.pool_name.as_deref()) {
+        if !has_framed_ip && !overridden(0, attr::FRAMED_POOL) {
+            w.attr(attr::FRAMED_POOL, pool.as_bytes())?;
+        }
+    }
+    if !overridden(0, attr::ACCT_INTERIM_INTERVAL) {
+        w.attr_u32(attr::ACCT_INTERIM_INTERVAL, prefs.interim_interval_secs)?;
+    }
+    if let Some(idle) = accepted.service.and_then(|s| s.idle_timeout) {
+        if !overridden(0, attr::IDLE_TIMEOUT) {
+            w.attr_u32(attr::IDLE_TIMEOUT, idle)?;
+        }
+    }
+    if prefs.expiry_hard_cut && !overridden(0, attr::SESSION_TIMEOUT) {
+        if let Some(secs) = subscriber
+            .expiry_date
+            .map(|d| seconds_until_end_of(d, ctx.now_local))
+        {
+            w.attr_u32(attr::SESSION_TIMEOUT, secs)?;
+        }
+    }
+    if !overridden(0, attr::CLASS) {
+        w.attr(attr::CLASS, &class_cookie(subscriber.id, ctx.entropy))?;
+    }
+    for a in extra {
+        if a.vendor == 0 {
+            w.attr(a.ty, &a.value)?;
+        } else {
+            w.vendor_attr(a.vendor, a.ty, &a.value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Seconds from `now` to the end of `last_day` (local midnight after it), at least 1.
+fn seconds_until_end_of(last_day: NaiveDate, now: NaiveDateTime) -> u32 {
+    let end = last_day
+        .succ_opt()
+        .unwrap_or(last_day)
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists");
+    (end - now).num_seconds().clamp(1, i64::from(u32::MAX)) as u32
+}
+
+/// Class: an opaque cookie the NAS echoes in accounting (RFC 2865 §5.25):
+/// "SHD1", the subscriber id and 32 bits of per-request entropy.
+fn class_cookie(subscriber_id: i64, entropy: u64) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[..4].copy_from_slice(b"SHD1");
+    c[4..12].copy_from_slice(&subscriber_id.to_be_bytes());
+    c[12..].copy_from_slice(&(entropy as u32).to_be_bytes());
+    c
+}
+
+/// MS-CHAP-Error in an MS-CHAPv2 reject, when the request was well formed.
+fn write_mschap_error(
+    packet: &Packet<'_>,
+    reason: RejectReason,
+    w: &mut PacketWriter<'_>,
+) -> Result<(), EncodeError> {
+    let challenge = packet
+        .vendor_attr(vendor::MICROSOFT, ms::CHAP_CHALLENGE)
+        .and_then(|c| <&[u8; 16]>::try_from(c).ok());
+    let response = packet
+        .vendor_attr(vendor::MICROSOFT, ms::CHAP2_RESPONSE)
+        .and_then(mschapv2::Response::parse);
+    if let (Some(challenge), Some(response)) = (challenge, response) {
+        let value = mschapv2::ErrorValue::new(response.ident, reason.mschap_error(), challenge);
+        w.vendor_attr(vendor::MICROSOFT, ms::CHAP_ERROR, value.as_bytes())?;
+    }
+    Ok(())
+}

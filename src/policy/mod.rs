@@ -1,0 +1,10 @@
+//! Policy, without IO: the snapshot the shards answer from, and the
+//! Access-Request decision and reply (SPEC §3).
+
+mod authorize;
+pub mod mac;
+mod snapshot;
+pub mod speed;
+
+pub use authorize::{answer_access_request, AuthContext, AuthOutcome, RejectReason};
+pub use snapshot::{rate_limit, Nas, Preferences, ReplyAttr, Service, Snapshot, Subscriber};

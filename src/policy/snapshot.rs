@@ -1,0 +1,413 @@
+//! The immutable view the shards answer from: NAS registry, services,
+//! subscribers (passwords still encrypted), radreply rows, preferences.
+//!
+//! The loader builds a new `Snapshot` off the packet path and publishes it
+//! atomically; shards keep answering from the old one meanwhile. Entries
+//! are `Arc`s so a delta refresh copies pointers, not subscribers.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+
+use super::mac;
+use super::speed::Kbps;
+use crate::proto::dict::{self, ValueKind};
+use crate::proto::Secret;
+use crate::store::{
+    Burst, ChangeVersions, MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord,
+    SubscriberRecord,
+};
+
+/// A registered, active NAS.
+#[derive(Debug)]
+pub struct Nas {
+    pub id: i64,
+    pub name: String,
+    pub ip: IpAddr,
+    pub secret: Secret,
+    pub nas_type: NasType,
+    pub coa_port: u16,
+    pub ma_policy: MaPolicy,
+    /// Under `auto`: this NAS has sent a Message-Authenticator, so from now
+    /// on one is required. Shared by all shards; carried across reloads.
+    ma_seen: AtomicBool,
+}
+
+impl Nas {
+    pub fn from_record(r: &NasRecord) -> Nas {
+        Nas {
+            id: r.id,
+            name: r.name.clone(),
+            ip: r.ip_address,
+            secret: Secret::new(r.secret.as_bytes()),
+            nas_type: r.nas_type,
+            coa_port: r.coa_port,
+            ma_policy: r.require_message_authenticator,
+            ma_seen: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether an Access-Request from this NAS must carry a Message-Authenticator.
+    pub fn requires_message_authenticator(&self) -> bool {
+        match self.ma_policy {
+            MaPolicy::Yes => true,
+            MaPolicy::No => false,
+            MaPolicy::Auto => self.ma_seen.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records that a valid Message-Authenticator arrived from this NAS.
+    pub fn note_message_authenticator(&self) {
+        if self.ma_policy == MaPolicy::Auto && !self.ma_seen.load(Ordering::Relaxed) {
+            self.ma_seen.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn same_config(&self, r: &NasRecord) -> bool {
+        self.name == r.name
+            && self.ip == r.ip_address
+            && self.secret.as_bytes() == r.secret.as_bytes()
+            && self.nas_type == r.nas_type
+            && self.coa_port == r.coa_port
+            && self.ma_policy == r.require_message_authenticator
+    }
+}
+
+#[derive(Debug)]
+pub struct Service {
+    pub id: i64,
+    pub name: String,
+    pub download_kbps: u32,
+    pub upload_kbps: u32,
+    pub pool_name: Option<String>,
+    pub filter_id: Option<String>,
+    pub idle_timeout: Option<u32>,
+    /// Mikrotik-Rate-Limit, precomputed: "rx/tx" from the router's view,
+    /// i.e. upload/download, then the optional burst fields.
+    pub rate_limit: String,
+}
+
+impl Service {
+    pub fn from_record(r: &ServiceRecord) -> Service {
+        Service {
+            id: r.id,
+            name: r.name.clone(),
+            download_kbps: r.download_kbps,
+            upload_kbps: r.upload_kbps,
+            pool_name: r.pool_name.clone().filter(|s| !s.is_empty()),
+            filter_id: r.filter_id.clone().filter(|s| !s.is_empty()),
+            idle_timeout: r.idle_timeout.filter(|t| *t > 0),
+            rate_limit: rate_limit(r.upload_kbps, r.download_kbps, r.burst),
+        }
+    }
+}
+
+/// The Mikrotik-Rate-Limit string: `rx/tx [rx-burst/tx-burst
+/// rx-threshold/tx-threshold rx-time/tx-time]`, rx = the subscriber's upload.
+pub fn rate_limit(upload_kbps: u32, download_kbps: u32, burst: Option<Burst>) -> String {
+    let mut s = format!("{}/{}", Kbps(upload_kbps), Kbps(download_kbps));
+    if let Some(b) = burst {
+        s.push_str(&format!(
+            " {}/{} {}/{} {}/{}",
+            Kbps(b.upload_kbps),
+            Kbps(b.download_kbps),
+            Kbps(b.threshold_upload_kbps),
+            Kbps(b.threshold_download_kbps),
+            b.time_secs,
+            b.time_secs
+        ));
+    }
+    s
+}
+
+#[derive(Debug)]
+pub struct Subscriber {
+    pub id: i64,
+    pub username: Box<str>,
+    pub password_enc: Box<[u8]>,
+    pub service_id: Option<i64>,
+    pub is_active: bool,
+    pub expiry_date: Option<NaiveDate>,
+    pub mac: Option<[u8; 6]>,
+    pub static_ip: Option<Ipv4Addr>,
+}
+
+impl Subscriber {
+    pub fn from_record(r: &SubscriberRecord) -> Subscriber {
+        Subscriber {
+            id: r.id,
+            username: r.username.as_str().into(),
+            password_enc: r.password_enc.as_slice().into(),
+            service_id: r.service_id,
+            is_active: r.is_active,
+            expiry_date: r.expiry_date,
+            mac: r
+                .mac_address
+                .as_deref()
+                .and_then(|m| mac::parse(m.as_bytes())),
+            static_ip: r.static_ip,
+        }
+    }
+}
+
+/// One extra reply attribute, encoded once at load time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyAttr {
+    /// 0 for standard attributes.
+    pub vendor: u32,
+    pub ty: u8,
+    pub value: Box<[u8]>,
+}
+
+impl ReplyAttr {
+    /// Encodes a radreply row; `Err` names what is wrong with it.
+    pub fn from_record(r: &RadreplyRecord) -> Result<ReplyAttr, String> {
+        let def = dict::reply_attribute(&r.attribute)
+            .ok_or_else(|| format!("unknown attribute {:?}", r.attribute))?;
+        let value: Box<[u8]> = match def.kind {
+            ValueKind::Text => r.value.as_bytes().into(),
+            ValueKind::Integer => r
+                .value
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{}: {:?} is not an integer", def.name, r.value))?
+                .to_be_bytes()
+                .into(),
+            ValueKind::Ipv4 => r
+                .value
+                .trim()
+                .parse::<Ipv4Addr>()
+                .map_err(|_| format!("{}: {:?} is not an IPv4 address", def.name, r.value))?
+                .octets()
+                .into(),
+        };
+        let limit = if def.vendor == 0 { 253 } else { 247 };
+        if value.len() > limit {
+            return Err(format!("{}: value longer than {limit} bytes", def.name));
+        }
+        Ok(ReplyAttr {
+            vendor: def.vendor,
+            ty: def.ty,
+            value,
+        })
+    }
+}
+
+/// The `system_preferences` shardius reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preferences {
+    /// Acct-Interim-Interval in every Access-Accept.
+    pub interim_interval_secs: u32,
+    /// Session-Timeout up to the end of the expiry date.
+    pub expiry_hard_cut: bool,
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Preferences {
+            interim_interval_secs: 30,
+            expiry_hard_cut: false,
+        }
+    }
+}
+
+impl Preferences {
+    /// Reads known keys; a bad value keeps the default and is reported.
+    pub fn from_pairs(pairs: &[(String, String)], mut warn: impl FnMut(String)) -> Preferences {
+        let mut p = Preferences::default();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "radius_interim_update_seconds" => match value.trim().parse::<u32>() {
+                    Ok(v) if v >= 10 => p.interim_interval_secs = v,
+                    _ => warn(format!(
+                        "system_preferences {key} = {value:?}: expected seconds >= 10"
+                    )),
+                },
+                "radius_expiry_hard_cut" => match value.trim() {
+                    "true" | "1" | "yes" => p.expiry_hard_cut = true,
+                    "false" | "0" | "no" => p.expiry_hard_cut = false,
+                    _ => warn(format!(
+                        "system_preferences {key} = {value:?}: expected true or false"
+                    )),
+                },
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+/// Everything a shard needs to answer, frozen at one point in time.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub nas: HashMap<IpAddr, Arc<Nas>>,
+    pub services: HashMap<i64, Arc<Service>>,
+    pub subscribers: HashMap<Box<[u8]>, Arc<Subscriber>>,
+    pub radreply: HashMap<Box<[u8]>, Arc<[ReplyAttr]>>,
+    pub preferences: Preferences,
+    /// The store's change counters this snapshot reflects.
+    pub versions: ChangeVersions,
+}
+
+impl Snapshot {
+    pub fn subscriber(&self, username: &[u8]) -> Option<&Subscriber> {
+        self.subscribers.get(username).map(|s| &**s)
+    }
+
+    pub fn service(&self, id: Option<i64>) -> Option<&Service> {
+        id.and_then(|id| self.services.get(&id)).map(|s| &**s)
+    }
+
+    pub fn reply_attributes(&self, username: &[u8]) -> &[ReplyAttr] {
+        self.radreply.get(username).map_or(&[], |r| &**r)
+    }
+
+    /// Replaces the NAS registry with the active rows, keeping the state
+    /// (Message-Authenticator seen) of NASes whose configuration is unchanged.
+    pub fn set_nas(&mut self, records: &[NasRecord]) {
+        let old = std::mem::take(&mut self.nas);
+        for r in records.iter().filter(|r| r.is_active) {
+            let nas = match old.get(&r.ip_address) {
+                Some(existing) if existing.same_config(r) => existing.clone(),
+                Some(existing) => {
+                    let nas = Nas::from_record(r);
+                    nas.ma_seen
+                        .store(existing.ma_seen.load(Ordering::Relaxed), Ordering::Relaxed);
+                    Arc::new(nas)
+                }
+                None => Arc::new(Nas::from_record(r)),
+            };
+            self.nas.insert(r.ip_address, nas);
+        }
+    }
+
+    pub fn set_services(&mut self, records: &[ServiceRecord]) {
+        self.services = records
+            .iter()
+            .map(|r| (r.id, Arc::new(Service::from_record(r))))
+            .collect();
+    }
+
+    /// Applies changed rows and deletions (a full load is a delta from empty).
+    pub fn apply_subscribers(&mut self, changed: &[SubscriberRecord], deleted: &[String]) {
+        for name in deleted {
+            self.subscribers.remove(name.as_bytes());
+        }
+        for r in changed {
+            self.subscribers.insert(
+                r.username.as_bytes().into(),
+                Arc::new(Subscriber::from_record(r)),
+            );
+        }
+    }
+
+    /// Replaces radreply rows; rows that do not encode are passed to `warn`.
+    pub fn set_radreply(&mut self, records: &[RadreplyRecord], mut warn: impl FnMut(String)) {
+        let mut by_user: HashMap<Box<[u8]>, Vec<ReplyAttr>> = HashMap::new();
+        for r in records {
+            match ReplyAttr::from_record(r) {
+                Ok(a) => by_user
+                    .entry(r.username.as_bytes().into())
+                    .or_default()
+                    .push(a),
+                Err(e) => warn(format!("radreply row for {:?} skipped: {e}", r.username)),
+            }
+        }
+        self.radreply = by_user.into_iter().map(|(k, v)| (k, v.into())).collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nas(secret: &str) -> NasRecord {
+        NasRecord {
+            id: 1,
+            name: "BNG-1".into(),
+            short_name: None,
+            identifier: None,
+            ip_address: "10.0.0.1".parse().unwrap(),
+            secret: secret.into(),
+            nas_type: NasType::Mikrotik,
+            coa_port: 1700,
+            require_message_authenticator: MaPolicy::Auto,
+            is_active: true,
+            api_username: None,
+            api_password: None,
+        }
+    }
+
+    #[test]
+    fn rate_limit_is_upload_slash_download_with_optional_burst() {
+        assert_eq!(rate_limit(2000, 10000, None), "2000k/10000k");
+        let burst = Burst {
+            download_kbps: 20000,
+            upload_kbps: 4000,
+            threshold_download_kbps: 8000,
+            threshold_upload_kbps: 1500,
+            time_secs: 16,
+        };
+        assert_eq!(
+            rate_limit(2000, 10000, Some(burst)),
+            "2000k/10000k 4000k/20000k 1500k/8000k 16/16"
+        );
+    }
+
+    #[test]
+    fn the_message_authenticator_requirement_survives_a_reload_and_disabled_nas_go() {
+        let mut s = Snapshot::default();
+        s.set_nas(&[nas("a")]);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(!s.nas[&ip].requires_message_authenticator());
+        s.nas[&ip].note_message_authenticator();
+        s.set_nas(&[nas("b")]);
+        assert!(s.nas[&ip].requires_message_authenticator());
+        assert_eq!(s.nas[&ip].secret, Secret::new(b"b"));
+        let mut off = nas("b");
+        off.is_active = false;
+        s.set_nas(&[off]);
+        assert!(s.nas.is_empty());
+    }
+
+    #[test]
+    fn radreply_rows_are_encoded_or_reported() {
+        let row = |a: &str, v: &str| RadreplyRecord {
+            username: "u".into(),
+            attribute: a.into(),
+            op: ":=".into(),
+            value: v.into(),
+        };
+        let mut warnings = vec![];
+        let mut s = Snapshot::default();
+        s.set_radreply(
+            &[
+                row("Framed-IP-Address", "100.64.0.9"),
+                row("Session-Timeout", "x"),
+                row("No-Such", "1"),
+            ],
+            |w| warnings.push(w),
+        );
+        assert_eq!(s.reply_attributes(b"u").len(), 1);
+        assert_eq!(&*s.reply_attributes(b"u")[0].value, &[100, 64, 0, 9]);
+        assert_eq!(warnings.len(), 2);
+    }
+
+    #[test]
+    fn preferences_fall_back_to_defaults_on_bad_values() {
+        let mut warnings = 0;
+        let p = Preferences::from_pairs(
+            &[
+                ("radius_interim_update_seconds".into(), "60".into()),
+                ("radius_expiry_hard_cut".into(), "maybe".into()),
+            ],
+            |_| warnings += 1,
+        );
+        assert_eq!(p.interim_interval_secs, 60);
+        assert!(!p.expiry_hard_cut);
+        assert_eq!(warnings, 1);
+    }
+}

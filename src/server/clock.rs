@@ -1,0 +1,41 @@
+//! The shard's view of time, read once per datagram and handed to the
+//! engine. The local UTC offset is refreshed once a second instead of per
+//! packet (it only changes at DST transitions).
+
+use std::time::{Duration, Instant};
+
+use chrono::{FixedOffset, Local, Utc};
+
+use crate::engine::Now;
+
+pub struct ShardClock {
+    offset: FixedOffset,
+    refreshed: Instant,
+}
+
+impl ShardClock {
+    pub fn new() -> Self {
+        ShardClock {
+            offset: *Local::now().offset(),
+            refreshed: Instant::now(),
+        }
+    }
+
+    pub fn now(&mut self) -> Now {
+        let mono = Instant::now();
+        if mono.duration_since(self.refreshed) >= Duration::from_secs(1) {
+            self.offset = *Local::now().offset();
+            self.refreshed = mono;
+        }
+        Now {
+            mono,
+            local: (Utc::now() + self.offset).naive_utc(),
+        }
+    }
+}
+
+impl Default for ShardClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,110 @@
+//! The loader: builds snapshots from the store off the packet path and
+//! publishes them. It polls the store's change counters (one tiny query)
+//! and reloads only what changed: subscribers as a delta by `updated_at`
+//! plus deletion tombstones, the small tables whole.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::policy::{Preferences, Snapshot};
+use crate::store::{Result, Store};
+
+/// Changed rows are read from this far before the previous poll's clock,
+/// so a transaction that committed late with an earlier `updated_at` is
+/// still seen. Re-applying a row is harmless.
+const OVERLAP_MICROS: i64 = 2_000_000;
+
+pub struct Loader {
+    store: Box<dyn Store>,
+    snapshot: Snapshot,
+    cursor: i64,
+}
+
+/// What a load changed, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub nas_changed: bool,
+    pub subscribers_changed: usize,
+    pub subscribers_deleted: usize,
+}
+
+impl Loader {
+    /// Loads everything once.
+    pub fn new(mut store: Box<dyn Store>) -> Result<Loader> {
+        let versions = store.change_versions()?;
+        let now = store.now_micros()?;
+        let mut snapshot = Snapshot {
+            versions,
+            ..Snapshot::default()
+        };
+        snapshot.set_nas(&store.nas_devices()?);
+        snapshot.set_services(&store.services()?);
+        snapshot.apply_subscribers(&store.subscribers_changed_since(0)?, &[]);
+        snapshot.set_radreply(&store.radreply()?, |w| warn!("{w}"));
+        snapshot.preferences = Preferences::from_pairs(&store.preferences()?, |w| warn!("{w}"));
+        Ok(Loader {
+            store,
+            snapshot,
+            cursor: now - OVERLAP_MICROS,
+        })
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// Applies what changed since the last poll; `None` when nothing did.
+    pub fn poll(&mut self) -> Result<Option<(Arc<Snapshot>, LoadReport)>> {
+        let versions = self.store.change_versions()?;
+        let old = self.snapshot.versions;
+        if versions == old {
+            return Ok(None);
+        }
+        let now = self.store.now_micros()?;
+        let mut next = self.snapshot.clone();
+        let mut report = LoadReport::default();
+        if versions.nas_devices != old.nas_devices {
+            next.set_nas(&self.store.nas_devices()?);
+            report.nas_changed = true;
+        }
+        if versions.services != old.services {
+            next.set_services(&self.store.services()?);
+        }
+        if versions.subscribers != old.subscribers {
+            let changed = self.store.subscribers_changed_since(self.cursor)?;
+            let deleted = self.store.subscribers_deleted_since(self.cursor)?;
+            next.apply_subscribers(&changed, &deleted);
+            report.subscribers_changed = changed.len();
+            report.subscribers_deleted = deleted.len();
+        }
+        if versions.radreply != old.radreply {
+            next.set_radreply(&self.store.radreply()?, |w| warn!("{w}"));
+        }
+        if versions.system_preferences != old.system_preferences {
+            next.preferences =
+                Preferences::from_pairs(&self.store.preferences()?, |w| warn!("{w}"));
+        }
+        next.versions = versions;
+        self.cursor = now - OVERLAP_MICROS;
+        self.snapshot = next.clone();
+        Ok(Some((Arc::new(next), report)))
+    }
+}
+
+/// Logs the operator-facing line for a (re)load.
+pub fn log_load(snapshot: &Snapshot, report: &LoadReport, started: Instant) {
+    if report.nas_changed {
+        info!("Loaded {} NAS secrets", snapshot.nas.len());
+    }
+    if report.subscribers_changed + report.subscribers_deleted > 0 {
+        info!(
+            changed = report.subscribers_changed,
+            deleted = report.subscribers_deleted,
+            subscribers = snapshot.subscribers.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "subscriber snapshot refreshed"
+        );
+    }
+}

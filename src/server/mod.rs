@@ -1,0 +1,198 @@
+//! The IO shell: shards (glommio executors, one per core) own the sockets
+//! and call the engine; the loader thread publishes snapshots; the main
+//! thread waits for SIGTERM/SIGINT and drains.
+
+mod clock;
+mod loader;
+mod shard;
+pub mod socket;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tracing::{error, info};
+
+pub use loader::{LoadReport, Loader};
+
+use crate::config::Config;
+use crate::engine::{Counter, StatsSlot};
+use crate::keyfile::PasswordKey;
+use crate::policy::Snapshot;
+use crate::store::{Store, StoreError};
+
+/// What every shard and the loader share.
+pub struct Shared {
+    pub config: Config,
+    pub key: PasswordKey,
+    pub snapshot: ArcSwap<Snapshot>,
+    /// One published counter slot per shard.
+    pub stats: Box<[StatsSlot]>,
+    pub shutdown: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot load the snapshot: {0}")]
+    Load(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start shard: {0}")]
+    Shard(std::io::Error),
+    #[error("signal handling: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub fn serve(config: Config, key: PasswordKey, store: Box<dyn Store>) -> Result<(), ServeError> {
+    let started = Instant::now();
+    let shard_count = config.shard_count();
+    let loader = Loader::new(store)?;
+    let first = loader.snapshot().clone();
+    info!("Loaded {} NAS secrets", first.nas.len());
+    info!(
+        subscribers = first.subscribers.len(),
+        services = first.services.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "snapshot loaded"
+    );
+
+    let mut per_shard: Vec<shard::ShardSockets> = (0..shard_count)
+        .map(|_| shard::ShardSockets {
+            auth: Vec::new(),
+            acct: Vec::new(),
+        })
+        .collect();
+    let mut bound_auth = Vec::new();
+    let mut bound_acct = Vec::new();
+    let recv_buffer = config.server.recv_buffer_bytes;
+    for (addrs, bound, is_auth) in [
+        (&config.server.listen_auth, &mut bound_auth, true),
+        (&config.server.listen_acct, &mut bound_acct, false),
+    ] {
+        for &addr in addrs {
+            let group = socket::bind_group(addr, shard_count, recv_buffer)
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            bound.push(
+                group[0]
+                    .local_addr()
+                    .map_err(|source| ServeError::Bind { addr, source })?,
+            );
+            for (i, s) in group.into_iter().enumerate() {
+                if is_auth {
+                    per_shard[i].auth.push(s);
+                } else {
+                    per_shard[i].acct.push(s);
+                }
+            }
+        }
+    }
+
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(first),
+        stats: (0..shard_count).map(|_| StatsSlot::default()).collect(),
+        shutdown: AtomicBool::new(false),
+        key,
+        config,
+    });
+
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(ServeError::Signals)?;
+    let loader_thread = spawn_loader(loader, shared.clone());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut shards = Vec::with_capacity(shard_count);
+    for (i, sockets) in per_shard.into_iter().enumerate() {
+        shards.push(
+            shard::spawn(i, Some(i % cores), sockets, shared.clone()).map_err(ServeError::Shard)?,
+        );
+    }
+    info!(
+        "listening auth={} acct={} shards={}",
+        join(&bound_auth),
+        join(&bound_acct),
+        shard_count
+    );
+
+    let mut signals = signals;
+    if let Some(sig) = signals.forever().next() {
+        info!(signal = sig, "shutting down");
+    }
+    shared.shutdown.store(true, Ordering::Relaxed);
+    for (i, h) in shards.into_iter().enumerate() {
+        if let Err(e) = h.join() {
+            error!(shard = i, "shard ended with an error: {e}");
+        }
+    }
+    if loader_thread.join().is_err() {
+        error!("loader thread panicked");
+    }
+    for (i, slot) in shared.stats.iter().enumerate() {
+        info!(
+            "shard={} auth_requests={} accepts={} duplicates={} acct_requests={}",
+            i,
+            slot.get(Counter::AuthRequests),
+            slot.get(Counter::Accepts),
+            slot.get(Counter::Duplicates),
+            slot.get(Counter::AcctRequests)
+        );
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn join(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn spawn_loader(mut loader: Loader, shared: Arc<Shared>) -> std::thread::JoinHandle<()> {
+    let interval = Duration::from_secs(shared.config.database.reload_interval_secs);
+    std::thread::Builder::new()
+        .name("loader".into())
+        .spawn(move || {
+            let mut outage = false;
+            let mut next = Instant::now() + interval;
+            while !shared.shutdown.load(Ordering::Relaxed) {
+                std::thread::sleep(
+                    Duration::from_millis(100).min(next.saturating_duration_since(Instant::now())),
+                );
+                if Instant::now() < next {
+                    continue;
+                }
+                next = Instant::now() + interval;
+                let started = Instant::now();
+                match loader.poll() {
+                    Ok(Some((snapshot, report))) => {
+                        loader::log_load(&snapshot, &report, started);
+                        shared.snapshot.store(snapshot);
+                        if std::mem::take(&mut outage) {
+                            info!("database reachable again; snapshot reloading resumed");
+                        }
+                    }
+                    Ok(None) => {
+                        if std::mem::take(&mut outage) {
+                            info!("database reachable again; snapshot reloading resumed");
+                        }
+                    }
+                    Err(e) => {
+                        if !outage {
+                            error!("snapshot reload failed, serving from the cached snapshot: {e}");
+                            outage = true;
+                        }
+                    }
+                }
+            }
+        })
+        .expect("spawning a thread only fails when the process is out of resources")
+}

@@ -1,0 +1,134 @@
+//! Listening sockets: one per shard per address, joined in a SO_REUSEPORT
+//! group whose member is chosen by a classic BPF program.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Binds `shards` UDP sockets on `addr` in one reuseport group. With port
+/// 0 the first socket picks the port and the others join it (binding port
+/// 0 N times would give N different ports).
+pub fn bind_group(
+    addr: SocketAddr,
+    shards: usize,
+    recv_buffer: usize,
+) -> io::Result<Vec<UdpSocket>> {
+    let mut sockets = Vec::with_capacity(shards);
+    let mut addr = addr;
+    for _ in 0..shards {
+        let socket = bind_one(addr, recv_buffer)?;
+        addr = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    if shards > 1 {
+        attach_authenticator_selector(&sockets[0], shards as u32)?;
+    }
+    Ok(sockets)
+}
+
+fn bind_one(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_port(true)?;
+    // The kernel caps this at net.core.rmem_max (see tuning.md); a smaller
+    // buffer than asked for is not an error.
+    let _ = socket.set_recv_buffer_size(recv_buffer);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+// Classic BPF opcodes (linux/bpf_common.h); libc does not export them.
+/// BPF_LD (0x00) | BPF_W (0x00) | BPF_ABS (0x20): A = 32-bit word at offset k.
+const BPF_LD_W_ABS: u16 = 0x20;
+/// BPF_ALU (0x04) | BPF_MOD (0x90) | BPF_K (0x00): A = A % k.
+const BPF_ALU_MOD_K: u16 = 0x94;
+/// BPF_RET (0x06) | BPF_A (0x10): return A.
+const BPF_RET_A: u16 = 0x16;
+
+/// Attaches the shard selector to the reuseport group of `socket`: the
+/// kernel runs it on the UDP payload (the UDP header already pulled), and
+/// it returns the first four Request Authenticator bytes modulo the shard
+/// count. A NAS that sends everything from one source port (RouterOS does)
+/// is spread over every shard, while a retransmission (same authenticator)
+/// reaches the shard holding its duplicate-cache entry. A datagram too
+/// short to load from makes the program return 0: shard 0 drops it.
+pub fn attach_authenticator_selector(socket: &UdpSocket, shards: u32) -> io::Result<()> {
+    let mut program = [
+        libc::sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 4,
+        },
+        libc::sock_filter {
+            code: BPF_ALU_MOD_K,
+            jt: 0,
+            jf: 0,
+            k: shards,
+        },
+        libc::sock_filter {
+            code: BPF_RET_A,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `program`, which outlives the call; the
+    // kernel copies the program before setsockopt returns.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn port_zero_gives_one_port_for_the_whole_group() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 3, 1 << 20).unwrap();
+        let port = group[0].local_addr().unwrap().port();
+        assert!(group.iter().all(|s| s.local_addr().unwrap().port() == port));
+    }
+
+    #[test]
+    fn the_selector_routes_by_authenticator_bytes() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 2, 1 << 20).unwrap();
+        for s in &group {
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+        }
+        let to = group[0].local_addr().unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for shard in 0..2u8 {
+            let mut datagram = [0u8; 20];
+            datagram[7] = shard; // authenticator bytes 4..8 = shard number
+            client.send_to(&datagram, to).unwrap();
+            let mut buf = [0u8; 64];
+            let n = group[usize::from(shard)]
+                .recv(&mut buf)
+                .expect("the chosen shard receives it");
+            assert_eq!(buf[7], shard, "{n}");
+        }
+    }
+}

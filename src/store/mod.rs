@@ -1,0 +1,133 @@
+//! One store interface, two backends: the embedded SQLite default and
+//! PostgreSQL for production. The schema is the same (SPEC §8); the shards
+//! never call a store, only the loader thread, the accounting writer and
+//! the admin CLI do.
+
+mod records;
+mod sqlite;
+
+use std::path::PathBuf;
+
+pub use records::{
+    Burst, ChangeVersions, MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord,
+    SubscriberRecord,
+};
+pub use sqlite::SqliteStore;
+
+/// A parsed `database.url`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite:PATH` (relative paths are relative to the working directory).
+    Sqlite(PathBuf),
+    /// `postgres://...` or `postgresql://...`.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<DatabaseUrl> {
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(StoreError::Config(format!(
+                    "{url:?}: sqlite: needs a file path"
+                )));
+            }
+            Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseUrl::Postgres(url.to_owned()))
+        } else {
+            Err(StoreError::Config(format!(
+                "{url:?} is neither sqlite:PATH nor postgres://..."
+            )))
+        }
+    }
+}
+
+/// Store failures, for operators: each ends in one clear message.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0} already exists")]
+    Duplicate(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What the loader, the writer and the admin commands need from a database.
+pub trait Store: Send {
+    /// Applies pending migrations; returns how many were applied.
+    fn migrate(&mut self) -> Result<u32>;
+    /// The schema version recorded in the database (0 = empty).
+    fn schema_version(&mut self) -> Result<u32>;
+
+    /// Per-table change counters, bumped by triggers on every write, so a
+    /// poll costs one tiny query and sees changes made by any client.
+    fn change_versions(&mut self) -> Result<ChangeVersions>;
+    /// The database clock in microseconds since the epoch (delta cursors
+    /// use the database's clock, not ours).
+    fn now_micros(&mut self) -> Result<i64>;
+
+    fn nas_devices(&mut self) -> Result<Vec<NasRecord>>;
+    fn services(&mut self) -> Result<Vec<ServiceRecord>>;
+    /// Subscribers written at or after `since_micros` (0: all).
+    fn subscribers_changed_since(&mut self, since_micros: i64) -> Result<Vec<SubscriberRecord>>;
+    /// Usernames deleted at or after `since_micros`.
+    fn subscribers_deleted_since(&mut self, since_micros: i64) -> Result<Vec<String>>;
+    fn radreply(&mut self) -> Result<Vec<RadreplyRecord>>;
+    fn preferences(&mut self) -> Result<Vec<(String, String)>>;
+
+    fn add_nas(&mut self, nas: &NasRecord) -> Result<i64>;
+    /// Removes by name or IP address; false if none matched.
+    fn remove_nas(&mut self, name_or_ip: &str) -> Result<bool>;
+    fn add_service(&mut self, service: &ServiceRecord) -> Result<i64>;
+    fn remove_service(&mut self, name: &str) -> Result<bool>;
+    fn service_id(&mut self, name: &str) -> Result<Option<i64>>;
+    /// Inserts all subscribers in one transaction: all or none.
+    fn add_subscribers(&mut self, subscribers: &[SubscriberRecord]) -> Result<usize>;
+    fn remove_subscriber(&mut self, username: &str) -> Result<bool>;
+    fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool>;
+    /// Subscribers with their service name, ordered by username.
+    fn list_subscribers(&mut self, limit: usize)
+        -> Result<Vec<(SubscriberRecord, Option<String>)>>;
+    fn set_preference(&mut self, key: &str, value: &str) -> Result<()>;
+}
+
+/// Opens the store a URL names.
+pub fn open(url: &DatabaseUrl) -> Result<Box<dyn Store>> {
+    match url {
+        DatabaseUrl::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
+        DatabaseUrl::Postgres(_) => Err(StoreError::Config(
+            "the PostgreSQL backend is not part of this build yet; use sqlite:PATH".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_into_backends() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:./shardius.db").unwrap(),
+            DatabaseUrl::Sqlite("./shardius.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/lib/shardius/db").unwrap(),
+            DatabaseUrl::Sqlite("/var/lib/shardius/db".into())
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u@h/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!(DatabaseUrl::parse("mysql://x").is_err());
+        assert!(DatabaseUrl::parse("sqlite:").is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! Rows as the store hands them over: validated Rust types, one per table.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use chrono::NaiveDate;
+
+/// How a NAS is spoken to: MikroTik gets Mikrotik-Rate-Limit, generic
+/// (Cisco, Juniper, Huawei) gets Filter-Id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NasType {
+    Mikrotik,
+    Generic,
+}
+
+impl NasType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NasType::Mikrotik => "mikrotik",
+            NasType::Generic => "generic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NasType> {
+        match s {
+            "mikrotik" => Some(NasType::Mikrotik),
+            "generic" => Some(NasType::Generic),
+            _ => None,
+        }
+    }
+
+    /// MikroTik listens for CoA on 1700; RFC 5176 says 3799.
+    pub fn default_coa_port(self) -> u16 {
+        match self {
+            NasType::Mikrotik => 1700,
+            NasType::Generic => 3799,
+        }
+    }
+}
+
+/// Per-NAS Message-Authenticator requirement on Access-Requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaPolicy {
+    /// Required from the first request that carries one (BlastRADIUS).
+    Auto,
+    Yes,
+    No,
+}
+
+impl MaPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaPolicy::Auto => "auto",
+            MaPolicy::Yes => "yes",
+            MaPolicy::No => "no",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MaPolicy> {
+        match s {
+            "auto" => Some(MaPolicy::Auto),
+            "yes" => Some(MaPolicy::Yes),
+            "no" => Some(MaPolicy::No),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NasRecord {
+    pub id: i64,
+    pub name: String,
+    pub short_name: Option<String>,
+    /// NAS-Identifier, for SaaS mode.
+    pub identifier: Option<String>,
+    pub ip_address: IpAddr,
+    pub secret: String,
+    pub nas_type: NasType,
+    pub coa_port: u16,
+    pub require_message_authenticator: MaPolicy,
+    pub is_active: bool,
+    pub api_username: Option<String>,
+    pub api_password: Option<String>,
+}
+
+/// MikroTik burst settings, all in kbit/s except the time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Burst {
+    pub download_kbps: u32,
+    pub upload_kbps: u32,
+    pub threshold_download_kbps: u32,
+    pub threshold_upload_kbps: u32,
+    pub time_secs: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRecord {
+    pub id: i64,
+    pub name: String,
+    pub download_kbps: u32,
+    pub upload_kbps: u32,
+    pub burst: Option<Burst>,
+    pub pool_name: Option<String>,
+    pub filter_id: Option<String>,
+    pub idle_timeout: Option<u32>,
+    pub daily_quota_bytes: Option<i64>,
+    pub monthly_quota_bytes: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriberRecord {
+    pub id: i64,
+    pub username: String,
+    /// AES-256-GCM record (see `keyfile`).
+    pub password_enc: Vec<u8>,
+    pub service_id: Option<i64>,
+    pub is_active: bool,
+    /// The last day that still authenticates (server local time).
+    pub expiry_date: Option<NaiveDate>,
+    /// Normalised "AA:BB:CC:DD:EE:FF".
+    pub mac_address: Option<String>,
+    pub static_ip: Option<Ipv4Addr>,
+    pub updated_at: i64,
+}
+
+/// A FreeRADIUS-style per-user reply attribute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RadreplyRecord {
+    pub username: String,
+    pub attribute: String,
+    pub op: String,
+    pub value: String,
+}
+
+/// Per-table change counters (see `Store::change_versions`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChangeVersions {
+    pub nas_devices: i64,
+    pub services: i64,
+    pub subscribers: i64,
+    pub radreply: i64,
+    pub system_preferences: i64,
+}

@@ -1,0 +1,497 @@
+//! The embedded store: SQLite through rusqlite (bundled), so the first
+//! README command works with nothing else installed.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
+
+use super::records::*;
+use super::{Result, Store, StoreError};
+
+/// Versioned migrations shipped in the binary, applied in order.
+const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/sqlite/0001_subscribers.sql"))];
+
+const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
+
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        // WAL: the loader reads while the CLI or the writer writes.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(SqliteStore { conn })
+    }
+
+    fn version(&self, table: &str) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT version FROM change_versions WHERE table_name = ?1",
+            [table],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+/// Maps a UNIQUE violation to a message naming what already exists.
+fn unique(what: impl FnOnce() -> String) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) if e.to_string().contains("UNIQUE") => {
+            StoreError::Duplicate(what())
+        }
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+fn bad_row(table: &str, id: i64, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("{table} row {id}: {what}").into(),
+    )
+}
+
+fn nas_from_row(r: &Row<'_>) -> rusqlite::Result<NasRecord> {
+    let id: i64 = r.get("id")?;
+    let ip: String = r.get("ip_address")?;
+    let nas_type: String = r.get("type")?;
+    let ma: String = r.get("require_message_authenticator")?;
+    Ok(NasRecord {
+        id,
+        name: r.get("name")?,
+        short_name: r.get("short_name")?,
+        identifier: r.get("identifier")?,
+        ip_address: ip
+            .parse()
+            .map_err(|_| bad_row("nas_devices", id, "bad ip_address"))?,
+        secret: r.get("secret")?,
+        nas_type: NasType::parse(&nas_type)
+            .ok_or_else(|| bad_row("nas_devices", id, "bad type"))?,
+        coa_port: r.get("coa_port")?,
+        require_message_authenticator: MaPolicy::parse(&ma)
+            .ok_or_else(|| bad_row("nas_devices", id, "bad require_message_authenticator"))?,
+        is_active: r.get("is_active")?,
+        api_username: r.get("api_username")?,
+        api_password: r.get("api_password")?,
+    })
+}
+
+fn service_from_row(r: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
+    let burst = match (
+        r.get::<_, Option<u32>>("burst_download_kbps")?,
+        r.get::<_, Option<u32>>("burst_upload_kbps")?,
+    ) {
+        (Some(download_kbps), Some(upload_kbps)) => Some(Burst {
+            download_kbps,
+            upload_kbps,
+            threshold_download_kbps: r
+                .get::<_, Option<u32>>("burst_threshold_download_kbps")?
+                .unwrap_or(0),
+            threshold_upload_kbps: r
+                .get::<_, Option<u32>>("burst_threshold_upload_kbps")?
+                .unwrap_or(0),
+            time_secs: r.get::<_, Option<u32>>("burst_time_secs")?.unwrap_or(0),
+        }),
+        _ => None,
+    };
+    Ok(ServiceRecord {
+        id: r.get("id")?,
+        name: r.get("name")?,
+        download_kbps: r.get("download_kbps")?,
+        upload_kbps: r.get("upload_kbps")?,
+        burst,
+        pool_name: r.get("pool_name")?,
+        filter_id: r.get("filter_id")?,
+        idle_timeout: r.get("idle_timeout")?,
+        daily_quota_bytes: r.get("daily_quota_bytes")?,
+        monthly_quota_bytes: r.get("monthly_quota_bytes")?,
+    })
+}
+
+fn subscriber_from_row(r: &Row<'_>) -> rusqlite::Result<SubscriberRecord> {
+    let id: i64 = r.get("id")?;
+    let expiry: Option<String> = r.get("expiry_date")?;
+    let static_ip: Option<String> = r.get("static_ip")?;
+    Ok(SubscriberRecord {
+        id,
+        username: r.get("username")?,
+        password_enc: r.get("password_enc")?,
+        service_id: r.get("service_id")?,
+        is_active: r.get("is_active")?,
+        expiry_date: expiry
+            .filter(|s| !s.is_empty())
+            .map(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d"))
+            .transpose()
+            .map_err(|_| bad_row("subscribers", id, "bad expiry_date"))?,
+        mac_address: r.get("mac_address")?,
+        static_ip: static_ip
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<Ipv4Addr>())
+            .transpose()
+            .map_err(|_| bad_row("subscribers", id, "bad static_ip"))?,
+        updated_at: r.get("updated_at")?,
+    })
+}
+
+const SUBSCRIBER_COLUMNS: &str =
+    "id, username, password_enc, service_id, is_active, expiry_date, mac_address, static_ip, updated_at";
+
+impl Store for SqliteStore {
+    fn migrate(&mut self) -> Result<u32> {
+        let tx = self.conn.transaction()?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")?;
+        let current: u32 = tx.query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut applied = 0;
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, {NOW_MICROS})"
+                ),
+                [version],
+            )?;
+            applied += 1;
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    fn schema_version(&mut self) -> Result<u32> {
+        let exists: bool = self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(0);
+        }
+        Ok(self.conn.query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn change_versions(&mut self) -> Result<ChangeVersions> {
+        Ok(ChangeVersions {
+            nas_devices: self.version("nas_devices")?,
+            services: self.version("services")?,
+            subscribers: self.version("subscribers")?,
+            radreply: self.version("radreply")?,
+            system_preferences: self.version("system_preferences")?,
+        })
+    }
+
+    fn now_micros(&mut self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT {NOW_MICROS}"), [], |r| r.get(0))?)
+    }
+
+    fn nas_devices(&mut self) -> Result<Vec<NasRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM nas_devices ORDER BY name")?;
+        let rows = stmt
+            .query_map([], nas_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn services(&mut self) -> Result<Vec<ServiceRecord>> {
+        let mut stmt = self.conn.prepare("SELECT * FROM services ORDER BY name")?;
+        let rows = stmt
+            .query_map([], service_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn subscribers_changed_since(&mut self, since_micros: i64) -> Result<Vec<SubscriberRecord>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE updated_at >= ?1"
+        ))?;
+        let rows = stmt
+            .query_map([since_micros], subscriber_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn subscribers_deleted_since(&mut self, since_micros: i64) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT username FROM deleted_subscribers WHERE deleted_at >= ?1")?;
+        let rows = stmt
+            .query_map([since_micros], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn radreply(&mut self) -> Result<Vec<RadreplyRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT username, attribute, op, value FROM radreply ORDER BY id")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RadreplyRecord {
+                    username: r.get(0)?,
+                    attribute: r.get(1)?,
+                    op: r.get(2)?,
+                    value: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn preferences(&mut self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value FROM system_preferences")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn add_nas(&mut self, n: &NasRecord) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO nas_devices (name, short_name, identifier, ip_address, secret, type, coa_port,
+                     require_message_authenticator, is_active, api_username, api_password)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    n.name,
+                    n.short_name,
+                    n.identifier,
+                    n.ip_address.to_string(),
+                    n.secret,
+                    n.nas_type.as_str(),
+                    n.coa_port,
+                    n.require_message_authenticator.as_str(),
+                    n.is_active,
+                    n.api_username,
+                    n.api_password
+                ],
+            )
+            .map_err(unique(|| format!("a NAS named {:?} or with IP {}", n.name, n.ip_address)))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn remove_nas(&mut self, name_or_ip: &str) -> Result<bool> {
+        let ip = name_or_ip.parse::<IpAddr>().map(|ip| ip.to_string()).ok();
+        let n = self.conn.execute(
+            "DELETE FROM nas_devices WHERE name = ?1 OR ip_address = ?2",
+            params![name_or_ip, ip],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn add_service(&mut self, s: &ServiceRecord) -> Result<i64> {
+        let b = s.burst;
+        self.conn
+            .execute(
+                "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
+                     burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs,
+                     pool_name, filter_id, idle_timeout, daily_quota_bytes, monthly_quota_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    s.name,
+                    s.download_kbps,
+                    s.upload_kbps,
+                    b.map(|b| b.download_kbps),
+                    b.map(|b| b.upload_kbps),
+                    b.map(|b| b.threshold_download_kbps),
+                    b.map(|b| b.threshold_upload_kbps),
+                    b.map(|b| b.time_secs),
+                    s.pool_name,
+                    s.filter_id,
+                    s.idle_timeout,
+                    s.daily_quota_bytes,
+                    s.monthly_quota_bytes
+                ],
+            )
+            .map_err(unique(|| format!("a service named {:?}", s.name)))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn remove_service(&mut self, name: &str) -> Result<bool> {
+        let in_use: i64 = self.conn.query_row(
+            "SELECT count(*) FROM subscribers s JOIN services v ON v.id = s.service_id WHERE v.name = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        if in_use > 0 {
+            return Err(StoreError::Invalid(format!(
+                "service {name:?} is used by {in_use} subscriber(s); move them to another service first"
+            )));
+        }
+        Ok(self
+            .conn
+            .execute("DELETE FROM services WHERE name = ?1", [name])?
+            > 0)
+    }
+
+    fn service_id(&mut self, name: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT id FROM services WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn add_subscribers(&mut self, subscribers: &[SubscriberRecord]) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO subscribers (username, password_enc, service_id, is_active, expiry_date, mac_address, static_ip)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for s in subscribers {
+                stmt.execute(params![
+                    s.username,
+                    s.password_enc,
+                    s.service_id,
+                    s.is_active,
+                    s.expiry_date.map(|d| d.format("%Y-%m-%d").to_string()),
+                    s.mac_address,
+                    s.static_ip.map(|ip| ip.to_string()),
+                ])
+                .map_err(unique(|| format!("subscriber {:?}", s.username)))?;
+            }
+        }
+        tx.commit()?;
+        Ok(subscribers.len())
+    }
+
+    fn remove_subscriber(&mut self, username: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM subscribers WHERE username = ?1", [username])?
+            > 0)
+    }
+
+    fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE subscribers SET is_active = ?2 WHERE username = ?1",
+            params![username, active],
+        )? > 0)
+    }
+
+    fn list_subscribers(
+        &mut self,
+        limit: usize,
+    ) -> Result<Vec<(SubscriberRecord, Option<String>)>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT s.{}, v.name AS service_name FROM subscribers s LEFT JOIN services v ON v.id = s.service_id
+             ORDER BY s.username LIMIT ?1",
+            SUBSCRIBER_COLUMNS.replace(", ", ", s.")
+        ))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok((subscriber_from_row(r)?, r.get("service_name")?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn set_preference(&mut self, key: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO system_preferences (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        assert_eq!(s.migrate().unwrap(), 1);
+        (dir, s)
+    }
+
+    fn subscriber(name: &str) -> SubscriberRecord {
+        SubscriberRecord {
+            id: 0,
+            username: name.into(),
+            password_enc: vec![1, 2, 3],
+            service_id: None,
+            is_active: true,
+            expiry_date: NaiveDate::from_ymd_opt(2030, 1, 31),
+            mac_address: Some("AA:BB:CC:DD:EE:FF".into()),
+            static_ip: Some(Ipv4Addr::new(100, 64, 0, 1)),
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn migrations_are_idempotent() {
+        let (_d, mut s) = store();
+        assert_eq!(s.migrate().unwrap(), 0);
+        assert_eq!(s.schema_version().unwrap(), 1);
+    }
+
+    #[test]
+    fn every_write_bumps_the_table_version_and_deletions_leave_tombstones() {
+        let (_d, mut s) = store();
+        let v0 = s.change_versions().unwrap();
+        let t0 = s.now_micros().unwrap();
+        s.add_subscribers(&[subscriber("a"), subscriber("b")])
+            .unwrap();
+        let v1 = s.change_versions().unwrap();
+        assert!(v1.subscribers > v0.subscribers);
+        assert_eq!(v1.nas_devices, v0.nas_devices);
+        let got = s.subscribers_changed_since(t0).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].expiry_date, subscriber("a").expiry_date);
+        std::thread::sleep(Duration::from_millis(2));
+        let t1 = s.now_micros().unwrap();
+        // A plain SQL update (as a billing panel would do) refreshes updated_at.
+        s.conn
+            .execute(
+                "UPDATE subscribers SET is_active = 0 WHERE username = 'a'",
+                [],
+            )
+            .unwrap();
+        let changed = s.subscribers_changed_since(t1).unwrap();
+        assert_eq!(changed.len(), 1);
+        assert!(!changed[0].is_active);
+        assert!(s.remove_subscriber("b").unwrap());
+        assert_eq!(
+            s.subscribers_deleted_since(t1).unwrap(),
+            vec!["b".to_string()]
+        );
+        assert!(s.change_versions().unwrap().subscribers > v1.subscribers);
+    }
+
+    #[test]
+    fn duplicates_are_reported_by_name_and_a_failed_batch_inserts_nothing() {
+        let (_d, mut s) = store();
+        s.add_subscribers(&[subscriber("a")]).unwrap();
+        let err = s
+            .add_subscribers(&[subscriber("b"), subscriber("a")])
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Duplicate(ref m) if m.contains("\"a\"")),
+            "{err}"
+        );
+        assert_eq!(s.list_subscribers(10).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,565 @@
+//! The request engine end to end, without sockets: deterministic, with
+//! the clock passed in. Every reject reason, the reply attributes per NAS
+//! type, duplicate detection and the Message-Authenticator policy.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use shardius::engine::{Context, Counter, DropReason, Engine, Event, Now, Port};
+use shardius::keyfile::PasswordKey;
+use shardius::nas::{self, Credentials, Session};
+use shardius::policy::{RejectReason, Snapshot};
+use shardius::proto::dict::{attr, mikrotik, ms, vendor};
+use shardius::proto::{Code, Packet, PacketWriter, Secret};
+use shardius::store::{
+    MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord, SubscriberRecord,
+};
+
+const SECRET: &[u8] = b"testing123";
+
+struct World {
+    snapshot: Snapshot,
+    key: PasswordKey,
+    engine: Engine,
+    t0: Instant,
+}
+
+fn nas_record(ip: &str, nas_type: NasType, ma: MaPolicy) -> NasRecord {
+    NasRecord {
+        id: 1,
+        name: format!("nas-{ip}"),
+        short_name: None,
+        identifier: None,
+        ip_address: ip.parse().unwrap(),
+        secret: "testing123".into(),
+        nas_type,
+        coa_port: nas_type.default_coa_port(),
+        require_message_authenticator: ma,
+        is_active: true,
+        api_username: None,
+        api_password: None,
+    }
+}
+
+fn subscriber(key: &PasswordKey, id: i64, name: &str, password: &str) -> SubscriberRecord {
+    SubscriberRecord {
+        id,
+        username: name.into(),
+        password_enc: key.encrypt(password.as_bytes()),
+        service_id: Some(1),
+        is_active: true,
+        expiry_date: None,
+        mac_address: None,
+        static_ip: None,
+        updated_at: 0,
+    }
+}
+
+fn world() -> World {
+    let key = PasswordKey::from_master(&[9; 32]);
+    let mut snapshot = Snapshot::default();
+    snapshot.set_nas(&[
+        nas_record("127.0.0.1", NasType::Mikrotik, MaPolicy::Auto),
+        nas_record("127.0.0.2", NasType::Generic, MaPolicy::No),
+        nas_record("127.0.0.3", NasType::Mikrotik, MaPolicy::Yes),
+    ]);
+    snapshot.set_services(&[ServiceRecord {
+        id: 1,
+        name: "10M".into(),
+        download_kbps: 10_000,
+        upload_kbps: 2_000,
+        burst: None,
+        pool_name: Some("pppoe-pool".into()),
+        filter_id: Some("plan-10M".into()),
+        idle_timeout: Some(600),
+        daily_quota_bytes: None,
+        monthly_quota_bytes: None,
+    }]);
+    let mut disabled = subscriber(&key, 2, "disabled", "pw");
+    disabled.is_active = false;
+    let mut expired = subscriber(&key, 3, "expired", "pw");
+    expired.expiry_date = NaiveDate::from_ymd_opt(2026, 11, 23);
+    let mut last_day = subscriber(&key, 4, "lastday", "pw");
+    last_day.expiry_date = NaiveDate::from_ymd_opt(2026, 11, 24);
+    let mut bound = subscriber(&key, 5, "bound", "pw");
+    bound.mac_address = Some("AA:BB:CC:DD:EE:FF".into());
+    let mut static_ip = subscriber(&key, 6, "static", "pw");
+    static_ip.static_ip = Some(Ipv4Addr::new(100, 64, 0, 6));
+    let mut wrong_key = subscriber(&key, 7, "wrongkey", "pw");
+    wrong_key.password_enc = PasswordKey::from_master(&[1; 32]).encrypt(b"pw");
+    snapshot.apply_subscribers(
+        &[
+            subscriber(&key, 1, "alice", "s3cret"),
+            disabled,
+            expired,
+            last_day,
+            bound,
+            static_ip,
+            wrong_key,
+        ],
+        &[],
+    );
+    snapshot.set_radreply(
+        &[RadreplyRecord {
+            username: "alice".into(),
+            attribute: "Mikrotik-Address-List".into(),
+            op: ":=".into(),
+            value: "vip".into(),
+        }],
+        |w| panic!("{w}"),
+    );
+    World {
+        snapshot,
+        key,
+        engine: Engine::new(Duration::from_secs(30), 1000, 42),
+        t0: Instant::now(),
+    }
+}
+
+impl World {
+    fn now(&self, secs: u64) -> Now {
+        Now {
+            mono: self.t0 + Duration::from_secs(secs),
+            local: NaiveDate::from_ymd_opt(2026, 11, 24)
+                .unwrap()
+                .and_hms_opt(12, 0, 0)
+                .unwrap(),
+        }
+    }
+
+    fn send(&mut self, from: &str, request: &[u8], at: u64) -> (Option<Vec<u8>>, Event) {
+        let mut out = [0u8; 4096];
+        let now = self.now(at);
+        let src: SocketAddr = format!("{from}:40000").parse().unwrap();
+        let ctx = Context {
+            snapshot: &self.snapshot,
+            key: &self.key,
+            now,
+        };
+        let h = self.engine.handle(Port::Auth, src, request, &ctx, &mut out);
+        (h.reply_len.map(|n| out[..n].to_vec()), h.event)
+    }
+}
+
+fn request(
+    user: &str,
+    creds: &Credentials<'_>,
+    session: &Session<'_>,
+    id: u8,
+) -> (Vec<u8>, [u8; 16]) {
+    let auth = [id ^ 0x5A; 16];
+    let mut buf = [0u8; 4096];
+    let bytes = nas::access_request(
+        &mut buf,
+        id,
+        &auth,
+        &Secret::new(SECRET),
+        user.as_bytes(),
+        creds,
+        session,
+    )
+    .unwrap()
+    .to_vec();
+    (bytes, auth)
+}
+
+fn mschap(password: &[u8]) -> Credentials<'_> {
+    Credentials::MsChapV2 {
+        ident: 7,
+        auth_challenge: [0x11; 16],
+        peer_challenge: [0x22; 16],
+        password,
+    }
+}
+
+#[test]
+fn an_mschapv2_login_gets_a_verified_accept_with_the_mikrotik_reply() {
+    let mut w = world();
+    let creds = mschap(b"s3cret");
+    let (req, auth) = request("alice", &creds, &Session::default(), 1);
+    let (reply, event) = w.send("127.0.0.1", &req, 0);
+    assert!(matches!(event, Event::Accepted { .. }), "{event:?}");
+    let reply = reply.unwrap();
+    let checked =
+        nas::check_access_reply(&reply, 1, &auth, &Secret::new(SECRET), b"alice", &creds).unwrap();
+    assert_eq!(checked.code, Code::ACCESS_ACCEPT);
+    let p = Packet::parse(&reply).unwrap();
+    assert!(p.message_authenticator_is_first());
+    assert_eq!(
+        p.vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT),
+        Some(&b"2000k/10000k"[..])
+    );
+    assert_eq!(p.attr(attr::FRAMED_POOL), Some(&b"pppoe-pool"[..]));
+    assert_eq!(p.attr_u32(attr::ACCT_INTERIM_INTERVAL), Some(30));
+    assert_eq!(p.attr_u32(attr::IDLE_TIMEOUT), Some(600));
+    assert_eq!(p.attr(attr::CLASS).map(|c| &c[..4]), Some(&b"SHD1"[..]));
+    assert_eq!(
+        p.vendor_attr(vendor::MIKROTIK, mikrotik::ADDRESS_LIST),
+        Some(&b"vip"[..])
+    );
+    assert_eq!(p.attr(attr::SESSION_TIMEOUT), None);
+    assert_eq!(w.engine.stats.get(Counter::Accepts), 1);
+}
+
+#[test]
+fn pap_and_chap_logins_are_accepted() {
+    let mut w = world();
+    for (id, creds) in [
+        (
+            2,
+            Credentials::Pap {
+                password: b"s3cret",
+            },
+        ),
+        (
+            3,
+            Credentials::Chap {
+                ident: 3,
+                challenge: [0x33; 16],
+                password: b"s3cret",
+            },
+        ),
+    ] {
+        let (req, auth) = request("alice", &creds, &Session::default(), id);
+        let (reply, event) = w.send("127.0.0.1", &req, 0);
+        assert!(
+            matches!(event, Event::Accepted { .. }),
+            "{creds:?}: {event:?}"
+        );
+        nas::check_access_reply(
+            &reply.unwrap(),
+            id,
+            &auth,
+            &Secret::new(SECRET),
+            b"alice",
+            &creds,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn every_reject_reason_gives_an_access_reject() {
+    let cases: [(&str, &[u8], RejectReason); 7] = [
+        ("nobody", b"pw", RejectReason::UnknownUser),
+        ("alice", b"wrong", RejectReason::BadPassword),
+        ("disabled", b"pw", RejectReason::Disabled),
+        ("expired", b"pw", RejectReason::Expired),
+        ("bound", b"pw", RejectReason::MacMismatch),
+        ("wrongkey", b"pw", RejectReason::DecryptFailed),
+        ("alice", b"", RejectReason::BadPassword),
+    ];
+    let mut w = world();
+    let session = Session {
+        calling_station_id: b"11:22:33:44:55:66",
+        ..Session::default()
+    };
+    for (i, (user, password, reason)) in cases.into_iter().enumerate() {
+        let creds = Credentials::Pap { password };
+        let (req, auth) = request(user, &creds, &session, i as u8);
+        let (reply, event) = w.send("127.0.0.1", &req, 0);
+        assert_eq!(
+            event,
+            Event::Rejected {
+                method: shardius::auth::Method::Pap,
+                reason
+            },
+            "{user}"
+        );
+        let r = nas::check_access_reply(
+            &reply.unwrap(),
+            i as u8,
+            &auth,
+            &Secret::new(SECRET),
+            user.as_bytes(),
+            &creds,
+        );
+        assert_eq!(r.unwrap().code, Code::ACCESS_REJECT, "{user}");
+        assert!(w.engine.stats.get(Counter::Reject(reason)) > 0);
+    }
+}
+
+#[test]
+fn the_expiry_date_is_the_last_day_that_authenticates() {
+    let mut w = world();
+    let creds = Credentials::Pap { password: b"pw" };
+    let (req, _) = request("lastday", &creds, &Session::default(), 1);
+    assert!(matches!(
+        w.send("127.0.0.1", &req, 0).1,
+        Event::Accepted { .. }
+    ));
+}
+
+#[test]
+fn a_mac_bound_subscriber_is_accepted_from_its_mac_in_any_notation() {
+    let mut w = world();
+    let session = Session {
+        calling_station_id: b"aa-bb-cc-dd-ee-ff",
+        ..Session::default()
+    };
+    let (req, _) = request("bound", &Credentials::Pap { password: b"pw" }, &session, 1);
+    assert!(matches!(
+        w.send("127.0.0.1", &req, 0).1,
+        Event::Accepted { .. }
+    ));
+}
+
+#[test]
+fn an_mschapv2_reject_carries_ms_chap_error_691() {
+    let mut w = world();
+    let (req, _) = request("alice", &mschap(b"wrong"), &Session::default(), 1);
+    let (reply, _) = w.send("127.0.0.1", &req, 0);
+    let reply = reply.unwrap();
+    let p = Packet::parse(&reply).unwrap();
+    assert_eq!(p.code(), Code::ACCESS_REJECT);
+    let err = p.vendor_attr(vendor::MICROSOFT, ms::CHAP_ERROR).unwrap();
+    assert_eq!(err[0], 7);
+    assert!(err[1..].starts_with(b"E=691 R=0 C="));
+}
+
+#[test]
+fn a_generic_nas_gets_filter_id_and_a_static_ip_replaces_the_pool() {
+    let mut w = world();
+    let (req, _) = request(
+        "static",
+        &Credentials::Pap { password: b"pw" },
+        &Session::default(),
+        1,
+    );
+    let (reply, event) = w.send("127.0.0.2", &req, 0);
+    assert!(matches!(event, Event::Accepted { .. }));
+    let reply = reply.unwrap();
+    let p = Packet::parse(&reply).unwrap();
+    assert_eq!(p.attr(attr::FILTER_ID), Some(&b"plan-10M"[..]));
+    assert_eq!(p.vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT), None);
+    assert_eq!(
+        p.attr_ipv4(attr::FRAMED_IP_ADDRESS),
+        Some(Ipv4Addr::new(100, 64, 0, 6))
+    );
+    assert_eq!(p.attr(attr::FRAMED_POOL), None);
+}
+
+#[test]
+fn hard_cut_expiry_sends_the_seconds_left_as_session_timeout() {
+    let mut w = world();
+    w.snapshot.preferences.expiry_hard_cut = true;
+    let (req, _) = request(
+        "lastday",
+        &Credentials::Pap { password: b"pw" },
+        &Session::default(),
+        1,
+    );
+    let reply = w.send("127.0.0.1", &req, 0).0.unwrap();
+    // 12:00 on the last day: 12 hours left.
+    assert_eq!(
+        Packet::parse(&reply)
+            .unwrap()
+            .attr_u32(attr::SESSION_TIMEOUT),
+        Some(12 * 3600)
+    );
+}
+
+#[test]
+fn a_retransmission_gets_the_identical_cached_reply_within_the_window_only() {
+    let mut w = world();
+    let (req, _) = request("alice", &mschap(b"s3cret"), &Session::default(), 9);
+    let first = w.send("127.0.0.1", &req, 0).0.unwrap();
+    let (again, event) = w.send("127.0.0.1", &req, 5);
+    assert_eq!(event, Event::Duplicate);
+    assert_eq!(again.unwrap(), first);
+    // After the window the request is evaluated again: new MPPE salt, new bytes.
+    let (later, event) = w.send("127.0.0.1", &req, 31);
+    assert!(matches!(event, Event::Accepted { .. }));
+    assert_ne!(later.unwrap(), first);
+    assert_eq!(w.engine.stats.get(Counter::Duplicates), 1);
+}
+
+#[test]
+fn an_unknown_nas_is_dropped_and_logged_once_a_minute() {
+    let mut w = world();
+    let (req, _) = request(
+        "alice",
+        &Credentials::Pap {
+            password: b"s3cret",
+        },
+        &Session::default(),
+        1,
+    );
+    let events: Vec<Event> = [0, 1, 61]
+        .iter()
+        .map(|t| w.send("10.9.9.9", &req, *t).1)
+        .collect();
+    let log: Vec<bool> = events
+        .iter()
+        .map(|e| match e {
+            Event::Dropped {
+                reason: DropReason::UnknownNas,
+                log,
+            } => *log,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(log, [true, false, true]);
+    assert_eq!(
+        w.engine.stats.get(Counter::Dropped(DropReason::UnknownNas)),
+        3
+    );
+}
+
+#[test]
+fn a_wrong_secret_never_gets_an_accept() {
+    let mut w = world();
+    let creds = Credentials::Pap {
+        password: b"s3cret",
+    };
+    let mut buf = [0u8; 4096];
+    let req = nas::access_request(
+        &mut buf,
+        1,
+        &[1; 16],
+        &Secret::new(b"not-the-secret"),
+        b"alice",
+        &creds,
+        &Session::default(),
+    )
+    .unwrap()
+    .to_vec();
+    let (_, event) = w.send("127.0.0.1", &req, 0);
+    assert_eq!(
+        event,
+        Event::Dropped {
+            reason: DropReason::BadMessageAuthenticator,
+            log: false
+        }
+    );
+    // Without a Message-Authenticator the hidden password decodes to garbage: a reject.
+    let (stripped, _) = strip_message_authenticator(&req);
+    let (reply, event) = w.send("127.0.0.2", &stripped, 0);
+    assert!(
+        matches!(
+            event,
+            Event::Rejected {
+                reason: RejectReason::BadPassword,
+                ..
+            }
+        ),
+        "{event:?}"
+    );
+    assert_eq!(
+        Packet::parse(&reply.unwrap()).unwrap().code(),
+        Code::ACCESS_REJECT
+    );
+}
+
+/// Rebuilds a request without its Message-Authenticator (as an old NAS sends).
+fn strip_message_authenticator(req: &[u8]) -> (Vec<u8>, [u8; 16]) {
+    let p = Packet::parse(req).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut w = PacketWriter::new(&mut buf, p.code(), p.identifier(), p.authenticator());
+    for a in p
+        .attributes()
+        .filter(|a| a.ty != attr::MESSAGE_AUTHENTICATOR)
+    {
+        w.attr(a.ty, a.value).unwrap();
+    }
+    (w.finish_unsigned().to_vec(), *p.authenticator())
+}
+
+#[test]
+fn auto_policy_requires_message_authenticator_once_a_nas_has_sent_one() {
+    let mut w = world();
+    let creds = Credentials::Pap {
+        password: b"s3cret",
+    };
+    let (with_ma, _) = request("alice", &creds, &Session::default(), 1);
+    let (without_ma, _) =
+        strip_message_authenticator(&request("alice", &creds, &Session::default(), 2).0);
+    // Before any Message-Authenticator: accepted without one.
+    assert!(matches!(
+        w.send("127.0.0.1", &without_ma, 0).1,
+        Event::Accepted { .. }
+    ));
+    assert!(matches!(
+        w.send("127.0.0.1", &with_ma, 0).1,
+        Event::Accepted { .. }
+    ));
+    let (without_ma, _) =
+        strip_message_authenticator(&request("alice", &creds, &Session::default(), 3).0);
+    assert_eq!(
+        w.send("127.0.0.1", &without_ma, 0).1,
+        Event::Dropped {
+            reason: DropReason::MissingMessageAuthenticator,
+            log: false
+        }
+    );
+    // `yes` requires it from the start; `no` never does.
+    assert_eq!(
+        w.send("127.0.0.3", &without_ma, 0).1,
+        Event::Dropped {
+            reason: DropReason::MissingMessageAuthenticator,
+            log: false
+        }
+    );
+    assert!(matches!(
+        w.send("127.0.0.2", &without_ma, 0).1,
+        Event::Accepted { .. }
+    ));
+}
+
+#[test]
+fn status_server_is_answered_on_both_ports_and_needs_a_message_authenticator() {
+    let mut w = world();
+    let secret = Secret::new(SECRET);
+    let mut buf = [0u8; 4096];
+    let mut pw = PacketWriter::new(&mut buf, Code::STATUS_SERVER, 4, &[4; 16]);
+    pw.message_authenticator().unwrap();
+    let req = pw.finish_request(&secret).to_vec();
+    for (port, code) in [
+        (Port::Auth, Code::ACCESS_ACCEPT),
+        (Port::Acct, Code::ACCOUNTING_RESPONSE),
+    ] {
+        let mut out = [0u8; 4096];
+        let ctx = Context {
+            snapshot: &w.snapshot,
+            key: &w.key,
+            now: w.now(0),
+        };
+        let h = w
+            .engine
+            .handle(port, "127.0.0.1:1".parse().unwrap(), &req, &ctx, &mut out);
+        assert_eq!(h.event, Event::StatusServer);
+        let reply = Packet::parse(&out[..h.reply_len.unwrap()]).unwrap();
+        assert_eq!(reply.code(), code);
+        assert!(shardius::proto::authenticator::verify_response(
+            &reply, &[4; 16], &secret
+        ));
+    }
+    let (bare, _) = strip_message_authenticator(&req);
+    assert_eq!(
+        w.send("127.0.0.2", &bare, 0).1,
+        Event::Dropped {
+            reason: DropReason::MissingMessageAuthenticator,
+            log: false
+        }
+    );
+}
+
+#[test]
+fn malformed_datagrams_are_counted_by_reason() {
+    let mut w = world();
+    let (_, event) = w.send("127.0.0.1", &[1, 2, 3], 0);
+    assert!(matches!(
+        event,
+        Event::Dropped {
+            reason: DropReason::Malformed(_),
+            ..
+        }
+    ));
+    assert_eq!(
+        w.engine.stats.get(Counter::Dropped(DropReason::Malformed(
+            shardius::proto::ParseError::TooShort
+        ))),
+        1
+    );
+}
