@@ -1,14 +1,14 @@
 //! loadgen: simulates PPPoE subscribers against any RADIUS server.
 //!
-//! This is the first cut: it sends `--count` Access-Requests from one
-//! simulated BNG, one at a time, checks every reply (authenticators,
-//! MS-CHAP2-Success, MPPE keys) and prints accepts, rejects and timeouts.
-//! Scenarios, in-flight windows, accounting and hdrhistogram reports come
-//! with the loadgen issue.
+//! This cut sends Access-Requests from one simulated BNG (one UDP socket,
+//! like RouterOS) for subscribers user1..userN, keeping up to `--inflight`
+//! requests outstanding, and checks every reply: identifier, Response
+//! Authenticator, Message-Authenticator, MS-CHAP2-Success and MPPE keys.
+//! Scenarios, accounting and hdrhistogram reports come with the loadgen issue.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use shardius::nas::{self, Credentials, Session};
@@ -35,6 +35,12 @@ struct Args {
     /// Number of subscribers (user1..userN with passwords pass1..passN).
     #[arg(long, default_value_t = 10)]
     count: u32,
+    /// Total logins to send, cycling through the subscribers [default: --count].
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Requests kept outstanding (1..=256: one identifier space).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    inflight: u16,
     /// Per-request timeout in milliseconds.
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
@@ -45,6 +51,45 @@ enum Method {
     Pap,
     Chap,
     Mschapv2,
+}
+
+/// One outstanding request.
+struct Pending {
+    user: String,
+    password: String,
+    authenticator: [u8; 16],
+    sent: Instant,
+}
+
+impl Pending {
+    fn credentials(&self, method: Method) -> Credentials<'_> {
+        let a = self.authenticator;
+        match method {
+            Method::Pap => Credentials::Pap {
+                password: self.password.as_bytes(),
+            },
+            Method::Chap => Credentials::Chap {
+                ident: a[0],
+                challenge: a,
+                password: self.password.as_bytes(),
+            },
+            Method::Mschapv2 => Credentials::MsChapV2 {
+                ident: a[0],
+                auth_challenge: a,
+                peer_challenge: a.map(|b| b ^ 0x5A),
+                password: self.password.as_bytes(),
+            },
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    accepts: u64,
+    rejects: u64,
+    timeouts: u64,
+    invalid: u64,
+    latencies_us: Vec<u32>,
 }
 
 fn main() -> ExitCode {
@@ -59,7 +104,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Returns whether every reply verified.
+/// Returns whether every reply verified and none timed out.
 fn run(args: &Args) -> std::io::Result<bool> {
     let server = SocketAddr::new(args.server, args.auth_port);
     let socket = UdpSocket::bind(if server.is_ipv4() {
@@ -67,72 +112,112 @@ fn run(args: &Args) -> std::io::Result<bool> {
     } else {
         "[::]:0"
     })?;
-    socket.set_read_timeout(Some(Duration::from_millis(args.timeout_ms)))?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    socket.set_read_timeout(Some(Duration::from_millis(50).min(timeout)))?;
     let secret = Secret::new(args.secret.as_bytes());
-    let (mut accepts, mut rejects, mut timeouts, mut invalid) = (0u32, 0u32, 0u32, 0u32);
+    let total = args.requests.unwrap_or(u64::from(args.count));
+    let mut pending: Vec<Option<Pending>> = (0..256).map(|_| None).collect();
+    let mut next_id: u8 = 0;
+    let mut sent = 0u64;
+    let mut done = 0u64;
+    let mut tally = Tally::default();
     let mut buf = [0u8; 4096];
     let mut reply = [0u8; 4096];
-    for n in 1..=args.count {
-        let user = format!("user{n}");
-        let password = format!("pass{n}");
-        let seed = n.to_be_bytes();
-        let authenticator: [u8; 16] =
-            std::array::from_fn(|i| seed[i % 4] ^ (i as u8).wrapping_mul(37));
-        let creds = match args.auth {
-            Method::Pap => Credentials::Pap {
-                password: password.as_bytes(),
-            },
-            Method::Chap => Credentials::Chap {
-                ident: n as u8,
-                challenge: authenticator,
-                password: password.as_bytes(),
-            },
-            Method::Mschapv2 => Credentials::MsChapV2 {
-                ident: n as u8,
-                auth_challenge: authenticator,
-                peer_challenge: authenticator.map(|b| b ^ 0x5A),
-                password: password.as_bytes(),
-            },
-        };
-        let id = n as u8;
-        let request = nas::access_request(
-            &mut buf,
-            id,
-            &authenticator,
-            &secret,
-            user.as_bytes(),
-            &creds,
-            &Session::default(),
-        )
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-        socket.send_to(request, server)?;
-        match socket.recv(&mut reply) {
-            Ok(len) => match nas::check_access_reply(
-                &reply[..len],
+    let started = Instant::now();
+
+    while done < total {
+        // Fill the window.
+        while sent < total
+            && pending.iter().filter(|p| p.is_some()).count() < usize::from(args.inflight)
+        {
+            while pending[usize::from(next_id)].is_some() {
+                next_id = next_id.wrapping_add(1);
+            }
+            let id = next_id;
+            next_id = next_id.wrapping_add(1);
+            let n = sent % u64::from(args.count.max(1)) + 1;
+            let p = Pending {
+                user: format!("user{n}"),
+                password: format!("pass{n}"),
+                authenticator: rand::random(),
+                sent: Instant::now(),
+            };
+            let request = nas::access_request(
+                &mut buf,
                 id,
-                &authenticator,
+                &p.authenticator,
                 &secret,
-                user.as_bytes(),
-                &creds,
-            ) {
-                Ok(r) if r.code == Code::ACCESS_ACCEPT => accepts += 1,
-                Ok(_) => rejects += 1,
-                Err(e) => {
-                    invalid += 1;
-                    eprintln!("{user}: invalid reply: {e:?}");
+                p.user.as_bytes(),
+                &p.credentials(args.auth),
+                &Session::default(),
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            socket.send_to(request, server)?;
+            pending[usize::from(id)] = Some(p);
+            sent += 1;
+        }
+        match socket.recv(&mut reply) {
+            Ok(len) if len >= 20 => {
+                let id = reply[1];
+                let Some(p) = pending[usize::from(id)].take() else {
+                    continue; // a late reply to a request already timed out
+                };
+                done += 1;
+                let micros = p.sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                match nas::check_access_reply(
+                    &reply[..len],
+                    id,
+                    &p.authenticator,
+                    &secret,
+                    p.user.as_bytes(),
+                    &p.credentials(args.auth),
+                ) {
+                    Ok(r) if r.code == Code::ACCESS_ACCEPT => tally.accepts += 1,
+                    Ok(_) => tally.rejects += 1,
+                    Err(e) => {
+                        tally.invalid += 1;
+                        eprintln!("{}: invalid reply: {e:?}", p.user);
+                    }
                 }
-            },
+                tally.latencies_us.push(micros);
+            }
+            Ok(_) => tally.invalid += 1,
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                timeouts += 1
-            }
+                ) => {}
             Err(e) => return Err(e),
         }
+        for slot in pending.iter_mut() {
+            if slot.as_ref().is_some_and(|p| p.sent.elapsed() >= timeout) {
+                *slot = None;
+                tally.timeouts += 1;
+                done += 1;
+            }
+        }
     }
-    println!("accepts={accepts} rejects={rejects} timeouts={timeouts} invalid={invalid}");
-    Ok(invalid == 0)
+    let elapsed = started.elapsed();
+    tally.latencies_us.sort_unstable();
+    let pct = |q: f64| -> u32 {
+        let v = &tally.latencies_us;
+        if v.is_empty() {
+            0
+        } else {
+            v[((v.len() - 1) as f64 * q) as usize]
+        }
+    };
+    println!(
+        "requests={total} accepts={} rejects={} timeouts={} invalid={} elapsed_ms={} rate={:.0}/s p50_us={} p99_us={} max_us={}",
+        tally.accepts,
+        tally.rejects,
+        tally.timeouts,
+        tally.invalid,
+        elapsed.as_millis(),
+        total as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        tally.latencies_us.last().copied().unwrap_or(0)
+    );
+    Ok(tally.invalid == 0 && tally.timeouts == 0)
 }

@@ -18,8 +18,9 @@ use tracing::{error, info};
 pub use loader::{LoadReport, Loader};
 
 use crate::config::Config;
-use crate::engine::{Counter, StatsSlot};
+use crate::engine::{all_drop_reasons, Counter, DropReason, StatsSlot};
 use crate::keyfile::PasswordKey;
+use crate::policy::RejectReason;
 use crate::policy::Snapshot;
 use crate::store::{Store, StoreError};
 
@@ -135,17 +136,30 @@ pub fn serve(config: Config, key: PasswordKey, store: Box<dyn Store>) -> Result<
         error!("loader thread panicked");
     }
     for (i, slot) in shared.stats.iter().enumerate() {
-        info!(
-            "shard={} auth_requests={} accepts={} duplicates={} acct_requests={}",
-            i,
-            slot.get(Counter::AuthRequests),
-            slot.get(Counter::Accepts),
-            slot.get(Counter::Duplicates),
-            slot.get(Counter::AcctRequests)
-        );
+        info!("{}", shard_summary(i, slot));
     }
     info!("stopped");
     Ok(())
+}
+
+/// One line per shard at shutdown: what it handled.
+fn shard_summary(index: usize, slot: &StatsSlot) -> String {
+    let rejects: u64 = RejectReason::ALL
+        .iter()
+        .map(|r| slot.get(Counter::Reject(*r)))
+        .sum();
+    let dropped: u64 = all_drop_reasons()
+        .map(|d| slot.get(Counter::Dropped(d)))
+        .sum();
+    format!(
+        "shard={index} auth_requests={} accepts={} rejects={rejects} duplicates={} status_server={} acct_requests={} dropped={dropped} unknown_nas={}",
+        slot.get(Counter::AuthRequests),
+        slot.get(Counter::Accepts),
+        slot.get(Counter::Duplicates),
+        slot.get(Counter::StatusServer),
+        slot.get(Counter::AcctRequests),
+        slot.get(Counter::Dropped(DropReason::UnknownNas)),
+    )
 }
 
 fn join(addrs: &[SocketAddr]) -> String {

@@ -1,0 +1,367 @@
+//! A harness that runs the real `shardius` binary: CLI commands against a
+//! temporary database, and `serve` on free ports of 127.0.0.1.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shardius::nas::{self, Credentials, Session};
+use shardius::proto::{Code, Secret};
+
+pub const SECRET: &str = "testing123";
+
+/// A temporary installation: config, key and SQLite database.
+pub struct Install {
+    pub dir: tempfile::TempDir,
+}
+
+impl Install {
+    /// A fresh installation with a key, a NAS for 127.0.0.1, the 10M
+    /// service and the subscriber alice/s3cret.
+    pub fn new() -> Install {
+        let install = Install::empty();
+        install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
+        install.ok(&[
+            "nas",
+            "add",
+            "--name",
+            "BNG-1",
+            "--ip",
+            "127.0.0.1",
+            "--secret",
+            SECRET,
+            "--type",
+            "mikrotik",
+        ]);
+        install.ok(&[
+            "service",
+            "add",
+            "--name",
+            "10M",
+            "--download",
+            "10M",
+            "--upload",
+            "2M",
+            "--pool",
+            "pppoe-pool",
+        ]);
+        install.ok(&[
+            "subscriber",
+            "add",
+            "--username",
+            "alice",
+            "--password",
+            "s3cret",
+            "--service",
+            "10M",
+        ]);
+        install
+    }
+
+    /// Config and directory only.
+    pub fn empty() -> Install {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("shardius.toml"),
+            "[database]\nreload_interval_secs = 1\n",
+        )
+        .unwrap();
+        Install { dir }
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.dir.path().join("shardius.key")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("shardius.db")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `shardius <args>` with this installation's config, database and key.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardius"));
+        cmd.args(args)
+            .arg("--config")
+            .arg(self.dir.path().join("shardius.toml"))
+            .arg("--database-url")
+            .arg(format!("sqlite:{}", self.db().display()))
+            .arg("--key-file")
+            .arg(self.key())
+            .current_dir(self.dir.path())
+            .env_remove("SHARDIUS_CONFIG")
+            .env("SHARDIUS_LOG_LEVEL", "info");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run shardius")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "shardius {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "shardius {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Starts `shardius serve` on free ports with `shards` shards.
+    pub fn serve(&self, shards: usize) -> Server {
+        self.serve_with(&["--shards", &shards.to_string()])
+    }
+
+    pub fn serve_with(&self, extra: &[&str]) -> Server {
+        let mut args = vec![
+            "serve",
+            "--listen-auth",
+            "127.0.0.1:0",
+            "--listen-acct",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let mut child = self
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn shardius serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut server = Server {
+            child,
+            log,
+            reader: Some(reader),
+            auth: "0.0.0.0:0".parse().unwrap(),
+            acct: "0.0.0.0:0".parse().unwrap(),
+        };
+        let line = server.wait_for_log("listening auth=", Duration::from_secs(20));
+        let field = |name: &str| -> SocketAddr {
+            let start = line.find(name).unwrap() + name.len();
+            line[start..]
+                .split([' ', ','])
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        server.auth = field("auth=");
+        server.acct = field("acct=");
+        server
+    }
+}
+
+/// A running server; SIGTERM on drop.
+pub struct Server {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    pub auth: SocketAddr,
+    pub acct: SocketAddr,
+}
+
+impl Server {
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line containing `needle`; returns the line.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "shardius exited ({status}) before logging {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, wait for exit; returns the exit status success and the whole log.
+    pub fn stop(mut self) -> (bool, String) {
+        let ok = self.terminate();
+        (ok, self.log())
+    }
+
+    fn terminate(&mut self) -> bool {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        status.is_some_and(|s| s.success())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.reader.is_some() {
+            self.terminate();
+        }
+    }
+}
+
+/// Sums a `key=value` field over the per-shard summary lines.
+pub fn shard_counters(log: &str, key: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains("shard=") && l.contains("auth_requests="))
+        .map(|l| {
+            let start = l.find(&format!(" {key}=")).unwrap() + key.len() + 2;
+            l[start..].split(' ').next().unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+/// A simulated NAS on one UDP socket (one source port, like RouterOS).
+pub struct TestNas {
+    pub socket: UdpSocket,
+    pub secret: Secret,
+    next_id: u8,
+}
+
+impl TestNas {
+    pub fn bind(ip: &str, secret: &str) -> TestNas {
+        let socket = UdpSocket::bind(format!("{ip}:0")).expect("bind test NAS");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        TestNas {
+            socket,
+            secret: Secret::new(secret.as_bytes()),
+            next_id: 0,
+        }
+    }
+
+    /// Sends one Access-Request; returns the raw request and the raw reply, if any.
+    pub fn exchange(
+        &mut self,
+        to: SocketAddr,
+        user: &str,
+        creds: &Credentials<'_>,
+        session: &Session<'_>,
+    ) -> (Vec<u8>, [u8; 16], Option<Vec<u8>>) {
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.next_id;
+        let authenticator: [u8; 16] = rand::random();
+        let mut buf = [0u8; 4096];
+        let request = nas::access_request(
+            &mut buf,
+            id,
+            &authenticator,
+            &self.secret,
+            user.as_bytes(),
+            creds,
+            session,
+        )
+        .unwrap()
+        .to_vec();
+        let reply = self.send_raw(to, &request);
+        (request, authenticator, reply)
+    }
+
+    pub fn send_raw(&self, to: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
+        self.socket.send_to(datagram, to).unwrap();
+        let mut buf = [0u8; 4096];
+        match self.socket.recv(&mut buf) {
+            Ok(n) => Some(buf[..n].to_vec()),
+            Err(_) => None,
+        }
+    }
+
+    /// Logs in and returns the checked reply code (None: no answer).
+    pub fn login(
+        &mut self,
+        to: SocketAddr,
+        user: &str,
+        creds: &Credentials<'_>,
+        session: &Session<'_>,
+    ) -> Option<Code> {
+        let (request, auth, reply) = self.exchange(to, user, creds, session);
+        let reply = reply?;
+        let id = request[1];
+        let checked =
+            nas::check_access_reply(&reply, id, &auth, &self.secret, user.as_bytes(), creds)
+                .unwrap_or_else(|e| panic!("{user}: invalid reply {e:?}"));
+        Some(checked.code)
+    }
+}
+
+/// radclient from Debian's freeradius-utils, which scripts/test installs.
+pub fn radclient(to: SocketAddr, kind: &str, attributes: &str) -> String {
+    let mut child = Command::new("radclient")
+        .args(["-x", "-r", "2", "-t", "2", &to.to_string(), kind, SECRET])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("radclient not found: install Debian's freeradius-utils (./scripts/test installs it when run as root)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(attributes.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}

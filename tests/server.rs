@@ -1,0 +1,415 @@
+//! Black-box tests of the real `shardius` binary over UDP on 127.0.0.1:
+//! an independent client (radclient), our MS-CHAPv2 NAS, every reject
+//! reason, unknown NAS, retransmissions, live reload and shard spreading.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::server::{radclient, shard_counters, Install, TestNas, SECRET};
+use shardius::nas::{Credentials, Session};
+use shardius::proto::dict::{mikrotik, ms, vendor};
+use shardius::proto::{Code, Packet};
+
+fn mschap(password: &[u8]) -> Credentials<'_> {
+    Credentials::MsChapV2 {
+        ident: 1,
+        auth_challenge: rand::random(),
+        peer_challenge: rand::random(),
+        password,
+    }
+}
+
+#[test]
+fn radclient_authenticates_pap_and_chap_and_sees_the_mikrotik_reply() {
+    let install = Install::new();
+    let server = install.serve(2);
+    let pap = radclient(
+        server.auth,
+        "auth",
+        "User-Name = \"alice\"\nUser-Password = \"s3cret\"\nMessage-Authenticator = 0x00\n",
+    );
+    assert!(pap.contains("Received Access-Accept"), "{pap}");
+    assert!(
+        pap.contains("Mikrotik-Rate-Limit = \"2000k/10000k\""),
+        "{pap}"
+    );
+    assert!(pap.contains("Framed-Pool = \"pppoe-pool\""), "{pap}");
+    assert!(pap.contains("Acct-Interim-Interval = 30"), "{pap}");
+
+    let chap = radclient(
+        server.auth,
+        "auth",
+        "User-Name = \"alice\"\nCHAP-Password = \"s3cret\"\nMessage-Authenticator = 0x00\n",
+    );
+    assert!(chap.contains("Received Access-Accept"), "{chap}");
+    assert!(
+        chap.contains("Mikrotik-Rate-Limit = \"2000k/10000k\""),
+        "{chap}"
+    );
+
+    let wrong = radclient(
+        server.auth,
+        "auth",
+        "User-Name = \"alice\"\nUser-Password = \"nope\"\nMessage-Authenticator = 0x00\n",
+    );
+    assert!(wrong.contains("Received Access-Reject"), "{wrong}");
+
+    let status = radclient(server.auth, "status", "Message-Authenticator = 0x00\n");
+    assert!(status.contains("Received Access-Accept"), "{status}");
+    let status = radclient(server.acct, "status", "Message-Authenticator = 0x00\n");
+    assert!(status.contains("Received Accounting-Response"), "{status}");
+    let (clean, _) = server.stop();
+    assert!(clean, "serve did not exit 0 on SIGTERM");
+}
+
+#[test]
+fn mschapv2_logins_get_ms_chap2_success_and_mppe_keys_that_decrypt() {
+    let install = Install::new();
+    let server = install.serve(2);
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    for _ in 0..20 {
+        // login() verifies the Response Authenticator, Message-Authenticator,
+        // MS-CHAP2-Success and both MPPE keys, and panics on any mismatch.
+        assert_eq!(
+            nas.login(
+                server.auth,
+                "alice",
+                &mschap(b"s3cret"),
+                &Session::default()
+            ),
+            Some(Code::ACCESS_ACCEPT)
+        );
+    }
+    let (_, _, reply) = nas.exchange(
+        server.auth,
+        "alice",
+        &mschap(b"s3cret"),
+        &Session::default(),
+    );
+    let reply = reply.unwrap();
+    let p = Packet::parse(&reply).unwrap();
+    assert!(p
+        .vendor_attr(vendor::MICROSOFT, ms::MPPE_SEND_KEY)
+        .is_some());
+    assert_eq!(
+        p.vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT),
+        Some(&b"2000k/10000k"[..])
+    );
+
+    let (_, _, reply) = nas.exchange(server.auth, "alice", &mschap(b"wrong"), &Session::default());
+    let p_reply = reply.unwrap();
+    let p = Packet::parse(&p_reply).unwrap();
+    assert_eq!(p.code(), Code::ACCESS_REJECT);
+    assert!(p.vendor_attr(vendor::MICROSOFT, ms::CHAP_ERROR).unwrap()[1..].starts_with(b"E=691"));
+}
+
+#[test]
+fn every_reject_reason_is_an_access_reject_with_its_reason_logged() {
+    let install = Install::new();
+    install.ok(&[
+        "subscriber",
+        "add",
+        "--username",
+        "off",
+        "--password",
+        "pw",
+        "--service",
+        "10M",
+        "--disabled",
+    ]);
+    install.ok(&[
+        "subscriber",
+        "add",
+        "--username",
+        "old",
+        "--password",
+        "pw",
+        "--service",
+        "10M",
+        "--expiry",
+        "2020-01-31",
+    ]);
+    install.ok(&[
+        "subscriber",
+        "add",
+        "--username",
+        "pinned",
+        "--password",
+        "pw",
+        "--service",
+        "10M",
+        "--mac",
+        "aa-bb-cc-00-11-22",
+    ]);
+    let mut server = install.serve(2);
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    let session = Session::default(); // Calling-Station-Id AA:BB:CC:DD:EE:FF
+    for (user, password, reason) in [
+        ("nobody", "pw", "unknown user"),
+        ("alice", "wrong", "bad password"),
+        ("off", "pw", "disabled"),
+        ("old", "pw", "expired"),
+        ("pinned", "pw", "mac mismatch"),
+    ] {
+        let code = nas.login(
+            server.auth,
+            user,
+            &Credentials::Pap {
+                password: password.as_bytes(),
+            },
+            &session,
+        );
+        assert_eq!(code, Some(Code::ACCESS_REJECT), "{user}");
+        server.wait_for_log(
+            &format!("user={user} method=\"pap\" reason=\"{reason}\""),
+            Duration::from_secs(5),
+        );
+    }
+    // The MAC binding accepts the bound MAC in another notation.
+    let bound = Session {
+        calling_station_id: b"AA:BB:CC:00:11:22",
+        ..Session::default()
+    };
+    assert_eq!(
+        nas.login(
+            server.auth,
+            "pinned",
+            &Credentials::Pap { password: b"pw" },
+            &bound
+        ),
+        Some(Code::ACCESS_ACCEPT)
+    );
+    let (_, log) = server.stop();
+    assert_eq!(
+        shard_counters(&log, "rejects").iter().sum::<u64>(),
+        5,
+        "{log}"
+    );
+}
+
+#[test]
+fn an_unknown_nas_gets_no_answer_and_is_logged_and_counted() {
+    let install = Install::new();
+    let mut server = install.serve(2);
+    let mut stranger = TestNas::bind("127.0.0.2", SECRET);
+    let creds = Credentials::Pap {
+        password: b"s3cret",
+    };
+    assert_eq!(
+        stranger.login(server.auth, "alice", &creds, &Session::default()),
+        None
+    );
+    assert_eq!(
+        stranger.login(server.auth, "alice", &creds, &Session::default()),
+        None
+    );
+    server.wait_for_log("unknown NAS: 127.0.0.2", Duration::from_secs(5));
+    let (_, log) = server.stop();
+    assert_eq!(
+        log.matches("unknown NAS: 127.0.0.2").count(),
+        1,
+        "rate-limited to one line a minute:\n{log}"
+    );
+    assert_eq!(
+        shard_counters(&log, "unknown_nas").iter().sum::<u64>(),
+        2,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_wrong_secret_never_gets_an_accept() {
+    let install = Install::new();
+    let server = install.serve(1);
+    let mut nas = TestNas::bind("127.0.0.1", "not-the-secret");
+    let (_, _, reply) = nas.exchange(
+        server.auth,
+        "alice",
+        &Credentials::Pap {
+            password: b"s3cret",
+        },
+        &Session::default(),
+    );
+    // The Message-Authenticator does not verify: silently dropped.
+    assert_eq!(reply, None);
+    let (_, _, reply) = nas.exchange(
+        server.auth,
+        "alice",
+        &mschap(b"s3cret"),
+        &Session::default(),
+    );
+    assert_eq!(reply, None);
+}
+
+#[test]
+fn a_retransmission_gets_the_identical_reply_from_the_duplicate_cache_of_its_shard() {
+    let install = Install::new();
+    let server = install.serve(2);
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    let (request, _, first) = nas.exchange(
+        server.auth,
+        "alice",
+        &mschap(b"s3cret"),
+        &Session::default(),
+    );
+    let first = first.expect("an answer");
+    // Each evaluation draws fresh MPPE salts, so identical bytes mean the cache answered.
+    let again = nas
+        .send_raw(server.auth, &request)
+        .expect("an answer to the retransmission");
+    assert_eq!(again, first);
+    let (_, log) = server.stop();
+    let requests = shard_counters(&log, "auth_requests");
+    let duplicates = shard_counters(&log, "duplicates");
+    let shard = duplicates
+        .iter()
+        .position(|d| *d == 1)
+        .unwrap_or_else(|| panic!("{log}"));
+    // The shard that answered from its cache is the one that evaluated the original.
+    assert_eq!(requests[shard], 2, "{log}");
+    assert_eq!(requests.iter().sum::<u64>(), 2, "{log}");
+}
+
+#[test]
+fn one_nas_source_port_is_spread_over_every_shard() {
+    let install = Install::new();
+    let server = install.serve(2);
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    for _ in 0..200 {
+        let code = nas.login(
+            server.auth,
+            "alice",
+            &Credentials::Pap {
+                password: b"s3cret",
+            },
+            &Session::default(),
+        );
+        assert_eq!(code, Some(Code::ACCESS_ACCEPT));
+    }
+    let (_, log) = server.stop();
+    let per_shard = shard_counters(&log, "accepts");
+    assert_eq!(per_shard.len(), 2, "{log}");
+    assert_eq!(per_shard.iter().sum::<u64>(), 200, "{log}");
+    assert!(
+        per_shard.iter().all(|n| *n >= 40),
+        "uneven spread {per_shard:?}"
+    );
+}
+
+#[test]
+fn a_nas_added_with_the_cli_while_running_is_served_without_a_restart() {
+    let install = Install::new();
+    let mut server = install.serve(2);
+    let mut newcomer = TestNas::bind("127.0.0.3", "n3w-s3cret");
+    let creds = Credentials::Pap {
+        password: b"s3cret",
+    };
+    assert_eq!(
+        newcomer.login(server.auth, "alice", &creds, &Session::default()),
+        None
+    );
+    let added = Instant::now();
+    install.ok(&[
+        "nas",
+        "add",
+        "--name",
+        "BNG-3",
+        "--ip",
+        "127.0.0.3",
+        "--secret",
+        "n3w-s3cret",
+        "--type",
+        "generic",
+    ]);
+    server.wait_for_log("Loaded 2 NAS secrets", Duration::from_secs(10));
+    loop {
+        if newcomer.login(server.auth, "alice", &creds, &Session::default())
+            == Some(Code::ACCESS_ACCEPT)
+        {
+            break;
+        }
+        assert!(
+            added.elapsed() < Duration::from_secs(10),
+            "not served within 10 s"
+        );
+    }
+    // Subscriber changes are picked up the same way.
+    install.ok(&[
+        "subscriber",
+        "add",
+        "--username",
+        "bob",
+        "--password",
+        "b0b",
+        "--service",
+        "10M",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let bob = Credentials::Pap { password: b"b0b" };
+    while newcomer.login(server.auth, "bob", &bob, &Session::default()) != Some(Code::ACCESS_ACCEPT)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "new subscriber not served within 10 s"
+        );
+    }
+    install.ok(&["subscriber", "rm", "bob"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while newcomer.login(server.auth, "bob", &bob, &Session::default()) != Some(Code::ACCESS_REJECT)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "removed subscriber still accepted after 10 s"
+        );
+    }
+}
+
+#[test]
+fn the_server_refuses_to_start_without_a_usable_key_file() {
+    let install = Install::new();
+    std::fs::set_permissions(
+        install.key(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let err = install.fails(&[
+        "serve",
+        "--listen-auth",
+        "127.0.0.1:0",
+        "--listen-acct",
+        "127.0.0.1:0",
+    ]);
+    assert!(err.contains("readable by other users"), "{err}");
+    std::fs::remove_file(install.key()).unwrap();
+    let err = install.fails(&[
+        "serve",
+        "--listen-auth",
+        "127.0.0.1:0",
+        "--listen-acct",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        err.contains("does not exist") && err.contains("shardius keygen"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_wrong_master_key_is_a_counted_reject_not_a_crash() {
+    let install = Install::new();
+    std::fs::remove_file(install.key()).unwrap();
+    install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
+    let mut server = install.serve(1);
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    let code = nas.login(
+        server.auth,
+        "alice",
+        &Credentials::Pap {
+            password: b"s3cret",
+        },
+        &Session::default(),
+    );
+    assert_eq!(code, Some(Code::ACCESS_REJECT));
+    server.wait_for_log("reason=\"password decrypt failed\"", Duration::from_secs(5));
+}
