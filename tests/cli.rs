@@ -3,11 +3,10 @@
 
 mod common;
 
-use common::server::Install;
+use common::server::{Backend, Install};
 
-#[test]
-fn nas_add_list_and_rm() {
-    let i = Install::new();
+fn nas_add_list_and_rm(backend: Backend) {
+    let i = Install::new_on(backend);
     i.ok(&[
         "nas", "add", "--name", "BNG-2", "--ip", "10.0.0.2", "--secret", "x", "--type", "generic",
     ]);
@@ -28,9 +27,8 @@ fn nas_add_list_and_rm() {
     assert!(i.fails(&["nas", "rm", "BNG-2"]).contains("no NAS"));
 }
 
-#[test]
-fn bad_input_fails_with_the_field_named() {
-    let i = Install::new();
+fn bad_input_fails_with_the_field_named(backend: Backend) {
+    let i = Install::new_on(backend);
     let cases: [(&[&str], &str); 8] = [
         (
             &[
@@ -147,9 +145,8 @@ fn bad_input_fails_with_the_field_named() {
     }
 }
 
-#[test]
-fn speeds_are_normalised_when_written() {
-    let i = Install::new();
+fn speeds_are_normalised_when_written(backend: Backend) {
+    let i = Install::new_on(backend);
     i.ok(&[
         "service",
         "add",
@@ -164,9 +161,8 @@ fn speeds_are_normalised_when_written() {
     assert!(list.contains("512k/1500k"), "{list}");
 }
 
-#[test]
-fn csv_import_applies_every_line_or_none() {
-    let i = Install::new();
+fn csv_import_applies_every_line_or_none(backend: Backend) {
+    let i = Install::new_on(backend);
     let good = i.path("good.csv");
     std::fs::write(
         &good,
@@ -214,9 +210,8 @@ fn csv_import_applies_every_line_or_none() {
         .contains("line 2"));
 }
 
-#[test]
-fn check_config_reports_problems_and_passes_when_all_is_well() {
-    let i = Install::new();
+fn check_config_reports_problems_and_passes_when_all_is_well(backend: Backend) {
+    let i = Install::new_on(backend);
     assert!(i.ok(&["check-config"]).starts_with("ok:"));
     std::fs::write(i.path("shardius.toml"), "[server]\nshards = \"many\"\n").unwrap();
     assert!(i.fails(&["check-config"]).contains("shardius.toml"));
@@ -236,20 +231,18 @@ fn check_config_reports_problems_and_passes_when_all_is_well() {
     );
 }
 
-#[test]
-fn migrate_is_idempotent_and_reports_the_version() {
-    let i = Install::empty();
+fn migrate_is_idempotent_and_reports_the_version(backend: Backend) {
+    let i = Install::empty_on(backend);
     assert!(i
         .ok(&["migrate"])
-        .contains("schema version 1 (1 migration(s) applied)"));
+        .contains("schema version 2 (2 migration(s) applied)"));
     assert!(i
         .ok(&["migrate"])
-        .contains("schema version 1 (0 migration(s) applied)"));
+        .contains("schema version 2 (0 migration(s) applied)"));
 }
 
-#[test]
-fn keygen_never_overwrites() {
-    let i = Install::empty();
+fn keygen_never_overwrites(backend: Backend) {
+    let i = Install::empty_on(backend);
     let key = i.key();
     i.ok(&["keygen", "--out", key.to_str().unwrap()]);
     assert!(i
@@ -257,9 +250,8 @@ fn keygen_never_overwrites() {
         .contains("already exists"));
 }
 
-#[test]
-fn every_command_has_help() {
-    let i = Install::empty();
+fn every_command_has_help(backend: Backend) {
+    let i = Install::empty_on(backend);
     for args in [
         &["--help"][..],
         &["serve", "--help"],
@@ -271,3 +263,33 @@ fn every_command_has_help() {
         assert!(!i.ok(args).is_empty(), "{args:?}");
     }
 }
+
+/// Every test above runs on both stores.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::common::server::Backend;
+
+            #[test]
+            fn sqlite() {
+                super::$name(Backend::Sqlite)
+            }
+
+            #[test]
+            fn postgres() {
+                super::$name(Backend::Postgres)
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    nas_add_list_and_rm,
+    bad_input_fails_with_the_field_named,
+    speeds_are_normalised_when_written,
+    csv_import_applies_every_line_or_none,
+    check_config_reports_problems_and_passes_when_all_is_well,
+    migrate_is_idempotent_and_reports_the_version,
+    keygen_never_overwrites,
+    every_command_has_help,
+);

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{radclient, shard_counters, Install, TestNas, SECRET};
+use common::server::{radclient, shard_counters, Backend, Install, TestNas, SECRET};
 use shardius::nas::{Credentials, Session};
 use shardius::proto::dict::{mikrotik, ms, vendor};
 use shardius::proto::{Code, Packet};
@@ -20,9 +20,8 @@ fn mschap(password: &[u8]) -> Credentials<'_> {
     }
 }
 
-#[test]
-fn radclient_authenticates_pap_and_chap_and_sees_the_mikrotik_reply() {
-    let install = Install::new();
+fn radclient_authenticates_pap_and_chap_and_sees_the_mikrotik_reply(backend: Backend) {
+    let install = Install::new_on(backend);
     let server = install.serve(2);
     let pap = radclient(
         server.auth,
@@ -63,9 +62,8 @@ fn radclient_authenticates_pap_and_chap_and_sees_the_mikrotik_reply() {
     assert!(clean, "serve did not exit 0 on SIGTERM");
 }
 
-#[test]
-fn mschapv2_logins_get_ms_chap2_success_and_mppe_keys_that_decrypt() {
-    let install = Install::new();
+fn mschapv2_logins_get_ms_chap2_success_and_mppe_keys_that_decrypt(backend: Backend) {
+    let install = Install::new_on(backend);
     let server = install.serve(2);
     let mut nas = TestNas::bind("127.0.0.1", SECRET);
     for _ in 0..20 {
@@ -104,9 +102,8 @@ fn mschapv2_logins_get_ms_chap2_success_and_mppe_keys_that_decrypt() {
     assert!(p.vendor_attr(vendor::MICROSOFT, ms::CHAP_ERROR).unwrap()[1..].starts_with(b"E=691"));
 }
 
-#[test]
-fn every_reject_reason_is_an_access_reject_with_its_reason_logged() {
-    let install = Install::new();
+fn every_reject_reason_is_an_access_reject_with_its_reason_logged(backend: Backend) {
+    let install = Install::new_on(backend);
     install.ok(&[
         "subscriber",
         "add",
@@ -188,9 +185,8 @@ fn every_reject_reason_is_an_access_reject_with_its_reason_logged() {
     );
 }
 
-#[test]
-fn an_unknown_nas_gets_no_answer_and_is_logged_and_counted() {
-    let install = Install::new();
+fn an_unknown_nas_gets_no_answer_and_is_logged_and_counted(backend: Backend) {
+    let install = Install::new_on(backend);
     let mut server = install.serve(2);
     let mut stranger = TestNas::bind("127.0.0.2", SECRET);
     let creds = Credentials::Pap {
@@ -218,9 +214,8 @@ fn an_unknown_nas_gets_no_answer_and_is_logged_and_counted() {
     );
 }
 
-#[test]
-fn a_wrong_secret_never_gets_an_accept() {
-    let install = Install::new();
+fn a_wrong_secret_never_gets_an_accept(backend: Backend) {
+    let install = Install::new_on(backend);
     let server = install.serve(1);
     let mut nas = TestNas::bind("127.0.0.1", "not-the-secret");
     let (_, _, reply) = nas.exchange(
@@ -242,9 +237,10 @@ fn a_wrong_secret_never_gets_an_accept() {
     assert_eq!(reply, None);
 }
 
-#[test]
-fn a_retransmission_gets_the_identical_reply_from_the_duplicate_cache_of_its_shard() {
-    let install = Install::new();
+fn a_retransmission_gets_the_identical_reply_from_the_duplicate_cache_of_its_shard(
+    backend: Backend,
+) {
+    let install = Install::new_on(backend);
     let server = install.serve(2);
     let mut nas = TestNas::bind("127.0.0.1", SECRET);
     let (request, _, first) = nas.exchange(
@@ -271,9 +267,8 @@ fn a_retransmission_gets_the_identical_reply_from_the_duplicate_cache_of_its_sha
     assert_eq!(requests.iter().sum::<u64>(), 2, "{log}");
 }
 
-#[test]
-fn one_nas_source_port_is_spread_over_every_shard() {
-    let install = Install::new();
+fn one_nas_source_port_is_spread_over_every_shard(backend: Backend) {
+    let install = Install::new_on(backend);
     let server = install.serve(2);
     let mut nas = TestNas::bind("127.0.0.1", SECRET);
     for _ in 0..200 {
@@ -297,9 +292,8 @@ fn one_nas_source_port_is_spread_over_every_shard() {
     );
 }
 
-#[test]
-fn a_nas_added_with_the_cli_while_running_is_served_without_a_restart() {
-    let install = Install::new();
+fn a_nas_added_with_the_cli_while_running_is_served_without_a_restart(backend: Backend) {
+    let install = Install::new_on(backend);
     let mut server = install.serve(2);
     let mut newcomer = TestNas::bind("127.0.0.3", "n3w-s3cret");
     let creds = Credentials::Pap {
@@ -365,9 +359,8 @@ fn a_nas_added_with_the_cli_while_running_is_served_without_a_restart() {
     }
 }
 
-#[test]
-fn the_server_refuses_to_start_without_a_usable_key_file() {
-    let install = Install::new();
+fn the_server_refuses_to_start_without_a_usable_key_file(backend: Backend) {
+    let install = Install::new_on(backend);
     std::fs::set_permissions(
         install.key(),
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
@@ -395,9 +388,8 @@ fn the_server_refuses_to_start_without_a_usable_key_file() {
     );
 }
 
-#[test]
-fn a_wrong_master_key_is_a_counted_reject_not_a_crash() {
-    let install = Install::new();
+fn a_wrong_master_key_is_a_counted_reject_not_a_crash(backend: Backend) {
+    let install = Install::new_on(backend);
     std::fs::remove_file(install.key()).unwrap();
     install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
     let mut server = install.serve(1);
@@ -413,3 +405,35 @@ fn a_wrong_master_key_is_a_counted_reject_not_a_crash() {
     assert_eq!(code, Some(Code::ACCESS_REJECT));
     server.wait_for_log("reason=\"password decrypt failed\"", Duration::from_secs(5));
 }
+
+/// Every test above runs on both stores.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::common::server::Backend;
+
+            #[test]
+            fn sqlite() {
+                super::$name(Backend::Sqlite)
+            }
+
+            #[test]
+            fn postgres() {
+                super::$name(Backend::Postgres)
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    radclient_authenticates_pap_and_chap_and_sees_the_mikrotik_reply,
+    mschapv2_logins_get_ms_chap2_success_and_mppe_keys_that_decrypt,
+    every_reject_reason_is_an_access_reject_with_its_reason_logged,
+    an_unknown_nas_gets_no_answer_and_is_logged_and_counted,
+    a_wrong_secret_never_gets_an_accept,
+    a_retransmission_gets_the_identical_reply_from_the_duplicate_cache_of_its_shard,
+    one_nas_source_port_is_spread_over_every_shard,
+    a_nas_added_with_the_cli_while_running_is_served_without_a_restart,
+    the_server_refuses_to_start_without_a_usable_key_file,
+    a_wrong_master_key_is_a_counted_reject_not_a_crash,
+);

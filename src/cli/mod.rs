@@ -171,7 +171,13 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
 
 pub(crate) fn open_store(config: &Config) -> anyhow::Result<Box<dyn Store>> {
     let url = DatabaseUrl::parse(&config.database.url)?;
-    store::open(&url).with_context(|| format!("opening {}", config.database.url))
+    match &url {
+        // rusqlite's errors do not name the file; PostgreSQL's already name the (redacted) URL.
+        DatabaseUrl::Sqlite(path) => {
+            store::open(&url).with_context(|| format!("opening {}", path.display()))
+        }
+        DatabaseUrl::Postgres(_) => Ok(store::open(&url)?),
+    }
 }
 
 /// Opens the store, creating the schema on first use (admin commands on a

@@ -242,9 +242,7 @@ fn write_accept(
     w: &mut PacketWriter<'_>,
 ) -> Result<(), EncodeError> {
     let subscriber = accepted.subscriber;
-    let extra = ctx
-        .snapshot
-        .reply_attributes(subscriber.username.as_bytes());
+    let extra = ctx.snapshot.reply_attributes(&subscriber.username);
     let overridden =
         |vendor_id: u32, ty: u8| extra.iter().any(|a| a.vendor == vendor_id && a.ty == ty);
     let prefs = &ctx.snapshot.preferences;

@@ -126,7 +126,8 @@ pub fn rate_limit(upload_kbps: u32, download_kbps: u32, burst: Option<Burst>) ->
 #[derive(Debug)]
 pub struct Subscriber {
     pub id: i64,
-    pub username: Box<str>,
+    /// Shared with the snapshot's map key: one allocation per subscriber.
+    pub username: Arc<[u8]>,
     pub password_enc: Box<[u8]>,
     pub service_id: Option<i64>,
     pub is_active: bool,
@@ -139,7 +140,7 @@ impl Subscriber {
     pub fn from_record(r: &SubscriberRecord) -> Subscriber {
         Subscriber {
             id: r.id,
-            username: r.username.as_str().into(),
+            username: r.username.as_bytes().into(),
             password_enc: r.password_enc.as_slice().into(),
             service_id: r.service_id,
             is_active: r.is_active,
@@ -245,7 +246,9 @@ impl Preferences {
 pub struct Snapshot {
     pub nas: HashMap<IpAddr, Arc<Nas>>,
     pub services: HashMap<i64, Arc<Service>>,
-    pub subscribers: HashMap<Box<[u8]>, Arc<Subscriber>>,
+    /// Keyed by the subscriber's own username allocation, so cloning the
+    /// map for a delta refresh copies pointers and allocates nothing per entry.
+    pub subscribers: HashMap<Arc<[u8]>, Arc<Subscriber>>,
     pub radreply: HashMap<Box<[u8]>, Arc<[ReplyAttr]>>,
     pub preferences: Preferences,
     /// The store's change counters this snapshot reflects.
@@ -297,11 +300,15 @@ impl Snapshot {
             self.subscribers.remove(name.as_bytes());
         }
         for r in changed {
-            self.subscribers.insert(
-                r.username.as_bytes().into(),
-                Arc::new(Subscriber::from_record(r)),
-            );
+            self.insert_subscriber(r);
         }
+    }
+
+    /// Adds or replaces one subscriber.
+    pub fn insert_subscriber(&mut self, r: &SubscriberRecord) {
+        let subscriber = Subscriber::from_record(r);
+        self.subscribers
+            .insert(subscriber.username.clone(), Arc::new(subscriber));
     }
 
     /// Replaces radreply rows; rows that do not encode are passed to `warn`.

@@ -41,7 +41,7 @@ impl Loader {
         };
         snapshot.set_nas(&store.nas_devices()?);
         snapshot.set_services(&store.services()?);
-        snapshot.apply_subscribers(&store.subscribers_changed_since(0)?, &[]);
+        store.subscribers_changed_since(0, &mut |r| snapshot.insert_subscriber(&r))?;
         snapshot.set_radreply(&store.radreply()?, |w| warn!("{w}"));
         snapshot.preferences = Preferences::from_pairs(&store.preferences()?, |w| warn!("{w}"));
         Ok(Loader {
@@ -53,6 +53,11 @@ impl Loader {
 
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+
+    /// Waits up to `timeout` for a change notification from the store.
+    pub fn wait_for_change(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        self.store.wait_for_change(timeout)
     }
 
     /// Applies what changed since the last poll; `None` when nothing did.
@@ -73,11 +78,14 @@ impl Loader {
             next.set_services(&self.store.services()?);
         }
         if versions.subscribers != old.subscribers {
-            let changed = self.store.subscribers_changed_since(self.cursor)?;
+            // Deletions first: a name deleted and re-created since the
+            // cursor comes back with the changed rows.
             let deleted = self.store.subscribers_deleted_since(self.cursor)?;
-            next.apply_subscribers(&changed, &deleted);
-            report.subscribers_changed = changed.len();
+            next.apply_subscribers(&[], &deleted);
             report.subscribers_deleted = deleted.len();
+            report.subscribers_changed = self
+                .store
+                .subscribers_changed_since(self.cursor, &mut |r| next.insert_subscriber(&r))?;
         }
         if versions.radreply != old.radreply {
             next.set_radreply(&self.store.radreply()?, |w| warn!("{w}"));

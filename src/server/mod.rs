@@ -32,6 +32,32 @@ pub struct Shared {
     /// One published counter slot per shard.
     pub stats: Box<[StatsSlot]>,
     pub shutdown: AtomicBool,
+    /// Last `unknown NAS` log line per address, across shards.
+    pub unknown_nas_logged: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Instant>>,
+}
+
+impl Shared {
+    /// Whether to log `unknown NAS: ip` now: at most once a minute per
+    /// address for the whole process. Only reached for the first packet
+    /// per shard per minute (the engine filters first), so the lock is cold.
+    pub fn should_log_unknown_nas(&self, ip: std::net::IpAddr) -> bool {
+        let now = Instant::now();
+        let mut logged = self
+            .unknown_nas_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if logged
+            .get(&ip)
+            .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
+        {
+            return false;
+        }
+        if logged.len() >= 4096 {
+            logged.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
+        }
+        logged.insert(ip, now);
+        true
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +124,7 @@ pub fn serve(config: Config, key: PasswordKey, store: Box<dyn Store>) -> Result<
         snapshot: ArcSwap::from_pointee(first),
         stats: (0..shard_count).map(|_| StatsSlot::default()).collect(),
         shutdown: AtomicBool::new(false),
+        unknown_nas_logged: Default::default(),
         key,
         config,
     });
@@ -176,35 +203,43 @@ fn spawn_loader(mut loader: Loader, shared: Arc<Shared>) -> std::thread::JoinHan
         .name("loader".into())
         .spawn(move || {
             let mut outage = false;
+            let report_error = |outage: &mut bool, e: &StoreError| {
+                if !*outage {
+                    error!("snapshot reload failed, serving from the cached snapshot: {e}");
+                    *outage = true;
+                }
+            };
             let mut next = Instant::now() + interval;
             while !shared.shutdown.load(Ordering::Relaxed) {
-                std::thread::sleep(
-                    Duration::from_millis(100).min(next.saturating_duration_since(Instant::now())),
-                );
-                if Instant::now() < next {
+                // Wake on a change notification (PostgreSQL), on the poll
+                // interval (every backend), or to check for shutdown.
+                let wait = next
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(200));
+                let notified = match loader.wait_for_change(wait) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        report_error(&mut outage, &e);
+                        std::thread::sleep(wait);
+                        false
+                    }
+                };
+                if !notified && Instant::now() < next {
                     continue;
                 }
                 next = Instant::now() + interval;
                 let started = Instant::now();
                 match loader.poll() {
-                    Ok(Some((snapshot, report))) => {
-                        loader::log_load(&snapshot, &report, started);
-                        shared.snapshot.store(snapshot);
+                    Ok(changed) => {
+                        if let Some((snapshot, report)) = changed {
+                            loader::log_load(&snapshot, &report, started);
+                            shared.snapshot.store(snapshot);
+                        }
                         if std::mem::take(&mut outage) {
                             info!("database reachable again; snapshot reloading resumed");
                         }
                     }
-                    Ok(None) => {
-                        if std::mem::take(&mut outage) {
-                            info!("database reachable again; snapshot reloading resumed");
-                        }
-                    }
-                    Err(e) => {
-                        if !outage {
-                            error!("snapshot reload failed, serving from the cached snapshot: {e}");
-                            outage = true;
-                        }
-                    }
+                    Err(e) => report_error(&mut outage, &e),
                 }
             }
         })

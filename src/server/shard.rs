@@ -119,7 +119,7 @@ async fn serve_socket(
         let handled = engine
             .borrow_mut()
             .handle(port, src, &datagram[..len], &ctx, &mut out);
-        log_event(index, src, &datagram[..len], handled.event);
+        log_event(index, src, &datagram[..len], handled.event, &shared);
         if let Some(reply_len) = handled.reply_len {
             // A failed send is the NAS's loss to retransmit, not ours to retry.
             if let Err(e) = socket.send_to(&out[..reply_len], src).await {
@@ -147,7 +147,7 @@ fn is_timeout(e: &GlommioError<()>) -> bool {
     }
 }
 
-fn log_event(shard: usize, src: SocketAddr, datagram: &[u8], event: Event) {
+fn log_event(shard: usize, src: SocketAddr, datagram: &[u8], event: Event, shared: &Shared) {
     let user = || {
         Packet::parse(datagram)
             .ok()
@@ -169,7 +169,7 @@ fn log_event(shard: usize, src: SocketAddr, datagram: &[u8], event: Event) {
         ),
         Event::Dropped { reason, log } => {
             if reason == crate::engine::DropReason::UnknownNas {
-                if log {
+                if log && shared.should_log_unknown_nas(src.ip()) {
                     warn!("unknown NAS: {}", src.ip());
                 }
             } else {

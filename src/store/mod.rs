@@ -3,11 +3,13 @@
 //! never call a store, only the loader thread, the accounting writer and
 //! the admin CLI do.
 
+mod postgres;
 mod records;
 mod sqlite;
 
 use std::path::PathBuf;
 
+pub use postgres::PgStore;
 pub use records::{
     Burst, ChangeVersions, MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord,
     SubscriberRecord,
@@ -43,6 +45,20 @@ impl DatabaseUrl {
     }
 }
 
+/// The URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Store failures, for operators: each ends in one clear message.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,6 +66,8 @@ pub enum StoreError {
     Config(String),
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("{0} already exists")]
     Duplicate(String),
     #[error("{0}")]
@@ -76,8 +94,14 @@ pub trait Store: Send {
 
     fn nas_devices(&mut self) -> Result<Vec<NasRecord>>;
     fn services(&mut self) -> Result<Vec<ServiceRecord>>;
-    /// Subscribers written at or after `since_micros` (0: all).
-    fn subscribers_changed_since(&mut self, since_micros: i64) -> Result<Vec<SubscriberRecord>>;
+    /// Streams subscribers written at or after `since_micros` (0: all)
+    /// into `sink`, row by row, so a million-row load is never held twice;
+    /// returns how many rows were streamed.
+    fn subscribers_changed_since(
+        &mut self,
+        since_micros: i64,
+        sink: &mut dyn FnMut(SubscriberRecord),
+    ) -> Result<usize>;
     /// Usernames deleted at or after `since_micros`.
     fn subscribers_deleted_since(&mut self, since_micros: i64) -> Result<Vec<String>>;
     fn radreply(&mut self) -> Result<Vec<RadreplyRecord>>;
@@ -93,6 +117,13 @@ pub trait Store: Send {
     fn add_subscribers(&mut self, subscribers: &[SubscriberRecord]) -> Result<usize>;
     fn remove_subscriber(&mut self, username: &str) -> Result<bool>;
     fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool>;
+    /// Blocks until another client signals a change or `timeout` passes;
+    /// true if a change was signalled. Backends without notifications
+    /// just sleep and return false (the caller polls anyway).
+    fn wait_for_change(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        std::thread::sleep(timeout);
+        Ok(false)
+    }
     /// Subscribers with their service name, ordered by username.
     fn list_subscribers(&mut self, limit: usize)
         -> Result<Vec<(SubscriberRecord, Option<String>)>>;
@@ -103,15 +134,26 @@ pub trait Store: Send {
 pub fn open(url: &DatabaseUrl) -> Result<Box<dyn Store>> {
     match url {
         DatabaseUrl::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
-        DatabaseUrl::Postgres(_) => Err(StoreError::Config(
-            "the PostgreSQL backend is not part of this build yet; use sqlite:PATH".into(),
-        )),
+        DatabaseUrl::Postgres(url) => Ok(Box::new(PgStore::connect(url)?)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls_in_messages() {
+        assert_eq!(
+            redact_url("postgres://radius:hunter2@db:5432/radius"),
+            "postgres://radius:***@db:5432/radius"
+        );
+        assert_eq!(
+            redact_url("postgres://radius@db/radius"),
+            "postgres://radius@db/radius"
+        );
+        assert_eq!(redact_url("sqlite:./a@b.db"), "sqlite:./a@b.db");
+    }
 
     #[test]
     fn urls_parse_into_backends() {

@@ -12,7 +12,10 @@ use super::records::*;
 use super::{Result, Store, StoreError};
 
 /// Versioned migrations shipped in the binary, applied in order.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/sqlite/0001_subscribers.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_subscribers.sql")),
+    (2, include_str!("migrations/sqlite/0002_radacct.sql")),
+];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
 
@@ -217,14 +220,21 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    fn subscribers_changed_since(&mut self, since_micros: i64) -> Result<Vec<SubscriberRecord>> {
+    fn subscribers_changed_since(
+        &mut self,
+        since_micros: i64,
+        sink: &mut dyn FnMut(SubscriberRecord),
+    ) -> Result<usize> {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE updated_at >= ?1"
         ))?;
-        let rows = stmt
-            .query_map([since_micros], subscriber_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        let mut rows = stmt.query([since_micros])?;
+        let mut n = 0;
+        while let Some(row) = rows.next()? {
+            sink(subscriber_from_row(row)?);
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn subscribers_deleted_since(&mut self, since_micros: i64) -> Result<Vec<String>> {
@@ -423,7 +433,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 1);
+        assert_eq!(s.migrate().unwrap(), 2);
         (dir, s)
     }
 
@@ -441,11 +451,18 @@ mod tests {
         }
     }
 
+    fn changed(s: &mut SqliteStore, since: i64) -> Vec<SubscriberRecord> {
+        let mut v = Vec::new();
+        s.subscribers_changed_since(since, &mut |r| v.push(r))
+            .unwrap();
+        v
+    }
+
     #[test]
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 1);
+        assert_eq!(s.schema_version().unwrap(), 2);
     }
 
     #[test]
@@ -458,7 +475,7 @@ mod tests {
         let v1 = s.change_versions().unwrap();
         assert!(v1.subscribers > v0.subscribers);
         assert_eq!(v1.nas_devices, v0.nas_devices);
-        let got = s.subscribers_changed_since(t0).unwrap();
+        let got = changed(&mut s, t0);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].expiry_date, subscriber("a").expiry_date);
         std::thread::sleep(Duration::from_millis(2));
@@ -470,9 +487,9 @@ mod tests {
                 [],
             )
             .unwrap();
-        let changed = s.subscribers_changed_since(t1).unwrap();
-        assert_eq!(changed.len(), 1);
-        assert!(!changed[0].is_active);
+        let after = changed(&mut s, t1);
+        assert_eq!(after.len(), 1);
+        assert!(!after[0].is_active);
         assert!(s.remove_subscriber("b").unwrap());
         assert_eq!(
             s.subscribers_deleted_since(t1).unwrap(),

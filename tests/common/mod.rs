@@ -21,4 +21,5 @@ pub fn hex(text: &str) -> Vec<u8> {
 pub fn hex16(text: &str) -> [u8; 16] {
     hex(text).try_into().expect("16 bytes")
 }
+pub mod pg;
 pub mod server;

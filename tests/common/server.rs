@@ -14,16 +14,30 @@ use shardius::proto::{Code, Secret};
 
 pub const SECRET: &str = "testing123";
 
-/// A temporary installation: config, key and SQLite database.
+/// Which store an installation uses; the store tests run on both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A temporary installation: config, key and a database (an SQLite file,
+/// or a fresh database on the test binary's throwaway PostgreSQL cluster).
 pub struct Install {
     pub dir: tempfile::TempDir,
+    pub db_url: String,
 }
 
 impl Install {
-    /// A fresh installation with a key, a NAS for 127.0.0.1, the 10M
-    /// service and the subscriber alice/s3cret.
+    /// A fresh SQLite installation with a key, a NAS for 127.0.0.1, the
+    /// 10M service and the subscriber alice/s3cret.
     pub fn new() -> Install {
-        let install = Install::empty();
+        Install::new_on(Backend::Sqlite)
+    }
+
+    /// The same, on `backend`.
+    pub fn new_on(backend: Backend) -> Install {
+        let install = Install::empty_on(backend);
         install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
         install.ok(&[
             "nas",
@@ -64,21 +78,36 @@ impl Install {
 
     /// Config and directory only.
     pub fn empty() -> Install {
+        Install::empty_on(Backend::Sqlite)
+    }
+
+    pub fn empty_on(backend: Backend) -> Install {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(
             dir.path().join("shardius.toml"),
             "[database]\nreload_interval_secs = 1\n",
         )
         .unwrap();
-        Install { dir }
+        let db_url = match backend {
+            Backend::Sqlite => format!("sqlite:{}", dir.path().join("shardius.db").display()),
+            Backend::Postgres => super::pg::fresh_database(),
+        };
+        Install { dir, db_url }
+    }
+
+    /// An installation on an existing database URL.
+    pub fn on_url(db_url: String) -> Install {
+        let install = Install::empty();
+        Install { db_url, ..install }
+    }
+
+    /// Replaces the config file.
+    pub fn write_config(&self, toml: &str) {
+        std::fs::write(self.dir.path().join("shardius.toml"), toml).unwrap();
     }
 
     pub fn key(&self) -> PathBuf {
         self.dir.path().join("shardius.key")
-    }
-
-    pub fn db(&self) -> PathBuf {
-        self.dir.path().join("shardius.db")
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -92,7 +121,7 @@ impl Install {
             .arg("--config")
             .arg(self.dir.path().join("shardius.toml"))
             .arg("--database-url")
-            .arg(format!("sqlite:{}", self.db().display()))
+            .arg(&self.db_url)
             .arg("--key-file")
             .arg(self.key())
             .current_dir(self.dir.path())
@@ -282,6 +311,10 @@ impl TestNas {
             secret: Secret::new(secret.as_bytes()),
             next_id: 0,
         }
+    }
+
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.socket.set_read_timeout(Some(timeout)).unwrap();
     }
 
     /// Sends one Access-Request; returns the raw request and the raw reply, if any.

@@ -1,0 +1,193 @@
+//! What only the PostgreSQL store does: instant reload through
+//! LISTEN/NOTIFY when a billing panel writes plain SQL, riding out a
+//! database restart, and clear errors for bad URLs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::pg::{self, Cluster};
+use common::server::{Install, TestNas, SECRET};
+use shardius::nas::{Credentials, Session};
+use shardius::proto::Code;
+
+const PAP: Credentials<'static> = Credentials::Pap {
+    password: b"s3cret",
+};
+
+/// Logs in until `want` comes back; returns how long it took.
+fn until(
+    nas: &mut TestNas,
+    to: std::net::SocketAddr,
+    want: Option<Code>,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if nas.login(to, "alice", &PAP, &Session::default()) == want {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "no {want:?} within {limit:?}");
+    }
+}
+
+#[test]
+fn plain_sql_from_a_billing_panel_is_served_within_a_second() {
+    let install = Install::new_on(common::server::Backend::Postgres);
+    // A 60 s poll: only LISTEN/NOTIFY can make changes visible faster.
+    install.write_config("[database]\nreload_interval_secs = 60\n");
+    let server = install.serve(2);
+    let db = install.db_url.rsplit('/').next().unwrap().to_owned();
+    let cluster = pg::shared().lock().unwrap();
+
+    let mut panel_nas = TestNas::bind("127.0.0.9", "s9");
+    panel_nas.set_timeout(Duration::from_millis(50));
+    assert_eq!(
+        panel_nas.login(server.auth, "alice", &PAP, &Session::default()),
+        None
+    );
+    cluster.psql(
+        &db,
+        "INSERT INTO nas_devices (name, ip_address, secret) VALUES ('BNG-9', '127.0.0.9', 's9')",
+    );
+    let took = until(
+        &mut panel_nas,
+        server.auth,
+        Some(Code::ACCESS_ACCEPT),
+        Duration::from_secs(1),
+    );
+    eprintln!("new NAS served after {took:?}");
+
+    cluster.psql(
+        &db,
+        "UPDATE subscribers SET is_active = false WHERE username = 'alice'",
+    );
+    let took = until(
+        &mut panel_nas,
+        server.auth,
+        Some(Code::ACCESS_REJECT),
+        Duration::from_secs(1),
+    );
+    eprintln!("disabled subscriber rejected after {took:?}");
+
+    cluster.psql(
+        &db,
+        "UPDATE nas_devices SET is_active = false WHERE name = 'BNG-9'",
+    );
+    until(&mut panel_nas, server.auth, None, Duration::from_secs(1));
+}
+
+#[test]
+fn authentication_survives_a_database_restart_and_later_changes_are_picked_up() {
+    let cluster = Cluster::start();
+    let install = Install::on_url(cluster.database("restart"));
+    install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
+    install.ok(&[
+        "nas",
+        "add",
+        "--name",
+        "BNG-1",
+        "--ip",
+        "127.0.0.1",
+        "--secret",
+        SECRET,
+    ]);
+    install.ok(&[
+        "service",
+        "add",
+        "--name",
+        "10M",
+        "--download",
+        "10M",
+        "--upload",
+        "2M",
+    ]);
+    install.ok(&[
+        "subscriber",
+        "add",
+        "--username",
+        "alice",
+        "--password",
+        "s3cret",
+        "--service",
+        "10M",
+    ]);
+    let mut server = install.serve(2);
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    assert_eq!(
+        nas.login(server.auth, "alice", &PAP, &Session::default()),
+        Some(Code::ACCESS_ACCEPT)
+    );
+
+    cluster.stop();
+    server.wait_for_log("serving from the cached snapshot", Duration::from_secs(10));
+    for _ in 0..20 {
+        assert_eq!(
+            nas.login(server.auth, "alice", &PAP, &Session::default()),
+            Some(Code::ACCESS_ACCEPT)
+        );
+    }
+    // Several reload intervals pass during the outage; it is logged once.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        server.log().matches("snapshot reload failed").count(),
+        1,
+        "{}",
+        server.log()
+    );
+
+    cluster.restart();
+    install.ok(&[
+        "subscriber",
+        "add",
+        "--username",
+        "bob",
+        "--password",
+        "b0b",
+        "--service",
+        "10M",
+    ]);
+    let bob = Credentials::Pap { password: b"b0b" };
+    assert!(
+        pg::eventually(Duration::from_secs(40), || nas.login(
+            server.auth,
+            "bob",
+            &bob,
+            &Session::default()
+        ) == Some(Code::ACCESS_ACCEPT)),
+        "a subscriber added after the restart was not served:\n{}",
+        server.log()
+    );
+    server.wait_for_log("database reachable again", Duration::from_secs(5));
+}
+
+#[test]
+fn unreachable_or_malformed_database_urls_fail_at_start_with_one_clear_error() {
+    let unreachable = Install::on_url("postgres://postgres:pw@127.0.0.1:1/radius".into());
+    unreachable.ok(&["keygen", "--out", unreachable.key().to_str().unwrap()]);
+    let err = unreachable.fails(&["check-config"]);
+    assert!(
+        err.contains("cannot connect to postgres://postgres:***@127.0.0.1:1/radius"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(":pw@"),
+        "the password must not be printed: {err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let err = unreachable.fails(&[
+        "serve",
+        "--listen-auth",
+        "127.0.0.1:0",
+        "--listen-acct",
+        "127.0.0.1:0",
+    ]);
+    assert!(err.contains("cannot connect"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let malformed = Install::on_url("postgres://x@h:notaport/db".into());
+    malformed.ok(&["keygen", "--out", malformed.key().to_str().unwrap()]);
+    let err = malformed.fails(&["check-config"]);
+    assert!(err.contains("postgres://x@h:notaport/db"), "{err}");
+}
