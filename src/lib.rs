@@ -14,6 +14,7 @@
 //! None of these modules opens a socket, spawns a thread, touches a
 //! database or reads the clock: callers pass bytes, secrets and the time in.
 
+pub mod accounting;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 pub use postgres::PgStore;
 pub use records::{
-    Burst, ChangeVersions, MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord,
+    Burst, ChangeVersions, MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord, SessionRow,
     SubscriberRecord,
 };
 pub use sqlite::SqliteStore;
@@ -128,6 +128,23 @@ pub trait Store: Send {
     fn list_subscribers(&mut self, limit: usize)
         -> Result<Vec<(SubscriberRecord, Option<String>)>>;
     fn set_preference(&mut self, key: &str, value: &str) -> Result<()>;
+
+    /// Writes a batch of accounting events in one transaction: at most one
+    /// event per session (the writer coalesces), upserted into `radacct` by
+    /// `acctuniqueid` so that counters and times never move backwards, the
+    /// first Stop wins and a late Interim never reopens a stopped session.
+    /// A NAS-reboot event closes that NAS's sessions opened before it.
+    fn write_accounting(&mut self, events: &[crate::accounting::AcctEvent]) -> Result<()>;
+    /// Closes open sessions not updated since `before` (`Stale-Session`,
+    /// stop time = last update); returns how many.
+    fn close_stale_sessions(&mut self, before: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+    /// Sessions, newest first: open ones only unless `all`; optionally one user's.
+    fn sessions(
+        &mut self,
+        username: Option<&str>,
+        all: bool,
+        limit: usize,
+    ) -> Result<Vec<SessionRow>>;
 }
 
 /// Opens the store a URL names.

@@ -7,15 +7,18 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::StreamExt;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row};
 
 use super::records::*;
 use super::{redact_url as redact, Result, Store, StoreError};
+use crate::accounting::{AcctEvent, AcctKind};
 
 /// Versioned migrations shipped in the binary, applied in order.
 const MIGRATIONS: &[(u32, &str)] = &[
@@ -583,6 +586,119 @@ impl Store for PgStore {
             .collect()
     }
 
+    fn write_accounting(&mut self, events: &[AcctEvent]) -> Result<()> {
+        let (runtime, client) = self.conn()?;
+        let fut = async {
+            client.batch_execute("BEGIN").await?;
+            let result = async {
+                client.batch_execute(STAGING).await?;
+                let sink = client
+                    .copy_in(&format!("COPY radacct_staging ({STAGING_COLUMNS}) FROM STDIN BINARY"))
+                    .await?;
+                let types = [
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INET,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INET,
+                    Type::TEXT,
+                ];
+                let writer = BinaryCopyInWriter::new(sink, &types);
+                futures_util::pin_mut!(writer);
+                let mut reboots = Vec::new();
+                for e in events {
+                    if e.kind == AcctKind::NasReboot {
+                        reboots.push(e);
+                        continue;
+                    }
+                    let stop = (e.kind == AcctKind::Stop).then_some(e.event_time);
+                    let cause = e.terminate_cause.as_ref().filter(|_| e.kind == AcctKind::Stop);
+                    let framed: Option<IpAddr> = e.framed_ip.map(IpAddr::V4);
+                    writer
+                        .as_mut()
+                        .write(&[
+                            &e.session_id,
+                            &e.unique_id,
+                            &e.username,
+                            &e.nas_ip,
+                            &e.nas_port_id,
+                            &e.nas_port_type,
+                            &e.start_time,
+                            &e.event_time,
+                            &stop,
+                            &e.session_time.map(i64::from),
+                            &e.input_octets.map(|v| v as i64),
+                            &e.output_octets.map(|v| v as i64),
+                            &e.called_station_id,
+                            &e.calling_station_id,
+                            &cause,
+                            &framed,
+                            &e.class,
+                        ])
+                        .await?;
+                }
+                writer.finish().await?;
+                client.batch_execute(RADACCT_UPSERT).await?;
+                for e in reboots {
+                    client
+                        .execute(
+                            "UPDATE radacct SET AcctStopTime = $2, AcctUpdateTime = $2, AcctTerminateCause = 'NAS-Reboot'
+                             WHERE NASIPAddress = $1 AND AcctStopTime IS NULL AND AcctStartTime <= $2",
+                            &[&e.nas_ip, &e.event_time],
+                        )
+                        .await?;
+                }
+                Ok::<(), tokio_postgres::Error>(())
+            }
+            .await;
+            match result {
+                Ok(()) => client.batch_execute("COMMIT").await,
+                Err(e) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(e)
+                }
+            }
+        };
+        Ok(runtime.block_on(fut)?)
+    }
+
+    fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64> {
+        self.execute(
+            "UPDATE radacct SET AcctStopTime = COALESCE(AcctUpdateTime, AcctStartTime), AcctTerminateCause = 'Stale-Session'
+             WHERE AcctStopTime IS NULL AND COALESCE(AcctUpdateTime, AcctStartTime) < $1",
+            &[&before],
+        )
+    }
+
+    fn sessions(
+        &mut self,
+        username: Option<&str>,
+        all: bool,
+        limit: usize,
+    ) -> Result<Vec<SessionRow>> {
+        Ok(self
+            .query(
+                "SELECT *, host(NASIPAddress) AS nas_ip, host(FramedIPAddress) AS framed_ip FROM radacct
+                 WHERE ($1::text IS NULL OR UserName = $1) AND ($2 OR AcctStopTime IS NULL)
+                 ORDER BY AcctStartTime DESC, RadAcctId DESC LIMIT $3",
+                &[&username, &all, &(limit as i64)],
+            )?
+            .iter()
+            .map(session_from_pg)
+            .collect())
+    }
+
     fn set_preference(&mut self, key: &str, value: &str) -> Result<()> {
         self.execute(
             "INSERT INTO system_preferences (key, value) VALUES ($1, $2)
@@ -590,6 +706,60 @@ impl Store for PgStore {
             &[&key, &value],
         )?;
         Ok(())
+    }
+}
+
+/// Staging table for the binary COPY of one batch; emptied at commit.
+const STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS radacct_staging (
+        acctsessionid text, acctuniqueid text, username text, nasipaddress inet, nasportid text,
+        nasporttype text, acctstarttime timestamptz, acctupdatetime timestamptz, acctstoptime timestamptz,
+        acctsessiontime bigint, acctinputoctets bigint, acctoutputoctets bigint, calledstationid text,
+        callingstationid text, acctterminatecause text, framedipaddress inet, class text
+    ) ON COMMIT DELETE ROWS";
+
+const STAGING_COLUMNS: &str =
+    "acctsessionid, acctuniqueid, username, nasipaddress, nasportid, nasporttype,
+    acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets,
+    calledstationid, callingstationid, acctterminatecause, framedipaddress, class";
+
+/// One upsert for the whole staged batch, with the rules of
+/// `AcctEvent::absorb`: counters and times never go backwards, the first
+/// Stop wins, a late Interim does not reopen a session.
+const RADACCT_UPSERT: &str = "INSERT INTO radacct (AcctSessionId, AcctUniqueId, UserName, NASIPAddress, NASPortId,
+        NASPortType, AcctStartTime, AcctUpdateTime, AcctStopTime, AcctSessionTime, AcctInputOctets,
+        AcctOutputOctets, CalledStationId, CallingStationId, AcctTerminateCause, FramedIPAddress, Class)
+    SELECT acctsessionid, acctuniqueid, username, nasipaddress, nasportid, nasporttype,
+        acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets,
+        calledstationid, callingstationid, acctterminatecause, framedipaddress, class
+    FROM radacct_staging
+    ON CONFLICT (AcctUniqueId) DO UPDATE SET
+        AcctStartTime = LEAST(radacct.AcctStartTime, EXCLUDED.AcctStartTime),
+        AcctUpdateTime = GREATEST(radacct.AcctUpdateTime, EXCLUDED.AcctUpdateTime),
+        AcctStopTime = COALESCE(radacct.AcctStopTime, EXCLUDED.AcctStopTime),
+        AcctSessionTime = GREATEST(radacct.AcctSessionTime, EXCLUDED.AcctSessionTime),
+        AcctInputOctets = GREATEST(radacct.AcctInputOctets, EXCLUDED.AcctInputOctets),
+        AcctOutputOctets = GREATEST(radacct.AcctOutputOctets, EXCLUDED.AcctOutputOctets),
+        AcctTerminateCause = CASE WHEN radacct.AcctStopTime IS NULL THEN EXCLUDED.AcctTerminateCause
+                                  ELSE radacct.AcctTerminateCause END,
+        FramedIPAddress = COALESCE(EXCLUDED.FramedIPAddress, radacct.FramedIPAddress),
+        CallingStationId = COALESCE(radacct.CallingStationId, EXCLUDED.CallingStationId),
+        CalledStationId = COALESCE(radacct.CalledStationId, EXCLUDED.CalledStationId),
+        Class = COALESCE(radacct.Class, EXCLUDED.Class)";
+
+fn session_from_pg(r: &Row) -> SessionRow {
+    SessionRow {
+        unique_id: r.get("acctuniqueid"),
+        session_id: r.get("acctsessionid"),
+        username: r.get::<_, Option<String>>("username").unwrap_or_default(),
+        nas_ip: r.get("nas_ip"),
+        start_time: r.get("acctstarttime"),
+        update_time: r.get("acctupdatetime"),
+        stop_time: r.get("acctstoptime"),
+        session_time: r.get("acctsessiontime"),
+        input_octets: r.get("acctinputoctets"),
+        output_octets: r.get("acctoutputoctets"),
+        terminate_cause: r.get("acctterminatecause"),
+        framed_ip: r.get("framed_ip"),
     }
 }
 

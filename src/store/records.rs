@@ -140,3 +140,20 @@ pub struct ChangeVersions {
     pub radreply: i64,
     pub system_preferences: i64,
 }
+
+/// A `radacct` row as `shardius sessions` and the tests read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRow {
+    pub unique_id: String,
+    pub session_id: String,
+    pub username: String,
+    pub nas_ip: String,
+    pub start_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub update_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub stop_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub session_time: Option<i64>,
+    pub input_octets: Option<i64>,
+    pub output_octets: Option<i64>,
+    pub terminate_cause: Option<String>,
+    pub framed_ip: Option<String>,
+}

@@ -5,11 +5,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use super::records::*;
 use super::{Result, Store, StoreError};
+use crate::accounting::{AcctEvent, AcctKind};
 
 /// Versioned migrations shipped in the binary, applied in order.
 const MIGRATIONS: &[(u32, &str)] = &[
@@ -416,6 +417,71 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
+    fn write_accounting(&mut self, events: &[AcctEvent]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(RADACCT_UPSERT)?;
+            for e in events {
+                if e.kind == AcctKind::NasReboot {
+                    tx.execute(
+                        "UPDATE radacct SET acctstoptime = ?2, acctupdatetime = ?2, acctterminatecause = 'NAS-Reboot'
+                         WHERE nasipaddress = ?1 AND acctstoptime IS NULL AND acctstarttime <= ?2",
+                        params![e.nas_ip.to_string(), sql_time(e.event_time)],
+                    )?;
+                    continue;
+                }
+                let stop = (e.kind == AcctKind::Stop).then(|| sql_time(e.event_time));
+                upsert.execute(params![
+                    e.session_id,
+                    e.unique_id,
+                    e.username,
+                    e.nas_ip.to_string(),
+                    e.nas_port_id,
+                    e.nas_port_type,
+                    sql_time(e.start_time),
+                    sql_time(e.event_time),
+                    stop,
+                    e.session_time,
+                    e.input_octets.map(|v| v as i64),
+                    e.output_octets.map(|v| v as i64),
+                    e.called_station_id,
+                    e.calling_station_id,
+                    e.terminate_cause
+                        .as_ref()
+                        .filter(|_| e.kind == AcctKind::Stop),
+                    e.framed_ip.map(|ip| ip.to_string()),
+                    e.class,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64> {
+        Ok(self.conn.execute(
+            "UPDATE radacct SET acctstoptime = coalesce(acctupdatetime, acctstarttime), acctterminatecause = 'Stale-Session'
+             WHERE acctstoptime IS NULL AND coalesce(acctupdatetime, acctstarttime) < ?1",
+            [sql_time(before)],
+        )? as u64)
+    }
+
+    fn sessions(
+        &mut self,
+        username: Option<&str>,
+        all: bool,
+        limit: usize,
+    ) -> Result<Vec<SessionRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT * FROM radacct WHERE (?1 IS NULL OR username = ?1) AND (?2 OR acctstoptime IS NULL)
+             ORDER BY acctstarttime DESC, radacctid DESC LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![username, all, limit as i64], session_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     fn set_preference(&mut self, key: &str, value: &str) -> Result<()> {
         self.conn.execute(
             "INSERT INTO system_preferences (key, value) VALUES (?1, ?2)
@@ -424,6 +490,52 @@ impl Store for SqliteStore {
         )?;
         Ok(())
     }
+}
+
+/// SQLite keeps times as UTC text that sorts as it compares.
+fn sql_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn parse_time(s: Option<String>) -> Option<DateTime<Utc>> {
+    s.and_then(|s| NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H:%M:%S").ok())
+        .map(|t| t.and_utc())
+}
+
+/// The upsert (SQLite's max()/min() return NULL on any NULL argument,
+/// hence the coalesces).
+const RADACCT_UPSERT: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, nasportid,
+        nasporttype, acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets,
+        acctoutputoctets, calledstationid, callingstationid, acctterminatecause, framedipaddress, class)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+    ON CONFLICT (acctuniqueid) DO UPDATE SET
+        acctstarttime = min(coalesce(radacct.acctstarttime, excluded.acctstarttime), coalesce(excluded.acctstarttime, radacct.acctstarttime)),
+        acctupdatetime = max(coalesce(radacct.acctupdatetime, excluded.acctupdatetime), coalesce(excluded.acctupdatetime, radacct.acctupdatetime)),
+        acctstoptime = coalesce(radacct.acctstoptime, excluded.acctstoptime),
+        acctsessiontime = max(coalesce(radacct.acctsessiontime, 0), coalesce(excluded.acctsessiontime, 0)),
+        acctinputoctets = max(coalesce(radacct.acctinputoctets, 0), coalesce(excluded.acctinputoctets, 0)),
+        acctoutputoctets = max(coalesce(radacct.acctoutputoctets, 0), coalesce(excluded.acctoutputoctets, 0)),
+        acctterminatecause = CASE WHEN radacct.acctstoptime IS NULL THEN excluded.acctterminatecause ELSE radacct.acctterminatecause END,
+        framedipaddress = coalesce(excluded.framedipaddress, radacct.framedipaddress),
+        callingstationid = coalesce(radacct.callingstationid, excluded.callingstationid),
+        calledstationid = coalesce(radacct.calledstationid, excluded.calledstationid),
+        class = coalesce(radacct.class, excluded.class)";
+
+fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        unique_id: r.get("acctuniqueid")?,
+        session_id: r.get("acctsessionid")?,
+        username: r.get::<_, Option<String>>("username")?.unwrap_or_default(),
+        nas_ip: r.get("nasipaddress")?,
+        start_time: parse_time(r.get("acctstarttime")?),
+        update_time: parse_time(r.get("acctupdatetime")?),
+        stop_time: parse_time(r.get("acctstoptime")?),
+        session_time: r.get("acctsessiontime")?,
+        input_octets: r.get("acctinputoctets")?,
+        output_octets: r.get("acctoutputoctets")?,
+        terminate_cause: r.get("acctterminatecause")?,
+        framed_ip: r.get("framedipaddress")?,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,326 @@
+//! Accounting-Requests as events (RFC 2866, RFC 2869 §5.1–5.2), without IO:
+//! a parsed, authenticated packet and the time go in, an [`AcctEvent`]
+//! comes out, with 64-bit counters and a stable `acctuniqueid`.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use chrono::{DateTime, Duration, Utc};
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+use crate::proto::dict::{acct_status, attr};
+use crate::proto::Packet;
+
+/// Acct-Status-Type, as far as shardius acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AcctKind {
+    Start,
+    Interim,
+    Stop,
+    /// Accounting-On / Accounting-Off: the NAS (re)started; its open
+    /// sessions are over (`NAS-Reboot`).
+    NasReboot,
+}
+
+/// One accounting event, ready for the writer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcctEvent {
+    pub kind: AcctKind,
+    /// hex MD5(NAS-IP-Address | Acct-Session-Id | User-Name | NAS-Port-Id).
+    pub unique_id: String,
+    /// Byte for byte as the NAS sent it (CoA must echo it exactly).
+    pub session_id: String,
+    pub username: String,
+    pub nas_ip: IpAddr,
+    pub nas_port_id: Option<String>,
+    pub nas_port_type: Option<String>,
+    /// When the event happened: arrival minus Acct-Delay-Time.
+    pub event_time: DateTime<Utc>,
+    /// When the session started, as this event tells it (the event time
+    /// of a Start, else the event time minus Acct-Session-Time).
+    pub start_time: DateTime<Utc>,
+    pub session_time: Option<u32>,
+    pub input_octets: Option<u64>,
+    pub output_octets: Option<u64>,
+    pub framed_ip: Option<Ipv4Addr>,
+    pub calling_station_id: Option<String>,
+    pub called_station_id: Option<String>,
+    pub terminate_cause: Option<String>,
+    pub class: Option<String>,
+}
+
+/// Why an Accounting-Request was not turned into an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcctParseError {
+    MissingStatusType,
+    /// Status types shardius does not record (e.g. Failed, tunnel types).
+    UnsupportedStatusType(u32),
+    MissingSessionId,
+}
+
+impl AcctEvent {
+    /// Builds the event for `packet` from `nas_ip` (the NAS-IP-Address
+    /// attribute, or the source address when absent), received at `now`.
+    pub fn from_packet(
+        packet: &Packet<'_>,
+        source_ip: IpAddr,
+        now: DateTime<Utc>,
+    ) -> Result<AcctEvent, AcctParseError> {
+        let status = packet
+            .attr_u32(attr::ACCT_STATUS_TYPE)
+            .ok_or(AcctParseError::MissingStatusType)?;
+        let kind = match status {
+            acct_status::START => AcctKind::Start,
+            acct_status::INTERIM_UPDATE => AcctKind::Interim,
+            acct_status::STOP => AcctKind::Stop,
+            acct_status::ACCOUNTING_ON | acct_status::ACCOUNTING_OFF => AcctKind::NasReboot,
+            other => return Err(AcctParseError::UnsupportedStatusType(other)),
+        };
+        let text = |ty| {
+            packet
+                .attr(ty)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        let nas_ip = packet
+            .attr_ipv4(attr::NAS_IP_ADDRESS)
+            .map(IpAddr::V4)
+            .unwrap_or(source_ip);
+        let session_id = match kind {
+            AcctKind::NasReboot => text(attr::ACCT_SESSION_ID).unwrap_or_default(),
+            _ => text(attr::ACCT_SESSION_ID).ok_or(AcctParseError::MissingSessionId)?,
+        };
+        let username = text(attr::USER_NAME).unwrap_or_default();
+        let nas_port_id = text(attr::NAS_PORT_ID);
+        let delay = packet
+            .attr_u32(attr::ACCT_DELAY_TIME)
+            .unwrap_or(0)
+            .min(86_400);
+        let octets = |low, high| {
+            packet
+                .attr_u32(low)
+                .map(|l| u64::from(l) + (u64::from(packet.attr_u32(high).unwrap_or(0)) << 32))
+        };
+        let event_time = now - Duration::seconds(i64::from(delay));
+        let session_time = packet.attr_u32(attr::ACCT_SESSION_TIME);
+        let start_time = match kind {
+            AcctKind::Start => event_time,
+            _ => event_time - Duration::seconds(i64::from(session_time.unwrap_or(0))),
+        };
+        Ok(AcctEvent {
+            unique_id: unique_id(&nas_ip, &session_id, &username, nas_port_id.as_deref()),
+            kind,
+            session_id,
+            username,
+            nas_ip,
+            nas_port_id,
+            nas_port_type: packet.attr_u32(attr::NAS_PORT_TYPE).map(port_type_name),
+            event_time,
+            start_time,
+            session_time,
+            input_octets: octets(attr::ACCT_INPUT_OCTETS, attr::ACCT_INPUT_GIGAWORDS),
+            output_octets: octets(attr::ACCT_OUTPUT_OCTETS, attr::ACCT_OUTPUT_GIGAWORDS),
+            framed_ip: packet.attr_ipv4(attr::FRAMED_IP_ADDRESS),
+            calling_station_id: text(attr::CALLING_STATION_ID),
+            called_station_id: text(attr::CALLED_STATION_ID),
+            terminate_cause: packet
+                .attr_u32(attr::ACCT_TERMINATE_CAUSE)
+                .map(terminate_cause_name),
+            class: packet.attr(attr::CLASS).map(hex::encode),
+        })
+    }
+
+    /// Folds a later event of the same session into this one with the
+    /// rules the database upsert applies, so a batch holds one row per
+    /// session: counters and times never move backwards, the first Stop
+    /// wins, and an Interim after a Stop does not reopen the session.
+    pub fn absorb(&mut self, later: &AcctEvent) {
+        debug_assert_eq!(self.unique_id, later.unique_id);
+        let stopped = self.kind == AcctKind::Stop;
+        self.session_time = max_opt(self.session_time, later.session_time);
+        self.input_octets = max_opt(self.input_octets, later.input_octets);
+        self.output_octets = max_opt(self.output_octets, later.output_octets);
+        self.start_time = self.start_time.min(later.start_time);
+        self.event_time = self.event_time.max(later.event_time);
+        self.framed_ip = later.framed_ip.or(self.framed_ip);
+        self.class = self.class.take().or_else(|| later.class.clone());
+        self.calling_station_id = self
+            .calling_station_id
+            .take()
+            .or_else(|| later.calling_station_id.clone());
+        self.called_station_id = self
+            .called_station_id
+            .take()
+            .or_else(|| later.called_station_id.clone());
+        if !stopped && later.kind == AcctKind::Stop {
+            self.kind = AcctKind::Stop;
+            self.terminate_cause = later.terminate_cause.clone();
+        }
+    }
+}
+
+fn max_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The stable session key: hex MD5 over NAS-IP-Address, Acct-Session-Id,
+/// User-Name and NAS-Port-Id, each followed by a NUL so fields cannot run
+/// into each other. Start, Interims and Stop of a session map to one row.
+pub fn unique_id(
+    nas_ip: &IpAddr,
+    session_id: &str,
+    username: &str,
+    nas_port_id: Option<&str>,
+) -> String {
+    let mut md5 = Md5::new();
+    for part in [
+        nas_ip.to_string().as_str(),
+        session_id,
+        username,
+        nas_port_id.unwrap_or(""),
+    ] {
+        md5.update(part.as_bytes());
+        md5.update([0]);
+    }
+    hex::encode(md5.finalize())
+}
+
+/// NAS-Port-Type names as FreeRADIUS stores them (RFC 2865 §5.41).
+fn port_type_name(v: u32) -> String {
+    match v {
+        0 => "Async".into(),
+        1 => "Sync".into(),
+        2 => "ISDN".into(),
+        5 => "Virtual".into(),
+        15 => "Ethernet".into(),
+        19 => "Wireless-802.11".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Acct-Terminate-Cause names (RFC 2866 §5.10).
+fn terminate_cause_name(v: u32) -> String {
+    const NAMES: [&str; 19] = [
+        "User-Request",
+        "Lost-Carrier",
+        "Lost-Service",
+        "Idle-Timeout",
+        "Session-Timeout",
+        "Admin-Reset",
+        "Admin-Reboot",
+        "Port-Error",
+        "NAS-Error",
+        "NAS-Request",
+        "NAS-Reboot",
+        "Port-Unneeded",
+        "Port-Preempted",
+        "Port-Suspended",
+        "Service-Unavailable",
+        "Callback",
+        "User-Error",
+        "Host-Request",
+        "Supplicant-Restart",
+    ];
+    v.checked_sub(1)
+        .and_then(|i| NAMES.get(i as usize))
+        .map_or_else(|| v.to_string(), |n| (*n).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Code, PacketWriter, Secret};
+
+    fn packet(status: u32, session_time: u32, input: u32, giga: u32, delay: u32) -> Vec<u8> {
+        let mut buf = [0u8; 4096];
+        let mut w = PacketWriter::new(&mut buf, Code::ACCOUNTING_REQUEST, 1, &[0; 16]);
+        w.attr_u32(attr::ACCT_STATUS_TYPE, status).unwrap();
+        w.attr(attr::ACCT_SESSION_ID, b"81a00003").unwrap();
+        w.attr(attr::USER_NAME, b"alice").unwrap();
+        w.attr(attr::NAS_PORT_ID, b"ether1").unwrap();
+        w.attr_u32(attr::ACCT_SESSION_TIME, session_time).unwrap();
+        w.attr_u32(attr::ACCT_INPUT_OCTETS, input).unwrap();
+        w.attr_u32(attr::ACCT_INPUT_GIGAWORDS, giga).unwrap();
+        w.attr_u32(attr::ACCT_DELAY_TIME, delay).unwrap();
+        w.attr_u32(attr::ACCT_TERMINATE_CAUSE, 1).unwrap();
+        w.finish_request(&Secret::new(b"s")).to_vec()
+    }
+
+    fn event(status: u32, session_time: u32, input: u32, giga: u32) -> AcctEvent {
+        let bytes = packet(status, session_time, input, giga, 2);
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        AcctEvent::from_packet(
+            &Packet::parse(&bytes).unwrap(),
+            "10.0.0.1".parse().unwrap(),
+            now,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn gigawords_make_64_bit_counters_and_delay_moves_the_event_back() {
+        let e = event(acct_status::INTERIM_UPDATE, 60, 5, 2);
+        assert_eq!(e.input_octets, Some(5 + (2 << 32)));
+        assert_eq!(e.event_time.timestamp(), 1_800_000_000 - 2);
+        assert_eq!(e.start_time.timestamp(), 1_800_000_000 - 62);
+        assert_eq!(e.session_id, "81a00003");
+        assert_eq!(e.nas_ip, "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn start_interim_and_stop_of_a_session_share_the_unique_id() {
+        let ids: Vec<String> = [1, 3, 2]
+            .iter()
+            .map(|s| event(*s, 0, 0, 0).unique_id)
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(ids[0].len(), 32);
+        assert_ne!(
+            unique_id(&"10.0.0.1".parse().unwrap(), "a", "bc", None),
+            unique_id(&"10.0.0.1".parse().unwrap(), "ab", "c", None)
+        );
+    }
+
+    #[test]
+    fn absorbing_keeps_the_highest_counters_and_the_first_stop() {
+        let mut a = event(acct_status::INTERIM_UPDATE, 120, 900, 0);
+        a.absorb(&event(acct_status::INTERIM_UPDATE, 60, 100, 0));
+        assert_eq!(
+            (a.kind, a.input_octets, a.session_time),
+            (AcctKind::Interim, Some(900), Some(120))
+        );
+        let mut stop = event(acct_status::STOP, 180, 1000, 0);
+        stop.terminate_cause = Some("Lost-Carrier".into());
+        a.absorb(&stop);
+        assert_eq!(a.kind, AcctKind::Stop);
+        assert_eq!(a.terminate_cause.as_deref(), Some("Lost-Carrier"));
+        // A late interim does not reopen it; a duplicate stop changes nothing.
+        a.absorb(&event(acct_status::INTERIM_UPDATE, 150, 950, 0));
+        a.absorb(&event(acct_status::STOP, 180, 1000, 0));
+        assert_eq!(
+            (a.kind, a.input_octets, a.terminate_cause.as_deref()),
+            (AcctKind::Stop, Some(1000), Some("Lost-Carrier"))
+        );
+    }
+
+    #[test]
+    fn accounting_on_and_off_are_nas_reboots_and_unknown_types_are_refused() {
+        assert_eq!(
+            event(acct_status::ACCOUNTING_ON, 0, 0, 0).kind,
+            AcctKind::NasReboot
+        );
+        assert_eq!(
+            event(acct_status::ACCOUNTING_OFF, 0, 0, 0).kind,
+            AcctKind::NasReboot
+        );
+        let bytes = packet(15, 0, 0, 0, 0);
+        let err = AcctEvent::from_packet(
+            &Packet::parse(&bytes).unwrap(),
+            "10.0.0.1".parse().unwrap(),
+            Utc::now(),
+        );
+        assert_eq!(err, Err(AcctParseError::UnsupportedStatusType(15)));
+    }
+}

@@ -1,0 +1,168 @@
+//! The radacct upsert rules, on both stores: a session's events in any
+//! order, split over any batches, give the same row.
+
+mod common;
+
+use chrono::{DateTime, Duration, Utc};
+use common::server::{Backend, Install};
+use shardius::accounting::{unique_id, AcctEvent, AcctKind};
+use shardius::store::{self, DatabaseUrl, SessionRow, Store};
+
+fn open(backend: Backend) -> (Install, Box<dyn Store>) {
+    let install = Install::empty_on(backend);
+    let mut store = store::open(&DatabaseUrl::parse(&install.db_url).unwrap()).unwrap();
+    store.migrate().unwrap();
+    (install, store)
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+}
+
+/// An event of session `sid` at `secs` into the session with `octets` in.
+fn event(kind: AcctKind, sid: &str, secs: u32, octets: u64) -> AcctEvent {
+    let nas_ip = "10.0.0.1".parse().unwrap();
+    let event_time = t0() + Duration::seconds(i64::from(secs));
+    AcctEvent {
+        kind,
+        unique_id: unique_id(&nas_ip, sid, "alice", Some("ether1")),
+        session_id: sid.into(),
+        username: "alice".into(),
+        nas_ip,
+        nas_port_id: Some("ether1".into()),
+        nas_port_type: Some("Ethernet".into()),
+        event_time,
+        start_time: t0(),
+        session_time: Some(secs),
+        input_octets: Some(octets),
+        output_octets: Some(octets * 3),
+        framed_ip: Some("100.64.0.7".parse().unwrap()),
+        calling_station_id: Some("AA:BB:CC:DD:EE:FF".into()),
+        called_station_id: None,
+        terminate_cause: (kind == AcctKind::Stop).then(|| "User-Request".into()),
+        class: Some("53484431".into()),
+    }
+}
+
+fn lifecycle(sid: &str) -> Vec<AcctEvent> {
+    let gib = 1u64 << 30;
+    vec![
+        event(AcctKind::Start, sid, 0, 0),
+        event(AcctKind::Interim, sid, 30, 3 * gib),
+        event(AcctKind::Interim, sid, 60, 5 * gib), // crosses 4 GiB
+        event(AcctKind::Stop, sid, 90, 6 * gib + 7),
+    ]
+}
+
+fn row(store: &mut dyn Store, sid: &str) -> SessionRow {
+    let rows = store.sessions(Some("alice"), true, 100).unwrap();
+    rows.into_iter()
+        .find(|r| r.session_id == sid)
+        .expect("a radacct row")
+}
+
+fn a_session_lifecycle_gives_one_row_with_64_bit_counters(backend: Backend) {
+    let (_i, mut store) = open(backend);
+    for e in lifecycle("s1") {
+        store.write_accounting(&[e]).unwrap();
+    }
+    let r = row(&mut *store, "s1");
+    assert_eq!(r.input_octets, Some((6i64 << 30) + 7));
+    assert_eq!(r.output_octets, Some(((6i64 << 30) + 7) * 3));
+    assert_eq!(r.session_time, Some(90));
+    assert_eq!(r.start_time, Some(t0()));
+    assert_eq!(r.stop_time, Some(t0() + Duration::seconds(90)));
+    assert_eq!(r.terminate_cause.as_deref(), Some("User-Request"));
+    assert_eq!(r.framed_ip.as_deref(), Some("100.64.0.7"));
+    assert_eq!(store.sessions(Some("alice"), true, 100).unwrap().len(), 1);
+    assert!(
+        store
+            .sessions(Some("alice"), false, 100)
+            .unwrap()
+            .is_empty(),
+        "stopped: not open"
+    );
+}
+
+fn out_of_order_arrival_gives_the_same_final_row(backend: Backend) {
+    let (_i, mut store) = open(backend);
+    let in_order = {
+        for e in lifecycle("ordered") {
+            store.write_accounting(&[e]).unwrap();
+        }
+        row(&mut *store, "ordered")
+    };
+    // Interim before Start, Stop before the last Interim, a duplicate Stop.
+    let l = lifecycle("shuffled");
+    for e in [&l[1], &l[0], &l[3], &l[2], &l[3]] {
+        store.write_accounting(std::slice::from_ref(e)).unwrap();
+    }
+    let shuffled = row(&mut *store, "shuffled");
+    let strip = |r: SessionRow| SessionRow {
+        unique_id: String::new(),
+        session_id: String::new(),
+        ..r
+    };
+    assert_eq!(strip(shuffled), strip(in_order));
+}
+
+fn a_nas_reboot_closes_its_open_sessions_and_stale_ones_are_closed(backend: Backend) {
+    let (_i, mut store) = open(backend);
+    store
+        .write_accounting(&[
+            event(AcctKind::Start, "a", 0, 0),
+            event(AcctKind::Start, "b", 0, 0),
+        ])
+        .unwrap();
+    let mut reboot = event(AcctKind::NasReboot, "", 100, 0);
+    reboot.unique_id = "reboot".into();
+    store.write_accounting(&[reboot]).unwrap();
+    for sid in ["a", "b"] {
+        assert_eq!(
+            row(&mut *store, sid).terminate_cause.as_deref(),
+            Some("NAS-Reboot")
+        );
+    }
+    store
+        .write_accounting(&[event(AcctKind::Interim, "c", 30, 10)])
+        .unwrap();
+    assert_eq!(
+        store
+            .close_stale_sessions(t0() + Duration::seconds(29))
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .close_stale_sessions(t0() + Duration::seconds(31))
+            .unwrap(),
+        1
+    );
+    let c = row(&mut *store, "c");
+    assert_eq!(c.terminate_cause.as_deref(), Some("Stale-Session"));
+    assert_eq!(c.stop_time, Some(t0() + Duration::seconds(30)));
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::common::server::Backend;
+
+            #[test]
+            fn sqlite() {
+                super::$name(Backend::Sqlite)
+            }
+
+            #[test]
+            fn postgres() {
+                super::$name(Backend::Postgres)
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    a_session_lifecycle_gives_one_row_with_64_bit_counters,
+    out_of_order_arrival_gives_the_same_final_row,
+    a_nas_reboot_closes_its_open_sessions_and_stale_ones_are_closed,
+);
