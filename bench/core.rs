@@ -272,7 +272,9 @@ fn engine_benches(c: &mut Criterion) {
                             .unwrap()
                             .and_hms_opt(12, 0, 0)
                             .unwrap(),
+                        utc: chrono::DateTime::from_timestamp(1_795_521_600, 0).unwrap(),
                     },
+                    committed: 0,
                 };
                 engine.handle(Port::Auth, src, black_box(&requests[i]), &ctx, &mut out)
             })

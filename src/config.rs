@@ -16,6 +16,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/shardius/shardius.toml";
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    pub accounting: AccountingConfig,
     pub database: DatabaseConfig,
     pub security: SecurityConfig,
     pub log: LogConfig,
@@ -36,6 +37,22 @@ pub struct ServerConfig {
     pub duplicate_window_secs: u64,
     /// Upper bound on cached replies per shard.
     pub duplicate_cache_entries: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountingConfig {
+    /// Bounded queue from the shards to the writer; a full queue drops
+    /// (unacknowledged, the NAS retransmits) and counts `acct_backpressure`.
+    pub queue_capacity: usize,
+    /// A batch commits at this many events ...
+    pub batch_max_events: usize,
+    /// ... or this long after its first event, whichever comes first.
+    pub batch_max_wait_ms: u64,
+    /// Open sessions without an update for this long are closed (`Stale-Session`).
+    pub stale_after_secs: u64,
+    /// How often the stale-session job runs (the first run is 10 s after start).
+    pub stale_check_interval_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -70,6 +87,18 @@ impl Default for ServerConfig {
             recv_buffer_bytes: 8 << 20,
             duplicate_window_secs: 30,
             duplicate_cache_entries: 200_000,
+        }
+    }
+}
+
+impl Default for AccountingConfig {
+    fn default() -> Self {
+        AccountingConfig {
+            queue_capacity: 65_536,
+            batch_max_events: 1024,
+            batch_max_wait_ms: 2,
+            stale_after_secs: 1800,
+            stale_check_interval_secs: 300,
         }
     }
 }
@@ -188,6 +217,21 @@ impl Config {
                 "SHARDIUS_SERVER_DUPLICATE_CACHE_ENTRIES" => {
                     self.server.duplicate_cache_entries = parse_num(&value).map_err(bad)?
                 }
+                "SHARDIUS_ACCOUNTING_QUEUE_CAPACITY" => {
+                    self.accounting.queue_capacity = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_ACCOUNTING_BATCH_MAX_EVENTS" => {
+                    self.accounting.batch_max_events = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_ACCOUNTING_BATCH_MAX_WAIT_MS" => {
+                    self.accounting.batch_max_wait_ms = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_ACCOUNTING_STALE_AFTER_SECS" => {
+                    self.accounting.stale_after_secs = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_ACCOUNTING_STALE_CHECK_INTERVAL_SECS" => {
+                    self.accounting.stale_check_interval_secs = parse_num(&value).map_err(bad)?
+                }
                 "SHARDIUS_DATABASE_URL" => self.database.url = value.clone(),
                 "SHARDIUS_DATABASE_RELOAD_INTERVAL_SECS" => {
                     self.database.reload_interval_secs = parse_num(&value).map_err(bad)?
@@ -223,6 +267,25 @@ impl Config {
         }
         if self.server.duplicate_window_secs == 0 || self.server.duplicate_window_secs > 300 {
             return Err(invalid("server.duplicate_window_secs", "must be 1..=300"));
+        }
+        let a = &self.accounting;
+        if a.queue_capacity == 0 {
+            return Err(invalid("accounting.queue_capacity", "must be at least 1"));
+        }
+        if a.batch_max_events == 0 {
+            return Err(invalid("accounting.batch_max_events", "must be at least 1"));
+        }
+        if a.batch_max_wait_ms > 1000 {
+            return Err(invalid(
+                "accounting.batch_max_wait_ms",
+                "at most 1000 (NASes give up within seconds)",
+            ));
+        }
+        if a.stale_after_secs < 60 || a.stale_check_interval_secs == 0 {
+            return Err(invalid(
+                "accounting.stale_after_secs",
+                "stale_after_secs must be at least 60 and stale_check_interval_secs at least 1",
+            ));
         }
         if self.database.reload_interval_secs == 0 {
             return Err(invalid(

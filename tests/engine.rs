@@ -125,6 +125,7 @@ impl World {
                 .unwrap()
                 .and_hms_opt(12, 0, 0)
                 .unwrap(),
+            utc: chrono::DateTime::from_timestamp(1_795_521_600, 0).unwrap(),
         }
     }
 
@@ -136,6 +137,7 @@ impl World {
             snapshot: &self.snapshot,
             key: &self.key,
             now,
+            committed: 0,
         };
         let h = self.engine.handle(Port::Auth, src, request, &ctx, &mut out);
         (h.reply_len.map(|n| out[..n].to_vec()), h.event)
@@ -524,6 +526,7 @@ fn status_server_is_answered_on_both_ports_and_needs_a_message_authenticator() {
             snapshot: &w.snapshot,
             key: &w.key,
             now: w.now(0),
+            committed: 0,
         };
         let h = w
             .engine

@@ -390,3 +390,37 @@ pub fn subscriber(
     }
     Ok(())
 }
+
+pub fn sessions(
+    store: &mut dyn Store,
+    user: Option<&str>,
+    all: bool,
+    limit: usize,
+) -> anyhow::Result<()> {
+    println!(
+        "{:<20} {:<20} {:<16} {:<20} {:>8} {:>14} {:>14} {:<16} STOP",
+        "USERNAME", "SESSION-ID", "NAS", "START (UTC)", "SECONDS", "INPUT", "OUTPUT", "FRAMED-IP"
+    );
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    };
+    for s in store.sessions(user, all, limit)? {
+        println!(
+            "{:<20} {:<20} {:<16} {:<20} {:>8} {:>14} {:>14} {:<16} {}",
+            s.username,
+            s.session_id,
+            s.nas_ip,
+            time(s.start_time),
+            s.session_time.unwrap_or(0),
+            s.input_octets.unwrap_or(0),
+            s.output_octets.unwrap_or(0),
+            s.framed_ip.as_deref().unwrap_or("-"),
+            match (&s.stop_time, &s.terminate_cause) {
+                (Some(t), cause) =>
+                    format!("{} {}", time(Some(*t)), cause.as_deref().unwrap_or("")),
+                (None, _) => "open".into(),
+            }
+        );
+    }
+    Ok(())
+}

@@ -62,6 +62,17 @@ pub enum Command {
     /// Manage subscribers
     #[command(subcommand)]
     Subscriber(SubscriberCommand),
+    /// List accounting sessions (open ones, newest first)
+    Sessions {
+        /// Only this subscriber's sessions
+        #[arg(long)]
+        user: Option<String>,
+        /// Include stopped sessions
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -126,6 +137,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => check_config(&config),
         Command::Nas(cmd) => admin::nas(&mut *open_migrated(&config)?, cmd),
         Command::Service(cmd) => admin::service(&mut *open_migrated(&config)?, cmd),
+        Command::Sessions { user, all, limit } => {
+            admin::sessions(&mut *open_migrated(&config)?, user.as_deref(), all, limit)
+        }
         Command::Subscriber(cmd) => {
             let mut store = open_migrated(&config)?;
             admin::subscriber(&mut *store, &config, cmd)
@@ -143,10 +157,12 @@ fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         let applied = store.migrate()?;
         tracing::info!("empty database: applied {applied} migration(s)");
     }
+    // The accounting writer owns a connection of its own.
+    let acct_store = open_store(&config)?;
     if demo {
         demo::print_instructions(&config);
     }
-    crate::server::serve(config, key, store)?;
+    crate::server::serve(config, key, store, acct_store)?;
     Ok(())
 }
 

@@ -17,10 +17,18 @@ pub struct RequestKey {
     pub authenticator: [u8; 16],
 }
 
+/// A cached reply; accounting replies carry the writer ticket that must be
+/// committed before the reply may be sent (0: sendable at once).
+#[derive(Debug)]
+pub struct Cached {
+    pub reply: Box<[u8]>,
+    pub ticket: u64,
+}
+
 /// Cached replies, bounded in time and in count.
 #[derive(Debug)]
 pub struct DuplicateCache {
-    replies: HashMap<RequestKey, Box<[u8]>>,
+    replies: HashMap<RequestKey, Cached>,
     /// Insertion order, for expiry and for eviction when full.
     order: VecDeque<(Instant, RequestKey)>,
     window: Duration,
@@ -38,13 +46,23 @@ impl DuplicateCache {
     }
 
     /// The cached reply for `key`, if it is still within the window.
-    pub fn get(&mut self, now: Instant, key: &RequestKey) -> Option<&[u8]> {
+    pub fn get(&mut self, now: Instant, key: &RequestKey) -> Option<&Cached> {
         self.expire(now);
-        self.replies.get(key).map(|r| &**r)
+        self.replies.get(key)
+    }
+
+    /// Forgets `key` (its request was not accepted for processing after all).
+    pub fn remove(&mut self, key: &RequestKey) {
+        self.replies.remove(key);
     }
 
     /// Remembers the reply sent for `key`.
     pub fn insert(&mut self, now: Instant, key: RequestKey, reply: &[u8]) {
+        self.insert_ticketed(now, key, reply, 0);
+    }
+
+    /// Remembers a reply that may only be sent once `ticket` is committed.
+    pub fn insert_ticketed(&mut self, now: Instant, key: RequestKey, reply: &[u8], ticket: u64) {
         self.expire(now);
         while self.replies.len() >= self.capacity {
             match self.order.pop_front() {
@@ -54,7 +72,11 @@ impl DuplicateCache {
                 None => break,
             }
         }
-        if self.replies.insert(key, reply.into()).is_none() {
+        let cached = Cached {
+            reply: reply.into(),
+            ticket,
+        };
+        if self.replies.insert(key, cached).is_none() {
             self.order.push_back((now, key));
         }
     }
@@ -97,11 +119,12 @@ mod tests {
         let mut c = DuplicateCache::new(Duration::from_secs(30), 10);
         c.insert(t0, key(1), b"reply");
         assert_eq!(
-            c.get(t0 + Duration::from_secs(29), &key(1)),
+            c.get(t0 + Duration::from_secs(29), &key(1))
+                .map(|c| &*c.reply),
             Some(&b"reply"[..])
         );
-        assert_eq!(c.get(t0 + Duration::from_secs(29), &key(2)), None);
-        assert_eq!(c.get(t0 + Duration::from_secs(30), &key(1)), None);
+        assert!(c.get(t0 + Duration::from_secs(29), &key(2)).is_none());
+        assert!(c.get(t0 + Duration::from_secs(30), &key(1)).is_none());
         assert!(c.is_empty());
     }
 
@@ -113,7 +136,7 @@ mod tests {
             c.insert(t0, key(id), &[id]);
         }
         assert_eq!(c.len(), 2);
-        assert_eq!(c.get(t0, &key(1)), None);
-        assert_eq!(c.get(t0, &key(3)), Some(&[3][..]));
+        assert!(c.get(t0, &key(1)).is_none());
+        assert_eq!(c.get(t0, &key(3)).map(|c| &*c.reply), Some(&[3][..]));
     }
 }

@@ -10,11 +10,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, NaiveDateTime, Utc};
 
 pub use dedup::{DuplicateCache, RequestKey};
 pub use stats::{all_drop_reasons, Counter, DropReason, ShardStats, StatsSlot, COUNTERS};
 
+use crate::accounting::AcctEvent;
 use crate::auth::Method;
 use crate::keyfile::PasswordKey;
 use crate::policy::{answer_access_request, AuthContext, RejectReason, Snapshot};
@@ -41,6 +42,10 @@ pub enum Event {
     },
     /// A retransmission answered from the duplicate cache.
     Duplicate,
+    /// An Accounting-Request to hand to the writer: the Accounting-Response
+    /// is in the buffer but must not be sent before the event is durable;
+    /// take the event with [`Engine::take_accounting`].
+    AccountingQueued,
     StatusServer,
     /// No answer. `log` is set for the first unknown-NAS packet from an
     /// address per minute, so the operator sees it without a log flood.
@@ -63,6 +68,7 @@ pub struct Handled {
 pub struct Now {
     pub mono: Instant,
     pub local: NaiveDateTime,
+    pub utc: DateTime<Utc>,
 }
 
 const UNKNOWN_NAS_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -75,6 +81,9 @@ pub struct Context<'a> {
     pub snapshot: &'a Snapshot,
     pub key: &'a PasswordKey,
     pub now: Now,
+    /// The highest accounting ticket of this shard the writer has made
+    /// durable and acknowledged.
+    pub committed: u64,
 }
 
 /// One shard's request engine.
@@ -85,6 +94,20 @@ pub struct Engine {
     /// xorshift64* state: MPPE salts and Class cookies (not secrets; they
     /// only need to differ between replies).
     rng: u64,
+    /// Tickets number this shard's accounting events for the writer.
+    last_ticket: u64,
+    /// The accounting event of the last `AccountingQueued`.
+    queued: Option<QueuedAccounting>,
+}
+
+/// An accounting event waiting to be handed to the writer.
+#[derive(Debug)]
+pub struct QueuedAccounting {
+    pub event: AcctEvent,
+    /// This shard's sequence number: its reply may be sent (and a
+    /// retransmission answered) once the writer has committed it.
+    pub ticket: u64,
+    pub key: RequestKey,
 }
 
 impl Engine {
@@ -94,6 +117,8 @@ impl Engine {
             stats: ShardStats::default(),
             unknown_nas_logged: HashMap::new(),
             rng: seed | 1,
+            last_ticket: 0,
+            queued: None,
         }
     }
 
@@ -118,6 +143,7 @@ impl Engine {
             Event::Accepted { .. } => self.stats.incr(Counter::Accepts),
             Event::Rejected { reason, .. } => self.stats.incr(Counter::Reject(reason)),
             Event::Duplicate => self.stats.incr(Counter::Duplicates),
+            Event::AccountingQueued => {}
             Event::StatusServer => self.stats.incr(Counter::StatusServer),
             Event::Dropped { reason, .. } => self.stats.incr(Counter::Dropped(reason)),
         }
@@ -132,7 +158,12 @@ impl Engine {
         ctx: &Context<'_>,
         out: &mut PacketBuf,
     ) -> Handled {
-        let Context { snapshot, key, now } = *ctx;
+        let Context {
+            snapshot,
+            key,
+            now,
+            committed,
+        } = *ctx;
         let packet = match Packet::parse(datagram) {
             Ok(p) => p,
             Err(e) => return dropped(DropReason::Malformed(e)),
@@ -163,7 +194,11 @@ impl Engine {
         };
         if code != Code::STATUS_SERVER {
             // RFC 5997 §3: Status-Server is never answered from the cache.
-            if let Some(reply) = self.dedup.get(now.mono, &key_for_dedup) {
+            if let Some(cached) = self.dedup.get(now.mono, &key_for_dedup) {
+                if cached.ticket > committed {
+                    return dropped(DropReason::AccountingInProgress);
+                }
+                let reply = &cached.reply;
                 out[..reply.len()].copy_from_slice(reply);
                 return Handled {
                     reply_len: Some(reply.len()),
@@ -210,9 +245,31 @@ impl Engine {
             if !verify_request_authenticator(&packet, &nas.secret) {
                 return dropped(DropReason::BadRequestAuthenticator);
             }
-            // Accounting is acknowledged only once durable; until the
-            // accounting writer exists nothing is acknowledged.
-            return dropped(DropReason::AccountingUnavailable);
+            let event = match AcctEvent::from_packet(&packet, src.ip(), now.utc) {
+                Ok(e) => e,
+                Err(_) => return dropped(DropReason::AccountingUnsupported),
+            };
+            // The response is built now and sent by the writer once the
+            // event is durable (RFC 2866 §2: only after recording it).
+            let w = PacketWriter::new(
+                out,
+                Code::ACCOUNTING_RESPONSE,
+                packet.identifier(),
+                packet.authenticator(),
+            );
+            let len = w.finish_response(packet.authenticator(), &nas.secret).len();
+            self.last_ticket += 1;
+            self.dedup
+                .insert_ticketed(now.mono, key_for_dedup, &out[..len], self.last_ticket);
+            self.queued = Some(QueuedAccounting {
+                event,
+                ticket: self.last_ticket,
+                key: key_for_dedup,
+            });
+            return Handled {
+                reply_len: Some(len),
+                event: Event::AccountingQueued,
+            };
         }
 
         let ctx = AuthContext {
@@ -254,6 +311,19 @@ impl Engine {
         }
         self.unknown_nas_logged.insert(ip, now);
         true
+    }
+
+    /// The event of the last `AccountingQueued`, for the writer.
+    pub fn take_accounting(&mut self) -> Option<QueuedAccounting> {
+        self.queued.take()
+    }
+
+    /// The writer queue refused `queued`: forget its cached reply, so the
+    /// NAS's retransmission is evaluated afresh, and count the drop.
+    pub fn accounting_refused(&mut self, key: &RequestKey) {
+        self.dedup.remove(key);
+        self.stats
+            .incr(Counter::Dropped(DropReason::AccountingBackpressure));
     }
 
     pub fn cached_replies(&self) -> usize {

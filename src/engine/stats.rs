@@ -17,8 +17,13 @@ pub enum DropReason {
     BadRequestAuthenticator,
     /// A code this port does not take (e.g. Accounting-Request on 1812).
     UnexpectedCode,
-    /// Accounting is not served yet by this build.
-    AccountingUnavailable,
+    /// A retransmission of an Accounting-Request whose first copy is not
+    /// committed yet: the writer answers the first copy.
+    AccountingInProgress,
+    /// The writer queue was full: not acknowledged, the NAS retransmits.
+    AccountingBackpressure,
+    /// An Acct-Status-Type shardius does not record, or no Acct-Session-Id.
+    AccountingUnsupported,
     /// The reply did not fit in 4096 bytes (oversized radreply values).
     ReplyTooLong,
 }
@@ -32,7 +37,9 @@ impl DropReason {
             DropReason::MissingMessageAuthenticator => "missing_message_authenticator",
             DropReason::BadRequestAuthenticator => "bad_request_authenticator",
             DropReason::UnexpectedCode => "unexpected_code",
-            DropReason::AccountingUnavailable => "accounting_unavailable",
+            DropReason::AccountingInProgress => "acct_in_progress",
+            DropReason::AccountingBackpressure => "acct_backpressure",
+            DropReason::AccountingUnsupported => "acct_unsupported",
             DropReason::ReplyTooLong => "reply_too_long",
         }
     }
@@ -56,7 +63,9 @@ pub fn all_drop_reasons() -> impl Iterator<Item = DropReason> {
         DropReason::MissingMessageAuthenticator,
         DropReason::BadRequestAuthenticator,
         DropReason::UnexpectedCode,
-        DropReason::AccountingUnavailable,
+        DropReason::AccountingInProgress,
+        DropReason::AccountingBackpressure,
+        DropReason::AccountingUnsupported,
         DropReason::ReplyTooLong,
     ])
 }
@@ -75,7 +84,7 @@ pub enum Counter {
 
 const REJECT_BASE: usize = 3;
 const DROP_BASE: usize = REJECT_BASE + RejectReason::ALL.len();
-const DROP_COUNT: usize = PARSE_ERRORS.len() + 7;
+const DROP_COUNT: usize = PARSE_ERRORS.len() + 9;
 const TAIL_BASE: usize = DROP_BASE + DROP_COUNT;
 /// Number of counters.
 pub const COUNTERS: usize = TAIL_BASE + 2;

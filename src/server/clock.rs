@@ -27,9 +27,11 @@ impl ShardClock {
             self.offset = *Local::now().offset();
             self.refreshed = mono;
         }
+        let utc = Utc::now();
         Now {
             mono,
-            local: (Utc::now() + self.offset).naive_utc(),
+            local: (utc + self.offset).naive_utc(),
+            utc,
         }
     }
 }

@@ -6,6 +6,7 @@ mod clock;
 mod loader;
 mod shard;
 pub mod socket;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,8 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     /// One published counter slot per shard.
     pub stats: Box<[StatsSlot]>,
+    /// Per shard: the highest accounting ticket the writer has committed.
+    pub acct_committed: Arc<[std::sync::atomic::AtomicU64]>,
     pub shutdown: AtomicBool,
     /// Last `unknown NAS` log line per address, across shards.
     pub unknown_nas_logged: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Instant>>,
@@ -75,8 +78,14 @@ pub enum ServeError {
     Signals(std::io::Error),
 }
 
-/// Runs the server until SIGTERM or SIGINT.
-pub fn serve(config: Config, key: PasswordKey, store: Box<dyn Store>) -> Result<(), ServeError> {
+/// Runs the server until SIGTERM or SIGINT. `store` feeds the loader;
+/// `acct_store` is the accounting writer's own connection.
+pub fn serve(
+    config: Config,
+    key: PasswordKey,
+    store: Box<dyn Store>,
+    acct_store: Box<dyn Store>,
+) -> Result<(), ServeError> {
     let started = Instant::now();
     let shard_count = config.shard_count();
     let loader = Loader::new(store)?;
@@ -93,8 +102,11 @@ pub fn serve(config: Config, key: PasswordKey, store: Box<dyn Store>) -> Result<
         .map(|_| shard::ShardSockets {
             auth: Vec::new(),
             acct: Vec::new(),
+            writer: None,
         })
         .collect();
+    let mut writer_sockets: Vec<Vec<std::net::UdpSocket>> =
+        (0..shard_count).map(|_| Vec::new()).collect();
     let mut bound_auth = Vec::new();
     let mut bound_acct = Vec::new();
     let recv_buffer = config.server.recv_buffer_bytes;
@@ -114,15 +126,45 @@ pub fn serve(config: Config, key: PasswordKey, store: Box<dyn Store>) -> Result<
                 if is_auth {
                     per_shard[i].auth.push(s);
                 } else {
+                    // The writer answers accounting on the same socket.
+                    writer_sockets[i].push(
+                        s.try_clone()
+                            .map_err(|source| ServeError::Bind { addr, source })?,
+                    );
                     per_shard[i].acct.push(s);
                 }
             }
         }
     }
 
+    let acct_committed: Arc<[std::sync::atomic::AtomicU64]> = (0..shard_count)
+        .map(|_| std::sync::atomic::AtomicU64::new(0))
+        .collect();
+    let (acct_tx, acct_rx) = crossbeam_channel::bounded(config.accounting.queue_capacity);
+    for s in &mut per_shard {
+        s.writer = Some(acct_tx.clone());
+    }
+    drop(acct_tx);
+    let writer_stats = Arc::new(writer::WriterStats::default());
+    let writer_thread = {
+        let w = writer::Writer {
+            store: acct_store,
+            rx: acct_rx,
+            sockets: writer_sockets,
+            committed: acct_committed.clone(),
+            stats: writer_stats.clone(),
+            config: config.accounting.clone(),
+        };
+        std::thread::Builder::new()
+            .name("acct-writer".into())
+            .spawn(move || w.run())
+            .map_err(ServeError::Shard)?
+    };
+
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(first),
         stats: (0..shard_count).map(|_| StatsSlot::default()).collect(),
+        acct_committed,
         shutdown: AtomicBool::new(false),
         unknown_nas_logged: Default::default(),
         key,
@@ -161,6 +203,11 @@ pub fn serve(config: Config, key: PasswordKey, store: Box<dyn Store>) -> Result<
     }
     if loader_thread.join().is_err() {
         error!("loader thread panicked");
+    }
+    // The shards are gone, so are their senders: the writer commits and
+    // answers what is still queued, then ends.
+    if writer_thread.join().is_err() {
+        error!("accounting writer panicked");
     }
     for (i, slot) in shared.stats.iter().enumerate() {
         info!("{}", shard_summary(i, slot));

@@ -15,6 +15,7 @@ use glommio::{GlommioError, LocalExecutorBuilder, Placement};
 use tracing::{debug, info, warn};
 
 use super::clock::ShardClock;
+use super::writer::AcctMessage;
 use super::Shared;
 use crate::engine::{Context, Engine, Event, Port};
 use crate::proto::dict::attr;
@@ -29,10 +30,11 @@ const BUDGET_PER_YIELD: u32 = 64;
 /// glommio's 10 MiB default would only eat into RLIMIT_MEMLOCK.
 const IO_MEMORY: usize = 512 << 10;
 
-/// The sockets one shard serves.
+/// The sockets one shard serves, and its way to the accounting writer.
 pub struct ShardSockets {
     pub auth: Vec<StdUdpSocket>,
     pub acct: Vec<StdUdpSocket>,
+    pub writer: Option<crossbeam_channel::Sender<AcctMessage>>,
 }
 
 pub fn spawn(
@@ -58,28 +60,43 @@ async fn run(index: usize, sockets: ShardSockets, shared: Arc<Shared>) {
         seed,
     )));
     let mut tasks = Vec::new();
+    let writer = sockets.writer;
     let all = sockets
         .auth
         .into_iter()
-        .map(|s| (s, Port::Auth))
-        .chain(sockets.acct.into_iter().map(|s| (s, Port::Acct)));
-    for (socket, port) in all {
+        .enumerate()
+        .map(|(i, s)| (s, Port::Auth, i))
+        .chain(
+            sockets
+                .acct
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (s, Port::Acct, i)),
+        );
+    for (socket, port, socket_index) in all {
         // SAFETY: the fd comes from a std socket we own and give up here.
         let socket = unsafe { UdpSocket::from_raw_fd(socket.into_raw_fd()) };
         if let Err(e) = socket.set_read_timeout(Some(POLL_SHUTDOWN)) {
             warn!(shard = index, "cannot set read timeout: {e}");
         }
+        let listener = Listener {
+            shard: index,
+            socket_index,
+            port,
+            writer: writer.clone(),
+        };
         tasks.push(
             glommio::spawn_local(serve_socket(
-                index,
+                listener,
                 socket,
-                port,
                 engine.clone(),
                 shared.clone(),
             ))
             .detach(),
         );
     }
+    // Only the tasks hold senders now: when they end, the writer drains.
+    drop(writer);
     let publisher =
         glommio::spawn_local(publish_stats(index, engine.clone(), shared.clone())).detach();
     for t in tasks {
@@ -89,13 +106,22 @@ async fn run(index: usize, sockets: ShardSockets, shared: Arc<Shared>) {
     engine.borrow().stats.publish(&shared.stats[index]);
 }
 
-async fn serve_socket(
-    index: usize,
-    socket: UdpSocket,
+/// Where a receive loop listens, and where its accounting goes.
+struct Listener {
+    shard: usize,
+    socket_index: usize,
     port: Port,
+    writer: Option<crossbeam_channel::Sender<AcctMessage>>,
+}
+
+async fn serve_socket(
+    listener: Listener,
+    socket: UdpSocket,
     engine: Rc<RefCell<Engine>>,
     shared: Arc<Shared>,
 ) {
+    let index = listener.shard;
+    let port = listener.port;
     let mut datagram = vec![0u8; 4096];
     let mut out = Box::new([0u8; 4096]);
     let mut snapshots = arc_swap::Cache::new(&shared.snapshot);
@@ -115,12 +141,21 @@ async fn serve_socket(
             snapshot: snapshots.load(),
             key: &shared.key,
             now: clock.now(),
+            committed: shared.acct_committed[index].load(Ordering::Acquire),
         };
         let handled = engine
             .borrow_mut()
             .handle(port, src, &datagram[..len], &ctx, &mut out);
         log_event(index, src, &datagram[..len], handled.event, &shared);
-        if let Some(reply_len) = handled.reply_len {
+        if handled.event == Event::AccountingQueued {
+            // The writer sends this reply once the event is durable.
+            hand_to_writer(
+                &listener,
+                &engine,
+                src,
+                &out[..handled.reply_len.unwrap_or(0)],
+            );
+        } else if let Some(reply_len) = handled.reply_len {
             // A failed send is the NAS's loss to retransmit, not ours to retry.
             if let Err(e) = socket.send_to(&out[..reply_len], src).await {
                 debug!(shard = index, %src, "send failed: {e}");
@@ -131,6 +166,36 @@ async fn serve_socket(
             budget = BUDGET_PER_YIELD;
             glommio::yield_if_needed().await;
         }
+    }
+}
+
+/// Queues the accounting event the engine just produced. Never blocks: a
+/// full queue is a counted drop, and the NAS retransmits.
+fn hand_to_writer(
+    listener: &Listener,
+    engine: &Rc<RefCell<Engine>>,
+    dest: SocketAddr,
+    reply: &[u8],
+) {
+    let mut engine = engine.borrow_mut();
+    let Some(queued) = engine.take_accounting() else {
+        return;
+    };
+    let key = queued.key;
+    let message = AcctMessage {
+        event: queued.event,
+        reply: reply.to_vec(),
+        dest,
+        shard: listener.shard,
+        socket: listener.socket_index,
+        ticket: queued.ticket,
+    };
+    let sent = match &listener.writer {
+        Some(tx) => tx.try_send(message).is_ok(),
+        None => false,
+    };
+    if !sent {
+        engine.accounting_refused(&key);
     }
 }
 
@@ -177,6 +242,7 @@ fn log_event(shard: usize, src: SocketAddr, datagram: &[u8], event: Event, share
             }
         }
         Event::Duplicate => debug!(shard, %src, "retransmission answered from the duplicate cache"),
+        Event::AccountingQueued => {}
         Event::StatusServer => debug!(shard, %src, "status-server"),
     }
 }

@@ -245,6 +245,16 @@ impl Server {
         }
     }
 
+    /// SIGKILL: the crash the accounting guarantees are about.
+    pub fn kill9(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.log()
+    }
+
     /// SIGTERM, wait for exit; returns the exit status success and the whole log.
     pub fn stop(mut self) -> (bool, String) {
         let ok = self.terminate();

@@ -1,0 +1,223 @@
+//! The accounting writer: one thread that owns the accounting database
+//! connection. Shards hand it events over a bounded crossbeam channel;
+//! it collects a batch (up to `batch_max_events`, or `batch_max_wait_ms`
+//! after the first event), folds the events of one session into one row,
+//! commits the batch in one transaction, and only then sends each
+//! Accounting-Response itself, on a clone of the socket the request came
+//! in on, and tells the shard its tickets are committed.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use tracing::{error, info, warn};
+
+use crate::accounting::{AcctEvent, AcctKind};
+use crate::config::AccountingConfig;
+use crate::store::Store;
+
+/// One accounting event in flight from a shard.
+pub struct AcctMessage {
+    pub event: AcctEvent,
+    /// The Accounting-Response, already signed, sent after the commit.
+    pub reply: Vec<u8>,
+    pub dest: SocketAddr,
+    pub shard: usize,
+    /// Which of the shard's accounting sockets it arrived on.
+    pub socket: usize,
+    pub ticket: u64,
+}
+
+/// What the writer did, for the shutdown summary and the metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub events: AtomicU64,
+    pub batches: AtomicU64,
+    pub rows: AtomicU64,
+    pub stale_closed: AtomicU64,
+}
+
+pub struct Writer {
+    pub store: Box<dyn Store>,
+    pub rx: Receiver<AcctMessage>,
+    /// Per shard, per accounting listen address: a clone of the socket.
+    pub sockets: Vec<Vec<UdpSocket>>,
+    /// Per shard: the highest committed ticket.
+    pub committed: Arc<[AtomicU64]>,
+    pub stats: Arc<WriterStats>,
+    pub config: AccountingConfig,
+}
+
+const STALE_FIRST_RUN: Duration = Duration::from_secs(10);
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+impl Writer {
+    /// Runs until every shard has dropped its sender and the queue is
+    /// drained: so on shutdown everything queued is committed and answered.
+    pub fn run(mut self) {
+        let max_wait = Duration::from_millis(self.config.batch_max_wait_ms);
+        let mut next_stale = Instant::now() + STALE_FIRST_RUN;
+        let mut batch: Vec<AcctMessage> = Vec::with_capacity(self.config.batch_max_events);
+        loop {
+            match self.rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(first) => batch.push(first),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if !batch.is_empty() {
+                let deadline = Instant::now() + max_wait;
+                while batch.len() < self.config.batch_max_events {
+                    match self.rx.recv_deadline(deadline) {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                self.commit(&mut batch);
+            }
+            if Instant::now() >= next_stale {
+                next_stale =
+                    Instant::now() + Duration::from_secs(self.config.stale_check_interval_secs);
+                self.close_stale();
+            }
+        }
+        info!(
+            "writer stopped: events={} batches={} rows={}",
+            self.stats.events.load(Ordering::Relaxed),
+            self.stats.batches.load(Ordering::Relaxed),
+            self.stats.rows.load(Ordering::Relaxed)
+        );
+    }
+
+    /// Commits `batch` (retrying while the database is unavailable), then
+    /// acknowledges it. Nothing is acknowledged before its commit.
+    fn commit(&mut self, batch: &mut Vec<AcctMessage>) {
+        let rows = coalesce(batch.iter().map(|m| &m.event));
+        let mut wait = Duration::from_millis(50);
+        let mut logged = false;
+        loop {
+            match self.store.write_accounting(&rows) {
+                Ok(()) => break,
+                Err(e) => {
+                    if !logged {
+                        error!("accounting batch of {} events not committed, retrying (not acknowledged meanwhile): {e}", batch.len());
+                        logged = true;
+                    }
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(MAX_RETRY_WAIT);
+                }
+            }
+        }
+        if logged {
+            info!("accounting batch committed after the database came back");
+        }
+        self.stats
+            .events
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.stats
+            .rows
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        for m in batch.drain(..) {
+            if let Some(socket) = self.sockets.get(m.shard).and_then(|s| s.get(m.socket)) {
+                // A lost response is retransmitted for by the NAS and then
+                // answered from the shard's duplicate cache.
+                let _ = socket.send_to(&m.reply, m.dest);
+            }
+            self.committed[m.shard].fetch_max(m.ticket, Ordering::Release);
+        }
+    }
+
+    fn close_stale(&mut self) {
+        let before = Utc::now() - chrono::Duration::seconds(self.config.stale_after_secs as i64);
+        match self.store.close_stale_sessions(before) {
+            Ok(n) => {
+                self.stats.stale_closed.fetch_add(n, Ordering::Relaxed);
+                info!(
+                    closed = n,
+                    "stale-session check: closed sessions without an update since {before}"
+                );
+            }
+            Err(e) => warn!("stale-session check failed: {e}"),
+        }
+    }
+}
+
+/// One row per session: later events of a session are folded into the
+/// first with the upsert's own rules; NAS reboots stay separate events.
+pub fn coalesce<'a>(events: impl Iterator<Item = &'a AcctEvent>) -> Vec<AcctEvent> {
+    let mut rows: Vec<AcctEvent> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for e in events {
+        if e.kind == AcctKind::NasReboot {
+            rows.push(e.clone());
+            continue;
+        }
+        match index.get(e.unique_id.as_str()) {
+            Some(&i) => rows[i].absorb(e),
+            None => {
+                index.insert(&e.unique_id, rows.len());
+                rows.push(e.clone());
+            }
+        }
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::unique_id;
+    use chrono::{DateTime, Duration};
+
+    fn event(kind: AcctKind, sid: &str, secs: u32, octets: u64) -> AcctEvent {
+        let nas_ip = "10.0.0.1".parse().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        AcctEvent {
+            kind,
+            unique_id: unique_id(&nas_ip, sid, "u", None),
+            session_id: sid.into(),
+            username: "u".into(),
+            nas_ip,
+            nas_port_id: None,
+            nas_port_type: None,
+            event_time: t + Duration::seconds(i64::from(secs)),
+            start_time: t,
+            session_time: Some(secs),
+            input_octets: Some(octets),
+            output_octets: Some(octets),
+            framed_ip: None,
+            calling_station_id: None,
+            called_station_id: None,
+            terminate_cause: None,
+            class: None,
+        }
+    }
+
+    #[test]
+    fn interims_of_one_session_fold_into_one_row() {
+        let events: Vec<AcctEvent> = (1..=1000)
+            .map(|i| event(AcctKind::Interim, "s", i, u64::from(i) * 10))
+            .collect();
+        let rows = coalesce(events.iter());
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].input_octets, Some(10_000));
+        assert_eq!(rows[0].session_time, Some(1000));
+    }
+
+    #[test]
+    fn sessions_stay_apart_and_reboots_are_kept() {
+        let events = [
+            event(AcctKind::Start, "a", 0, 0),
+            event(AcctKind::Start, "b", 0, 0),
+            event(AcctKind::NasReboot, "", 5, 0),
+            event(AcctKind::Stop, "a", 9, 90),
+        ];
+        let rows = coalesce(events.iter());
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].kind, AcctKind::Stop);
+    }
+}
