@@ -53,6 +53,11 @@ pub struct AccountingConfig {
     pub stale_after_secs: u64,
     /// How often the stale-session job runs (the first run is 10 s after start).
     pub stale_check_interval_secs: u64,
+    /// Local spool for accounting while the database is unreachable or
+    /// read-only; replayed when it is back, and at the next start.
+    pub spool_path: std::path::PathBuf,
+    /// When the spool reaches this size, accounting is no longer acknowledged.
+    pub spool_max_bytes: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -99,6 +104,8 @@ impl Default for AccountingConfig {
             batch_max_wait_ms: 2,
             stale_after_secs: 1800,
             stale_check_interval_secs: 300,
+            spool_path: "./shardius-acct.spool".into(),
+            spool_max_bytes: 1 << 30,
         }
     }
 }
@@ -231,6 +238,12 @@ impl Config {
                 }
                 "SHARDIUS_ACCOUNTING_STALE_CHECK_INTERVAL_SECS" => {
                     self.accounting.stale_check_interval_secs = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_ACCOUNTING_SPOOL_PATH" => {
+                    self.accounting.spool_path = value.clone().into()
+                }
+                "SHARDIUS_ACCOUNTING_SPOOL_MAX_BYTES" => {
+                    self.accounting.spool_max_bytes = parse_num(&value).map_err(bad)?
                 }
                 "SHARDIUS_DATABASE_URL" => self.database.url = value.clone(),
                 "SHARDIUS_DATABASE_RELOAD_INTERVAL_SECS" => {

@@ -191,3 +191,109 @@ fn unreachable_or_malformed_database_urls_fail_at_start_with_one_clear_error() {
     let err = malformed.fails(&["check-config"]);
     assert!(err.contains("postgres://x@h:notaport/db"), "{err}");
 }
+
+/// Accounting through a database outage: acknowledged from the spool, a
+/// crash during the outage loses nothing, and once the database is back
+/// every acknowledged event is in radacct exactly once.
+#[test]
+fn accounting_is_spooled_through_a_database_outage_and_replayed_exactly_once() {
+    use shardius::nas::{self, AcctRecord};
+    use shardius::proto::dict::acct_status;
+    use shardius::proto::Secret;
+    use std::net::UdpSocket;
+
+    let cluster = Cluster::start();
+    let install = Install::on_url(cluster.database("outage"));
+    install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
+    install.ok(&[
+        "nas",
+        "add",
+        "--name",
+        "BNG-1",
+        "--ip",
+        "127.0.0.1",
+        "--secret",
+        SECRET,
+    ]);
+    let mut server = install.serve(2);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let secret = Secret::new(SECRET.as_bytes());
+    let start = |socket: &UdpSocket, to, sid: &str, id: u8| -> Option<Duration> {
+        let record = AcctRecord {
+            status: acct_status::START,
+            session_id: sid.as_bytes(),
+            user_name: b"alice",
+            session_time: 0,
+            input_octets: 0,
+            output_octets: 0,
+            framed_ip: None,
+            terminate_cause: None,
+            class: None,
+        };
+        let mut buf = [0u8; 4096];
+        let bytes = nas::accounting_request(&mut buf, id, &secret, &record, &Session::default())
+            .unwrap()
+            .to_vec();
+        let sent = Instant::now();
+        socket.send_to(&bytes, to).unwrap();
+        let mut reply = [0u8; 4096];
+        let n = socket.recv(&mut reply).ok()?;
+        nas::check_accounting_reply(&reply[..n], id, bytes[4..20].try_into().unwrap(), &secret)
+            .ok()?;
+        Some(sent.elapsed())
+    };
+    let mut acked = Vec::new();
+    for i in 0..20u8 {
+        let sid = format!("before-{i}");
+        assert!(start(&socket, server.acct, &sid, i).is_some());
+        acked.push(sid);
+    }
+    cluster.stop();
+    let mut latencies = Vec::new();
+    for i in 0..100u8 {
+        let sid = format!("during-{i}");
+        let took = start(&socket, server.acct, &sid, i).unwrap_or_else(|| {
+            panic!(
+                "{sid} not acknowledged during the outage:\n{}",
+                server.log()
+            )
+        });
+        latencies.push(took);
+        acked.push(sid);
+    }
+    latencies.sort();
+    eprintln!(
+        "acknowledgements during the outage: p50 {:?}, max {:?}",
+        latencies[50], latencies[99]
+    );
+    server.wait_for_log("acknowledged from the spool", Duration::from_secs(5));
+    // A crash during the outage: the spool is all that holds these events.
+    server.kill9();
+    cluster.restart();
+    let mut server = install.serve(2);
+    server.wait_for_log("accounting spool replayed", Duration::from_secs(20));
+    let db = "outage";
+    let rows = cluster.psql(
+        db,
+        "SELECT count(*), count(DISTINCT AcctSessionId) FROM radacct",
+    );
+    assert_eq!(rows, format!("{}|{}", acked.len(), acked.len()));
+    let missing = cluster.psql(
+        db,
+        &format!(
+            "SELECT count(*) FROM unnest(ARRAY[{}]) AS a(sid) WHERE NOT EXISTS (SELECT 1 FROM radacct WHERE AcctSessionId = a.sid)",
+            acked.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(",")
+        ),
+    );
+    assert_eq!(missing, "0");
+    let spool = install.path("shardius-acct.spool");
+    assert_eq!(
+        std::fs::metadata(&spool).unwrap().len(),
+        0,
+        "the spool is emptied after the replay"
+    );
+    drop(server);
+}

@@ -3,5 +3,6 @@
 //! into `radacct` through the store and acknowledges only what is durable.
 
 pub mod event;
+pub mod spool;
 
 pub use event::{unique_id, AcctEvent, AcctKind, AcctParseError};

@@ -147,8 +147,21 @@ pub fn serve(
     drop(acct_tx);
     let writer_stats = Arc::new(writer::WriterStats::default());
     let writer_thread = {
+        let spool = crate::accounting::spool::Spool::open(
+            &config.accounting.spool_path,
+            config.accounting.spool_max_bytes,
+        )
+        .map_err(|e| ServeError::Shard(std::io::Error::other(e.to_string())))?;
+        if !spool.is_empty() {
+            info!(
+                bytes = spool.len_bytes(),
+                "accounting spool left from a previous run: replaying it"
+            );
+        }
         let w = writer::Writer {
             store: acct_store,
+            spool,
+            spooling: false,
             rx: acct_rx,
             sockets: writer_sockets,
             committed: acct_committed.clone(),

@@ -16,6 +16,7 @@ use chrono::Utc;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tracing::{error, info, warn};
 
+use crate::accounting::spool::Spool;
 use crate::accounting::{AcctEvent, AcctKind};
 use crate::config::AccountingConfig;
 use crate::store::Store;
@@ -39,10 +40,16 @@ pub struct WriterStats {
     pub batches: AtomicU64,
     pub rows: AtomicU64,
     pub stale_closed: AtomicU64,
+    /// Batches acknowledged from the spool while the database was away.
+    pub spooled_batches: AtomicU64,
+    pub spool_bytes: AtomicU64,
 }
 
 pub struct Writer {
     pub store: Box<dyn Store>,
+    pub spool: Spool,
+    /// Set while batches go to the spool: the outage is logged once.
+    pub spooling: bool,
     pub rx: Receiver<AcctMessage>,
     /// Per shard, per accounting listen address: a clone of the socket.
     pub sockets: Vec<Vec<UdpSocket>>,
@@ -53,6 +60,7 @@ pub struct Writer {
 }
 
 const STALE_FIRST_RUN: Duration = Duration::from_secs(10);
+const SPOOL_REPLAY_EVERY: Duration = Duration::from_secs(1);
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 impl Writer {
@@ -61,8 +69,13 @@ impl Writer {
     pub fn run(mut self) {
         let max_wait = Duration::from_millis(self.config.batch_max_wait_ms);
         let mut next_stale = Instant::now() + STALE_FIRST_RUN;
+        let mut next_replay = Instant::now();
         let mut batch: Vec<AcctMessage> = Vec::with_capacity(self.config.batch_max_events);
         loop {
+            if !self.spool.is_empty() && Instant::now() >= next_replay {
+                next_replay = Instant::now() + SPOOL_REPLAY_EVERY;
+                self.replay_spool();
+            }
             match self.rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(first) => batch.push(first),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -84,35 +97,60 @@ impl Writer {
                 self.close_stale();
             }
         }
+        if !self.spool.is_empty() {
+            self.replay_spool();
+        }
         info!(
-            "writer stopped: events={} batches={} rows={}",
+            "writer stopped: events={} batches={} rows={} spooled_batches={} spool_bytes={}",
             self.stats.events.load(Ordering::Relaxed),
             self.stats.batches.load(Ordering::Relaxed),
-            self.stats.rows.load(Ordering::Relaxed)
+            self.stats.rows.load(Ordering::Relaxed),
+            self.stats.spooled_batches.load(Ordering::Relaxed),
+            self.spool.len_bytes()
         );
     }
 
-    /// Commits `batch` (retrying while the database is unavailable), then
-    /// acknowledges it. Nothing is acknowledged before its commit.
+    /// Makes `batch` durable, in the database or else in the spool, then
+    /// acknowledges it. Nothing is acknowledged before it is durable; if
+    /// neither takes it (spool full), the writer keeps retrying and the
+    /// shards' queue fills, which they count as back-pressure drops.
     fn commit(&mut self, batch: &mut Vec<AcctMessage>) {
         let rows = coalesce(batch.iter().map(|m| &m.event));
         let mut wait = Duration::from_millis(50);
         let mut logged = false;
         loop {
-            match self.store.write_accounting(&rows) {
-                Ok(()) => break,
-                Err(e) => {
+            let db_error = match self.store.write_accounting(&rows) {
+                Ok(()) => {
+                    if std::mem::take(&mut self.spooling) {
+                        info!("database writable again: accounting goes to the database");
+                    }
+                    break;
+                }
+                Err(e) => e,
+            };
+            match self.spool.append(&rows) {
+                Ok(()) => {
+                    self.stats.spooled_batches.fetch_add(1, Ordering::Relaxed);
+                    if !std::mem::replace(&mut self.spooling, true) {
+                        warn!(
+                            "database unavailable, accounting is acknowledged from the spool {} and replayed later: {db_error}",
+                            self.config.spool_path.display()
+                        );
+                    }
+                    self.stats
+                        .spool_bytes
+                        .store(self.spool.len_bytes(), Ordering::Relaxed);
+                    break;
+                }
+                Err(spool_error) => {
                     if !logged {
-                        error!("accounting batch of {} events not committed, retrying (not acknowledged meanwhile): {e}", batch.len());
+                        error!("accounting batch of {} events not acknowledged, retrying: {db_error}; {spool_error}", batch.len());
                         logged = true;
                     }
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(MAX_RETRY_WAIT);
                 }
             }
-        }
-        if logged {
-            info!("accounting batch committed after the database came back");
         }
         self.stats
             .events
@@ -128,6 +166,40 @@ impl Writer {
                 let _ = socket.send_to(&m.reply, m.dest);
             }
             self.committed[m.shard].fetch_max(m.ticket, Ordering::Release);
+        }
+    }
+
+    /// Writes the spooled batches to the database and empties the spool;
+    /// stops at the first failure and tries again later (replaying a batch
+    /// twice is harmless: the upserts are idempotent).
+    fn replay_spool(&mut self) {
+        let contents = match self.spool.read() {
+            Ok(c) => c,
+            Err(e) => {
+                error!("cannot read the accounting spool: {e}");
+                return;
+            }
+        };
+        for batch in &contents.batches {
+            if self.store.write_accounting(batch).is_err() {
+                return;
+            }
+        }
+        if contents.torn_bytes > 0 {
+            warn!(
+                "accounting spool: a torn record of {} bytes at its end was skipped (a write cut short by a crash, never acknowledged)",
+                contents.torn_bytes
+            );
+        }
+        match self.spool.clear() {
+            Ok(()) => {
+                self.stats.spool_bytes.store(0, Ordering::Relaxed);
+                info!(
+                    batches = contents.batches.len(),
+                    "accounting spool replayed into the database and cleared"
+                );
+            }
+            Err(e) => error!("cannot clear the accounting spool after replaying it: {e}"),
         }
     }
 
