@@ -81,6 +81,12 @@ pub struct SecurityConfig {
 pub struct LogConfig {
     /// A tracing filter: `info`, `debug`, `shardius=debug,warn`, ...
     pub level: String,
+    /// Write every accept, reject and accounting event to `radius_logs`.
+    pub radius_logs: bool,
+    /// Bounded queue to the `radius_logs` workers; full = dropped and counted.
+    pub queue_capacity: usize,
+    /// Workers (database connections) draining the queue.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -131,6 +137,9 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            radius_logs: true,
+            queue_capacity: 4096,
+            workers: 8,
         }
     }
 }
@@ -253,6 +262,16 @@ impl Config {
                     self.security.key_file = PathBuf::from(&value)
                 }
                 "SHARDIUS_LOG_LEVEL" => self.log.level = value.clone(),
+                "SHARDIUS_LOG_RADIUS_LOGS" => {
+                    self.log.radius_logs = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad("expected true or false".into()))?
+                }
+                "SHARDIUS_LOG_QUEUE_CAPACITY" => {
+                    self.log.queue_capacity = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_LOG_WORKERS" => self.log.workers = parse_num(&value).map_err(bad)?,
                 // Read by the CLI itself (clap), not a config key.
                 "SHARDIUS_CONFIG" => {}
                 _ => return Err(ConfigError::UnknownEnv(name)),
@@ -298,6 +317,14 @@ impl Config {
             return Err(invalid(
                 "accounting.stale_after_secs",
                 "stale_after_secs must be at least 60 and stale_check_interval_secs at least 1",
+            ));
+        }
+        if self.log.radius_logs
+            && (self.log.queue_capacity == 0 || !(1..=64).contains(&self.log.workers))
+        {
+            return Err(invalid(
+                "log.workers",
+                "1..=64 workers and a queue_capacity of at least 1",
             ));
         }
         if self.database.reload_interval_secs == 0 {

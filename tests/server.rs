@@ -437,3 +437,127 @@ on_both_backends!(
     the_server_refuses_to_start_without_a_usable_key_file,
     a_wrong_master_key_is_a_counted_reject_not_a_crash,
 );
+
+/// Sends `n` PAP logins for alice back to back from one socket, then
+/// collects the replies; returns how many were accepted.
+fn burst_logins(to: std::net::SocketAddr, n: u8) -> usize {
+    use shardius::nas;
+    use shardius::proto::Secret;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let secret = Secret::new(SECRET.as_bytes());
+    let creds = Credentials::Pap {
+        password: b"s3cret",
+    };
+    let mut auths = std::collections::HashMap::new();
+    for id in 0..n {
+        let auth: [u8; 16] = rand::random();
+        let mut buf = [0u8; 4096];
+        let req = nas::access_request(
+            &mut buf,
+            id,
+            &auth,
+            &secret,
+            b"alice",
+            &creds,
+            &Session::default(),
+        )
+        .unwrap();
+        socket.send_to(req, to).unwrap();
+        auths.insert(id, auth);
+    }
+    let mut accepted = 0;
+    let mut reply = [0u8; 4096];
+    while let Ok(len) = socket.recv(&mut reply) {
+        let id = reply[1];
+        if let Some(auth) = auths.remove(&id) {
+            if nas::check_access_reply(&reply[..len], id, &auth, &secret, b"alice", &creds)
+                .map(|r| r.code)
+                == Ok(Code::ACCESS_ACCEPT)
+            {
+                accepted += 1;
+            }
+        }
+        if auths.is_empty() {
+            break;
+        }
+    }
+    accepted
+}
+
+fn accepts_rejects_and_accounting_are_written_to_radius_logs(backend: Backend) {
+    let install = Install::new_on(backend);
+    let server = install.serve(2);
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    assert_eq!(
+        nas.login(
+            server.auth,
+            "alice",
+            &Credentials::Pap {
+                password: b"s3cret"
+            },
+            &Session::default()
+        ),
+        Some(Code::ACCESS_ACCEPT)
+    );
+    assert_eq!(
+        nas.login(
+            server.auth,
+            "alice",
+            &Credentials::Pap { password: b"nope" },
+            &Session::default()
+        ),
+        Some(Code::ACCESS_REJECT)
+    );
+    let out = radclient(
+        server.acct,
+        "acct",
+        "Acct-Status-Type = Start\nAcct-Session-Id = \"log-1\"\nUser-Name = \"alice\"\n",
+    );
+    assert!(out.contains("Received Accounting-Response"), "{out}");
+    let mut store =
+        shardius::store::open(&shardius::store::DatabaseUrl::parse(&install.db_url).unwrap())
+            .unwrap();
+    let want = [
+        ("alice", "auth", "accept", None),
+        ("alice", "auth", "reject", Some("bad password")),
+        ("alice", "acct", "start", None),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = store.recent_logs(10).unwrap();
+        let has = |w: &(&str, &str, &str, Option<&str>)| {
+            rows.iter()
+                .any(|r| r.0 == w.0 && r.1 == w.1 && r.2 == w.2 && r.3.as_deref() == w.3)
+        };
+        if want.iter().all(has) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "radius_logs has {rows:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn a_full_log_queue_drops_and_counts_without_slowing_authentication(backend: Backend) {
+    let install = Install::new_on(backend);
+    install.write_config(
+        "[database]\nreload_interval_secs = 1\n[log]\nqueue_capacity = 1\nworkers = 1\n",
+    );
+    let server = install.serve(1);
+    assert_eq!(
+        burst_logins(server.auth, 200),
+        200,
+        "every login answered while logs are dropped"
+    );
+    let (_, log) = server.stop();
+    let dropped: u64 = shard_counters(&log, "log_dropped").iter().sum();
+    assert!(dropped > 0, "no drops counted:\n{log}");
+    assert!(log.contains("radius_logs stopped: written="), "{log}");
+}
+
+on_both_backends!(
+    accepts_rejects_and_accounting_are_written_to_radius_logs,
+    a_full_log_queue_drops_and_counts_without_slowing_authentication,
+);

@@ -153,16 +153,22 @@ fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     let key = PasswordKey::load(&config.security.key_file)?;
     let mut store = open_store(&config)?;
-    if store.schema_version()? == 0 {
+    let version = store.schema_version()?;
+    if version == 0 {
         let applied = store.migrate()?;
         tracing::info!("empty database: applied {applied} migration(s)");
+    } else if version < store.target_schema_version() {
+        bail!(
+            "database schema is at version {version}, this build needs {}: run `shardius migrate` first",
+            store.target_schema_version()
+        );
     }
-    // The accounting writer owns a connection of its own.
-    let acct_store = open_store(&config)?;
+    drop(store);
     if demo {
         demo::print_instructions(&config);
     }
-    crate::server::serve(config, key, store, acct_store)?;
+    let url = DatabaseUrl::parse(&config.database.url)?;
+    crate::server::serve(config, key, &|| store::open(&url))?;
     Ok(())
 }
 

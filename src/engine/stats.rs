@@ -80,6 +80,8 @@ pub enum Counter {
     Duplicates,
     StatusServer,
     AcctRequests,
+    /// radius_logs events dropped because the log queue was full.
+    LogDropped,
 }
 
 const REJECT_BASE: usize = 3;
@@ -87,7 +89,7 @@ const DROP_BASE: usize = REJECT_BASE + RejectReason::ALL.len();
 const DROP_COUNT: usize = PARSE_ERRORS.len() + 9;
 const TAIL_BASE: usize = DROP_BASE + DROP_COUNT;
 /// Number of counters.
-pub const COUNTERS: usize = TAIL_BASE + 2;
+pub const COUNTERS: usize = TAIL_BASE + 3;
 
 impl Counter {
     fn index(self) -> usize {
@@ -107,6 +109,7 @@ impl Counter {
             }
             Counter::StatusServer => TAIL_BASE,
             Counter::AcctRequests => TAIL_BASE + 1,
+            Counter::LogDropped => TAIL_BASE + 2,
         }
     }
 }
@@ -175,6 +178,7 @@ mod tests {
             Counter::Duplicates,
             Counter::StatusServer,
             Counter::AcctRequests,
+            Counter::LogDropped,
         ]
         .into_iter()
         .chain(RejectReason::ALL.into_iter().map(Counter::Reject))

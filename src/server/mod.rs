@@ -4,6 +4,7 @@
 
 mod clock;
 mod loader;
+mod logpool;
 mod shard;
 pub mod socket;
 pub mod writer;
@@ -78,15 +79,27 @@ pub enum ServeError {
     Signals(std::io::Error),
 }
 
-/// Runs the server until SIGTERM or SIGINT. `store` feeds the loader;
-/// `acct_store` is the accounting writer's own connection.
+/// Opens a new connection to the configured store.
+pub type StoreFactory<'a> = &'a dyn Fn() -> Result<Box<dyn Store>, StoreError>;
+
+/// Runs the server until SIGTERM or SIGINT. Every thread that talks to the
+/// database gets its own connection from `open_store`: the loader, the
+/// accounting writer and each radius_logs worker.
 pub fn serve(
     config: Config,
     key: PasswordKey,
-    store: Box<dyn Store>,
-    acct_store: Box<dyn Store>,
+    open_store: StoreFactory<'_>,
 ) -> Result<(), ServeError> {
     let started = Instant::now();
+    let store = open_store()?;
+    let acct_store = open_store()?;
+    let log_stores = if config.log.radius_logs {
+        (0..config.log.workers)
+            .map(|_| open_store())
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
     let shard_count = config.shard_count();
     let loader = Loader::new(store)?;
     let first = loader.snapshot().clone();
@@ -103,6 +116,7 @@ pub fn serve(
             auth: Vec::new(),
             acct: Vec::new(),
             writer: None,
+            logs: None,
         })
         .collect();
     let mut writer_sockets: Vec<Vec<std::net::UdpSocket>> =
@@ -145,6 +159,16 @@ pub fn serve(
         s.writer = Some(acct_tx.clone());
     }
     drop(acct_tx);
+    let log_stats = Arc::new(logpool::LogPoolStats::default());
+    let log_workers = if log_stores.is_empty() {
+        Vec::new()
+    } else {
+        let (log_tx, log_rx) = crossbeam_channel::bounded(config.log.queue_capacity);
+        for s in &mut per_shard {
+            s.logs = Some(log_tx.clone());
+        }
+        logpool::spawn(log_stores, log_rx, log_stats.clone())
+    };
     let writer_stats = Arc::new(writer::WriterStats::default());
     let writer_thread = {
         let spool = crate::accounting::spool::Spool::open(
@@ -222,6 +246,19 @@ pub fn serve(
     if writer_thread.join().is_err() {
         error!("accounting writer panicked");
     }
+    let had_log_workers = !log_workers.is_empty();
+    for w in log_workers {
+        if w.join().is_err() {
+            error!("radius_logs worker panicked");
+        }
+    }
+    if had_log_workers {
+        info!(
+            "radius_logs stopped: written={} failed={}",
+            log_stats.written.load(Ordering::Relaxed),
+            log_stats.failed.load(Ordering::Relaxed)
+        );
+    }
     for (i, slot) in shared.stats.iter().enumerate() {
         info!("{}", shard_summary(i, slot));
     }
@@ -239,13 +276,14 @@ fn shard_summary(index: usize, slot: &StatsSlot) -> String {
         .map(|d| slot.get(Counter::Dropped(d)))
         .sum();
     format!(
-        "shard={index} auth_requests={} accepts={} rejects={rejects} duplicates={} status_server={} acct_requests={} dropped={dropped} unknown_nas={}",
+        "shard={index} auth_requests={} accepts={} rejects={rejects} duplicates={} status_server={} acct_requests={} dropped={dropped} unknown_nas={} log_dropped={}",
         slot.get(Counter::AuthRequests),
         slot.get(Counter::Accepts),
         slot.get(Counter::Duplicates),
         slot.get(Counter::StatusServer),
         slot.get(Counter::AcctRequests),
         slot.get(Counter::Dropped(DropReason::UnknownNas)),
+        slot.get(Counter::LogDropped),
     )
 }
 

@@ -17,9 +17,11 @@ use tracing::{debug, info, warn};
 use super::clock::ShardClock;
 use super::writer::AcctMessage;
 use super::Shared;
-use crate::engine::{Context, Engine, Event, Port};
+use crate::accounting::AcctKind;
+use crate::engine::{Context, Counter, Engine, Event, Port};
 use crate::proto::dict::attr;
 use crate::proto::Packet;
+use crate::store::LogEntry;
 
 /// How often a blocked receive wakes up to check for shutdown.
 const POLL_SHUTDOWN: Duration = Duration::from_millis(200);
@@ -35,6 +37,8 @@ pub struct ShardSockets {
     pub auth: Vec<StdUdpSocket>,
     pub acct: Vec<StdUdpSocket>,
     pub writer: Option<crossbeam_channel::Sender<AcctMessage>>,
+    /// To the radius_logs pool, when enabled.
+    pub logs: Option<crossbeam_channel::Sender<LogEntry>>,
 }
 
 pub fn spawn(
@@ -61,6 +65,7 @@ async fn run(index: usize, sockets: ShardSockets, shared: Arc<Shared>) {
     )));
     let mut tasks = Vec::new();
     let writer = sockets.writer;
+    let logs = sockets.logs;
     let all = sockets
         .auth
         .into_iter()
@@ -84,6 +89,7 @@ async fn run(index: usize, sockets: ShardSockets, shared: Arc<Shared>) {
             socket_index,
             port,
             writer: writer.clone(),
+            logs: logs.clone(),
         };
         tasks.push(
             glommio::spawn_local(serve_socket(
@@ -97,6 +103,7 @@ async fn run(index: usize, sockets: ShardSockets, shared: Arc<Shared>) {
     }
     // Only the tasks hold senders now: when they end, the writer drains.
     drop(writer);
+    drop(logs);
     let publisher =
         glommio::spawn_local(publish_stats(index, engine.clone(), shared.clone())).detach();
     for t in tasks {
@@ -112,6 +119,7 @@ struct Listener {
     socket_index: usize,
     port: Port,
     writer: Option<crossbeam_channel::Sender<AcctMessage>>,
+    logs: Option<crossbeam_channel::Sender<LogEntry>>,
 }
 
 async fn serve_socket(
@@ -147,6 +155,14 @@ async fn serve_socket(
             .borrow_mut()
             .handle(port, src, &datagram[..len], &ctx, &mut out);
         log_event(index, src, &datagram[..len], handled.event, &shared);
+        if let (Some(logs), Event::Accepted { .. } | Event::Rejected { .. }) =
+            (&listener.logs, handled.event)
+        {
+            let entry = auth_log_entry(index, src, &datagram[..len], handled.event, ctx.now.utc);
+            if logs.try_send(entry).is_err() {
+                engine.borrow_mut().stats.incr(Counter::LogDropped);
+            }
+        }
         if handled.event == Event::AccountingQueued {
             // The writer sends this reply once the event is durable.
             hand_to_writer(
@@ -182,6 +198,20 @@ fn hand_to_writer(
         return;
     };
     let key = queued.key;
+    let log = listener.logs.as_ref().map(|_| LogEntry {
+        at: queued.event.event_time,
+        nas_ip: queued.event.nas_ip,
+        username: queued.event.username.clone(),
+        event: "acct",
+        result: match queued.event.kind {
+            AcctKind::Start => "start",
+            AcctKind::Interim => "interim",
+            AcctKind::Stop => "stop",
+            AcctKind::NasReboot => "nas-reboot",
+        },
+        reason: None,
+        shard: listener.shard as u16,
+    });
     let message = AcctMessage {
         event: queued.event,
         reply: reply.to_vec(),
@@ -196,6 +226,40 @@ fn hand_to_writer(
     };
     if !sent {
         engine.accounting_refused(&key);
+        return;
+    }
+    if let (Some(logs), Some(entry)) = (&listener.logs, log) {
+        if logs.try_send(entry).is_err() {
+            engine.stats.incr(Counter::LogDropped);
+        }
+    }
+}
+
+/// The radius_logs row for an accept or reject.
+fn auth_log_entry(
+    shard: usize,
+    src: SocketAddr,
+    datagram: &[u8],
+    event: Event,
+    at: chrono::DateTime<chrono::Utc>,
+) -> LogEntry {
+    let username = Packet::parse(datagram)
+        .ok()
+        .and_then(|p| p.attr(attr::USER_NAME))
+        .map(|u| String::from_utf8_lossy(u).into_owned())
+        .unwrap_or_default();
+    let (result, reason) = match event {
+        Event::Rejected { reason, .. } => ("reject", Some(reason.as_str())),
+        _ => ("accept", None),
+    };
+    LogEntry {
+        at,
+        nas_ip: src.ip(),
+        username,
+        event: "auth",
+        result,
+        reason,
+        shard: shard as u16,
     }
 }
 

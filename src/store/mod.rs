@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 pub use postgres::PgStore;
 pub use records::{
-    Burst, ChangeVersions, MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord, SessionRow,
-    SubscriberRecord,
+    Burst, ChangeVersions, LogEntry, LogRow, MaPolicy, NasRecord, NasType, RadreplyRecord,
+    ServiceRecord, SessionRow, SubscriberRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -84,6 +84,8 @@ pub trait Store: Send {
     fn migrate(&mut self) -> Result<u32>;
     /// The schema version recorded in the database (0 = empty).
     fn schema_version(&mut self) -> Result<u32>;
+    /// The schema version this build's migrations lead to.
+    fn target_schema_version(&self) -> u32;
 
     /// Per-table change counters, bumped by triggers on every write, so a
     /// poll costs one tiny query and sees changes made by any client.
@@ -138,6 +140,10 @@ pub trait Store: Send {
     /// Closes open sessions not updated since `before` (`Stale-Session`,
     /// stop time = last update); returns how many.
     fn close_stale_sessions(&mut self, before: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+    /// Inserts a batch of `radius_logs` rows (one statement or COPY).
+    fn write_logs(&mut self, entries: &[LogEntry]) -> Result<()>;
+    /// The newest `radius_logs` rows: (username, event, result, reason).
+    fn recent_logs(&mut self, limit: usize) -> Result<Vec<LogRow>>;
     /// Sessions, newest first: open ones only unless `all`; optionally one user's.
     fn sessions(
         &mut self,

@@ -24,6 +24,7 @@ use crate::accounting::{AcctEvent, AcctKind};
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/postgres/0001_subscribers.sql")),
     (2, include_str!("migrations/postgres/0002_radacct.sql")),
+    (3, include_str!("migrations/postgres/0003_radius_logs.sql")),
 ];
 
 const CHANNEL: &str = "shardius_changes";
@@ -309,6 +310,10 @@ impl Store for PgStore {
         Ok(applied)
     }
 
+    fn target_schema_version(&self) -> u32 {
+        MIGRATIONS.last().map_or(0, |(v, _)| *v)
+    }
+
     fn schema_version(&mut self) -> Result<u32> {
         let rows = self.query(
             "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0
@@ -556,6 +561,55 @@ impl Store for PgStore {
             "UPDATE subscribers SET is_active = $2 WHERE username = $1",
             &[&username, &active],
         )? > 0)
+    }
+
+    fn write_logs(&mut self, entries: &[LogEntry]) -> Result<()> {
+        let (runtime, client) = self.conn()?;
+        let fut = async {
+            let sink = client
+                .copy_in("COPY radius_logs (logged_at, nas_ip, username, event, result, reason, shard) FROM STDIN BINARY")
+                .await?;
+            let types = [
+                Type::TIMESTAMPTZ,
+                Type::INET,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT4,
+            ];
+            let writer = BinaryCopyInWriter::new(sink, &types);
+            futures_util::pin_mut!(writer);
+            for e in entries {
+                let shard = i32::from(e.shard);
+                writer
+                    .as_mut()
+                    .write(&[
+                        &e.at,
+                        &e.nas_ip,
+                        &e.username,
+                        &e.event,
+                        &e.result,
+                        &e.reason,
+                        &shard,
+                    ])
+                    .await?;
+            }
+            writer.finish().await?;
+            Ok::<(), tokio_postgres::Error>(())
+        };
+        Ok(runtime.block_on(fut)?)
+    }
+
+    fn recent_logs(&mut self, limit: usize) -> Result<Vec<LogRow>> {
+        Ok(self
+            .query(
+                "SELECT username, event, result, reason FROM radius_logs ORDER BY id DESC LIMIT $1",
+                &[&(limit as i64)],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
     }
 
     fn wait_for_change(&mut self, timeout: Duration) -> Result<bool> {

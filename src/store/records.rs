@@ -157,3 +157,20 @@ pub struct SessionRow {
     pub terminate_cause: Option<String>,
     pub framed_ip: Option<String>,
 }
+
+/// One `radius_logs` row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub nas_ip: IpAddr,
+    pub username: String,
+    /// "auth" or "acct".
+    pub event: &'static str,
+    /// "accept", "reject", "start", "interim", "stop", "nas-reboot".
+    pub result: &'static str,
+    pub reason: Option<&'static str>,
+    pub shard: u16,
+}
+
+/// A `radius_logs` row as read back: username, event, result, reason.
+pub type LogRow = (String, String, String, Option<String>);

@@ -16,6 +16,7 @@ use crate::accounting::{AcctEvent, AcctKind};
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_subscribers.sql")),
     (2, include_str!("migrations/sqlite/0002_radacct.sql")),
+    (3, include_str!("migrations/sqlite/0003_radius_logs.sql")),
 ];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
@@ -169,6 +170,10 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(applied)
+    }
+
+    fn target_schema_version(&self) -> u32 {
+        MIGRATIONS.last().map_or(0, |(v, _)| *v)
     }
 
     fn schema_version(&mut self) -> Result<u32> {
@@ -458,6 +463,41 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn write_logs(&mut self, entries: &[LogEntry]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO radius_logs (logged_at, nas_ip, username, event, result, reason, shard)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for e in entries {
+                stmt.execute(params![
+                    sql_time(e.at),
+                    e.nas_ip.to_string(),
+                    e.username,
+                    e.event,
+                    e.result,
+                    e.reason,
+                    e.shard
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn recent_logs(&mut self, limit: usize) -> Result<Vec<LogRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT username, event, result, reason FROM radius_logs ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64> {
         Ok(self.conn.execute(
             "UPDATE radacct SET acctstoptime = coalesce(acctupdatetime, acctstarttime), acctterminatecause = 'Stale-Session'
@@ -545,7 +585,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 2);
+        assert_eq!(s.migrate().unwrap(), 3);
         (dir, s)
     }
 
@@ -574,7 +614,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), 3);
     }
 
     #[test]

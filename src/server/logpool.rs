@@ -1,0 +1,78 @@
+//! The `radius_logs` pool (SPEC §5): a fixed set of workers draining one
+//! bounded channel and batch-inserting into `radius_logs` (COPY on
+//! PostgreSQL). Shards `try_send`: when the channel is full the event is
+//! dropped and counted (`shardius_radius_log_dropped_total`), so a slow
+//! database never slows authentication. Best-effort observability, not
+//! billing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use tracing::{info, warn};
+
+use crate::store::{LogEntry, Store};
+
+/// Rows per insert at most.
+const BATCH: usize = 512;
+
+#[derive(Debug, Default)]
+pub struct LogPoolStats {
+    pub written: AtomicU64,
+    /// Rows lost because their insert failed (the database was away).
+    pub failed: AtomicU64,
+}
+
+/// Starts `stores.len()` workers; they end when every sender is gone and
+/// the channel is drained.
+pub fn spawn(
+    stores: Vec<Box<dyn Store>>,
+    rx: Receiver<LogEntry>,
+    stats: Arc<LogPoolStats>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    stores
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut store)| {
+            let rx = rx.clone();
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name(format!("radius-log-{i}"))
+                .spawn(move || {
+                    let mut batch = Vec::with_capacity(BATCH);
+                    let mut failing = false;
+                    while let Ok(first) = rx.recv() {
+                        batch.push(first);
+                        while batch.len() < BATCH {
+                            match rx.try_recv() {
+                                Ok(e) => batch.push(e),
+                                Err(_) => break,
+                            }
+                        }
+                        match store.write_logs(&batch) {
+                            Ok(()) => {
+                                stats
+                                    .written
+                                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                                if std::mem::take(&mut failing) {
+                                    info!("radius_logs writes resumed");
+                                }
+                            }
+                            Err(e) => {
+                                stats
+                                    .failed
+                                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                                if !std::mem::replace(&mut failing, true) {
+                                    warn!(
+                                        "radius_logs rows dropped, the database refused them: {e}"
+                                    );
+                                }
+                            }
+                        }
+                        batch.clear();
+                    }
+                })
+                .expect("spawning a thread only fails when the process is out of resources")
+        })
+        .collect()
+}
