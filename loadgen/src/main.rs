@@ -29,6 +29,12 @@ struct Args {
     /// Shared secret.
     #[arg(long, default_value = "testing123")]
     secret: String,
+    /// What to send: logins to --auth-port, or Interim-Updates to --acct-port.
+    #[arg(long, value_enum, default_value_t = Scenario::Auth)]
+    scenario: Scenario,
+    /// Accounting port.
+    #[arg(long, default_value_t = 1813)]
+    acct_port: u16,
     /// Authentication method.
     #[arg(long, value_enum, default_value_t = Method::Mschapv2)]
     auth: Method,
@@ -44,6 +50,16 @@ struct Args {
     /// Per-request timeout in milliseconds.
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Access-Requests (PAP, CHAP or MS-CHAPv2), every reply verified.
+    Auth,
+    /// Accounting Interim-Updates with rising counters for --count
+    /// sessions, every Accounting-Response verified (sent by the server
+    /// only once the update is durable).
+    AcctInterim,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -106,7 +122,11 @@ fn main() -> ExitCode {
 
 /// Returns whether every reply verified and none timed out.
 fn run(args: &Args) -> std::io::Result<bool> {
-    let server = SocketAddr::new(args.server, args.auth_port);
+    let port = match args.scenario {
+        Scenario::Auth => args.auth_port,
+        Scenario::AcctInterim => args.acct_port,
+    };
+    let server = SocketAddr::new(args.server, port);
     let socket = UdpSocket::bind(if server.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -136,22 +156,43 @@ fn run(args: &Args) -> std::io::Result<bool> {
             let id = next_id;
             next_id = next_id.wrapping_add(1);
             let n = sent % u64::from(args.count.max(1)) + 1;
-            let p = Pending {
+            let mut p = Pending {
                 user: format!("user{n}"),
                 password: format!("pass{n}"),
                 authenticator: rand::random(),
                 sent: Instant::now(),
             };
-            let request = nas::access_request(
-                &mut buf,
-                id,
-                &p.authenticator,
-                &secret,
-                p.user.as_bytes(),
-                &p.credentials(args.auth),
-                &Session::default(),
-            )
+            let request = match args.scenario {
+                Scenario::Auth => nas::access_request(
+                    &mut buf,
+                    id,
+                    &p.authenticator,
+                    &secret,
+                    p.user.as_bytes(),
+                    &p.credentials(args.auth),
+                    &Session::default(),
+                ),
+                Scenario::AcctInterim => {
+                    let round = sent / u64::from(args.count.max(1));
+                    let session_id = format!("{n:08x}");
+                    let record = nas::AcctRecord {
+                        status: shardius::proto::dict::acct_status::INTERIM_UPDATE,
+                        session_id: session_id.as_bytes(),
+                        user_name: p.user.as_bytes(),
+                        session_time: (round * 30) as u32,
+                        input_octets: round * 150_000_000,
+                        output_octets: round * 900_000_000,
+                        framed_ip: None,
+                        terminate_cause: None,
+                        class: None,
+                    };
+                    nas::accounting_request(&mut buf, id, &secret, &record, &Session::default())
+                }
+            }
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if args.scenario == Scenario::AcctInterim {
+                p.authenticator = request[4..20].try_into().expect("header");
+            }
             socket.send_to(request, server)?;
             pending[usize::from(id)] = Some(p);
             sent += 1;
@@ -164,16 +205,24 @@ fn run(args: &Args) -> std::io::Result<bool> {
                 };
                 done += 1;
                 let micros = p.sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                match nas::check_access_reply(
-                    &reply[..len],
-                    id,
-                    &p.authenticator,
-                    &secret,
-                    p.user.as_bytes(),
-                    &p.credentials(args.auth),
-                ) {
-                    Ok(r) if r.code == Code::ACCESS_ACCEPT => tally.accepts += 1,
-                    Ok(_) => tally.rejects += 1,
+                let checked = match args.scenario {
+                    Scenario::Auth => nas::check_access_reply(
+                        &reply[..len],
+                        id,
+                        &p.authenticator,
+                        &secret,
+                        p.user.as_bytes(),
+                        &p.credentials(args.auth),
+                    )
+                    .map(|r| r.code == Code::ACCESS_ACCEPT),
+                    Scenario::AcctInterim => {
+                        nas::check_accounting_reply(&reply[..len], id, &p.authenticator, &secret)
+                            .map(|()| true)
+                    }
+                };
+                match checked {
+                    Ok(true) => tally.accepts += 1,
+                    Ok(false) => tally.rejects += 1,
                     Err(e) => {
                         tally.invalid += 1;
                         eprintln!("{}: invalid reply: {e:?}", p.user);

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Sustained accounting into PostgreSQL with acknowledgement after commit:
+# a throwaway cluster (fsync and synchronous_commit on, as in production),
+# shardius with 1 shard, and loadgen sending Interim-Updates for 30,000
+# sessions with K in flight, every Accounting-Response verified.
+# Usage: bench/acct-pg.sh [REQUESTS] [INFLIGHT]   (defaults 300000, 128)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requests=${1:-300000}
+inflight=${2:-128}
+cargo build --release -q -p shardius -p loadgen
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+work=$(mktemp -d /tmp/shardius-acct.XXXXXX)
+as_pg=()
+if [ "$(id -u)" = 0 ]; then chown postgres: "$work"; as_pg=(runuser -u postgres --); fi
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+server=""
+cleanup() {
+    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
+    "${as_pg[@]}" "$bin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+"${as_pg[@]}" "$bin/initdb" -D "$work/data" -U postgres --auth=trust >/dev/null
+"${as_pg[@]}" "$bin/pg_ctl" -D "$work/data" -o "-p $port -c listen_addresses=127.0.0.1 -k $work" -l "$work/pg.log" -w start >/dev/null
+"$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE radius"
+url="postgres://postgres@127.0.0.1:$port/radius"
+./target/release/shardius --database-url "$url" --key-file "$work/key" keygen --out "$work/key" >/dev/null
+./target/release/shardius --database-url "$url" --key-file "$work/key" nas add --name bench --ip 127.0.0.1 --secret testing123 >/dev/null
+(cd "$work" && exec taskset -c 0 "$OLDPWD/target/release/shardius" --database-url "$url" --key-file "$work/key" \
+    serve --shards 1 --listen-auth 127.0.0.1:0 --listen-acct 127.0.0.1:0 2>"$work/serve.log" >/dev/null) &
+server=$!
+until grep -q "listening auth=" "$work/serve.log"; do sleep 0.1; done
+acct=$(grep -o "acct=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d: -f2)
+taskset -c 1 ./target/release/loadgen --scenario acct-interim --acct-port "$acct" --count 30000 \
+    --requests "$requests" --inflight "$inflight" --timeout-ms 3000
+kill "$server"; wait "$server" 2>/dev/null || true; server=""
+grep "writer stopped" "$work/serve.log" | sed 's/^.*INFO //'
+"$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d radius -tAc \
+    "SELECT 'radacct rows: ' || count(*) || ', max session time ' || max(AcctSessionTime) FROM radacct"
