@@ -176,25 +176,17 @@ fn engine_benches(c: &mut Criterion) {
     use shardius::engine::{Context, Engine, Now, Port};
     use shardius::keyfile::PasswordKey;
     use shardius::policy::Snapshot;
-    use shardius::store::{MaPolicy, NasRecord, NasType, ServiceRecord, SubscriberRecord};
+    use shardius::store::{NasRecord, NasType, ServiceRecord, SubscriberRecord};
     use std::time::{Duration, Instant};
 
     let key = PasswordKey::from_master(&[5; 32]);
     let mut snapshot = Snapshot::default();
-    snapshot.set_nas(&[NasRecord {
-        id: 1,
-        name: "bng".into(),
-        short_name: None,
-        identifier: None,
-        ip_address: "127.0.0.1".parse().unwrap(),
-        secret: "testing123".into(),
-        nas_type: NasType::Mikrotik,
-        coa_port: 1700,
-        require_message_authenticator: MaPolicy::Auto,
-        is_active: true,
-        api_username: None,
-        api_password: None,
-    }]);
+    snapshot.set_nas(&[NasRecord::new(
+        "bng",
+        "127.0.0.1".parse().unwrap(),
+        "testing123",
+        NasType::Mikrotik,
+    )]);
     snapshot.set_services(&[ServiceRecord {
         id: 1,
         name: "10M".into(),

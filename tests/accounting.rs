@@ -2,6 +2,7 @@
 //! Accounting-Response means the event is in radacct, whatever happens
 //! to the server afterwards.
 
+#[macro_use]
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -256,24 +257,6 @@ fn kill_9_under_load_loses_nothing_that_was_acknowledged(backend: Backend) {
         acked.len(),
         &lost[..lost.len().min(5)]
     );
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use crate::common::server::Backend;
-
-            #[test]
-            fn sqlite() {
-                super::$name(Backend::Sqlite)
-            }
-
-            #[test]
-            fn postgres() {
-                super::$name(Backend::Postgres)
-            }
-        }
-    )*};
 }
 
 on_both_backends!(

@@ -1,6 +1,7 @@
 //! The radacct upsert rules, on both stores: a session's events in any
 //! order, split over any batches, give the same row.
 
+#[macro_use]
 mod common;
 
 use chrono::{DateTime, Duration, Utc};
@@ -141,24 +142,6 @@ fn a_nas_reboot_closes_its_open_sessions_and_stale_ones_are_closed(backend: Back
     let c = row(&mut *store, "c");
     assert_eq!(c.terminate_cause.as_deref(), Some("Stale-Session"));
     assert_eq!(c.stop_time, Some(t0() + Duration::seconds(30)));
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use crate::common::server::Backend;
-
-            #[test]
-            fn sqlite() {
-                super::$name(Backend::Sqlite)
-            }
-
-            #[test]
-            fn postgres() {
-                super::$name(Backend::Postgres)
-            }
-        }
-    )*};
 }
 
 on_both_backends!(

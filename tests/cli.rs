@@ -1,6 +1,7 @@
 //! The admin CLI: input is validated with errors naming the field, the
 //! CSV import is all or nothing, check-config and migrate behave.
 
+#[macro_use]
 mod common;
 
 use common::server::{Backend, Install};
@@ -262,25 +263,6 @@ fn every_command_has_help(backend: Backend) {
     ] {
         assert!(!i.ok(args).is_empty(), "{args:?}");
     }
-}
-
-/// Every test above runs on both stores.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use crate::common::server::Backend;
-
-            #[test]
-            fn sqlite() {
-                super::$name(Backend::Sqlite)
-            }
-
-            #[test]
-            fn postgres() {
-                super::$name(Backend::Postgres)
-            }
-        }
-    )*};
 }
 
 on_both_backends!(

@@ -27,18 +27,13 @@ struct World {
 
 fn nas_record(ip: &str, nas_type: NasType, ma: MaPolicy) -> NasRecord {
     NasRecord {
-        id: 1,
-        name: format!("nas-{ip}"),
-        short_name: None,
-        identifier: None,
-        ip_address: ip.parse().unwrap(),
-        secret: "testing123".into(),
-        nas_type,
-        coa_port: nas_type.default_coa_port(),
         require_message_authenticator: ma,
-        is_active: true,
-        api_username: None,
-        api_password: None,
+        ..NasRecord::new(
+            &format!("nas-{ip}"),
+            ip.parse().unwrap(),
+            "testing123",
+            nas_type,
+        )
     }
 }
 

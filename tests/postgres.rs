@@ -2,6 +2,7 @@
 //! LISTEN/NOTIFY when a billing panel writes plain SQL, riding out a
 //! database restart, and clear errors for bad URLs.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -81,37 +82,7 @@ fn plain_sql_from_a_billing_panel_is_served_within_a_second() {
 fn authentication_survives_a_database_restart_and_later_changes_are_picked_up() {
     let cluster = Cluster::start();
     let install = Install::on_url(cluster.database("restart"));
-    install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
-    install.ok(&[
-        "nas",
-        "add",
-        "--name",
-        "BNG-1",
-        "--ip",
-        "127.0.0.1",
-        "--secret",
-        SECRET,
-    ]);
-    install.ok(&[
-        "service",
-        "add",
-        "--name",
-        "10M",
-        "--download",
-        "10M",
-        "--upload",
-        "2M",
-    ]);
-    install.ok(&[
-        "subscriber",
-        "add",
-        "--username",
-        "alice",
-        "--password",
-        "s3cret",
-        "--service",
-        "10M",
-    ]);
+    install.provision();
     let mut server = install.serve(2);
     let mut nas = TestNas::bind("127.0.0.1", SECRET);
     assert_eq!(

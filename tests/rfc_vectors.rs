@@ -1,6 +1,7 @@
 //! Byte-exact vectors from the RFCs and from FreeRADIUS's radclient
 //! (provenance in tests/vectors/README.md).
 
+#[macro_use]
 mod common;
 
 use std::net::Ipv4Addr;

@@ -2,6 +2,7 @@
 //! an independent client (radclient), our MS-CHAPv2 NAS, every reject
 //! reason, unknown NAS, retransmissions, live reload and shard spreading.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -404,25 +405,6 @@ fn a_wrong_master_key_is_a_counted_reject_not_a_crash(backend: Backend) {
     );
     assert_eq!(code, Some(Code::ACCESS_REJECT));
     server.wait_for_log("reason=\"password decrypt failed\"", Duration::from_secs(5));
-}
-
-/// Every test above runs on both stores.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use crate::common::server::Backend;
-
-            #[test]
-            fn sqlite() {
-                super::$name(Backend::Sqlite)
-            }
-
-            #[test]
-            fn postgres() {
-                super::$name(Backend::Postgres)
-            }
-        }
-    )*};
 }
 
 on_both_backends!(

@@ -228,6 +228,33 @@ fn terminate_cause_name(v: u32) -> String {
         .map_or_else(|| v.to_string(), |n| (*n).to_string())
 }
 
+/// A session event at `secs` into a session that started at a fixed time,
+/// for the unit tests of the accounting modules.
+#[cfg(test)]
+pub(crate) fn test_event(kind: AcctKind, session_id: &str, secs: u32, octets: u64) -> AcctEvent {
+    let nas_ip = "10.0.0.1".parse().expect("literal");
+    let start = DateTime::from_timestamp(1_800_000_000, 0).expect("literal");
+    AcctEvent {
+        kind,
+        unique_id: unique_id(&nas_ip, session_id, "u", None),
+        session_id: session_id.into(),
+        username: "u".into(),
+        nas_ip,
+        nas_port_id: None,
+        nas_port_type: None,
+        event_time: start + Duration::seconds(i64::from(secs)),
+        start_time: start,
+        session_time: Some(secs),
+        input_octets: Some(octets),
+        output_octets: Some(octets),
+        framed_ip: None,
+        calling_station_id: None,
+        called_station_id: None,
+        terminate_cause: None,
+        class: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

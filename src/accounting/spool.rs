@@ -157,31 +157,10 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounting::{unique_id, AcctKind};
-    use chrono::DateTime;
+    use crate::accounting::AcctKind;
 
     fn event(sid: &str) -> AcctEvent {
-        let nas_ip = "10.0.0.1".parse().unwrap();
-        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        AcctEvent {
-            kind: AcctKind::Start,
-            unique_id: unique_id(&nas_ip, sid, "u", None),
-            session_id: sid.into(),
-            username: "u".into(),
-            nas_ip,
-            nas_port_id: None,
-            nas_port_type: None,
-            event_time: t,
-            start_time: t,
-            session_time: Some(0),
-            input_octets: Some(1 << 33),
-            output_octets: None,
-            framed_ip: None,
-            calling_station_id: None,
-            called_station_id: None,
-            terminate_cause: None,
-            class: None,
-        }
+        crate::accounting::event::test_event(AcctKind::Start, sid, 0, 1 << 33)
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::keyfile::{self, PasswordKey};
-use crate::store::{MaPolicy, NasRecord, NasType, ServiceRecord, SubscriberRecord};
+use crate::store::{NasRecord, NasType, ServiceRecord, SubscriberRecord};
 
 pub const DEMO_SECRET: &str = "testing123";
 const DEMO_SERVICE: &str = "demo-10M";
@@ -29,20 +29,12 @@ pub fn prepare(config: &Config) -> anyhow::Result<()> {
         .iter()
         .any(|n| n.ip_address == localhost)
     {
-        store.add_nas(&NasRecord {
-            id: 0,
-            name: "demo-nas".into(),
-            short_name: None,
-            identifier: None,
-            ip_address: localhost,
-            secret: DEMO_SECRET.into(),
-            nas_type: NasType::Mikrotik,
-            coa_port: 1700,
-            require_message_authenticator: MaPolicy::Auto,
-            is_active: true,
-            api_username: None,
-            api_password: None,
-        })?;
+        store.add_nas(&NasRecord::new(
+            "demo-nas",
+            localhost,
+            DEMO_SECRET,
+            NasType::Mikrotik,
+        ))?;
     }
     let service_id = match store.service_id(DEMO_SERVICE)? {
         Some(id) => id,

@@ -332,20 +332,12 @@ mod tests {
     use super::*;
 
     fn nas(secret: &str) -> NasRecord {
-        NasRecord {
-            id: 1,
-            name: "BNG-1".into(),
-            short_name: None,
-            identifier: None,
-            ip_address: "10.0.0.1".parse().unwrap(),
-            secret: secret.into(),
-            nas_type: NasType::Mikrotik,
-            coa_port: 1700,
-            require_message_authenticator: MaPolicy::Auto,
-            is_active: true,
-            api_username: None,
-            api_password: None,
-        }
+        NasRecord::new(
+            "BNG-1",
+            "10.0.0.1".parse().unwrap(),
+            secret,
+            NasType::Mikrotik,
+        )
     }
 
     #[test]

@@ -242,31 +242,9 @@ pub fn coalesce<'a>(events: impl Iterator<Item = &'a AcctEvent>) -> Vec<AcctEven
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounting::unique_id;
-    use chrono::{DateTime, Duration};
 
     fn event(kind: AcctKind, sid: &str, secs: u32, octets: u64) -> AcctEvent {
-        let nas_ip = "10.0.0.1".parse().unwrap();
-        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        AcctEvent {
-            kind,
-            unique_id: unique_id(&nas_ip, sid, "u", None),
-            session_id: sid.into(),
-            username: "u".into(),
-            nas_ip,
-            nas_port_id: None,
-            nas_port_type: None,
-            event_time: t + Duration::seconds(i64::from(secs)),
-            start_time: t,
-            session_time: Some(secs),
-            input_octets: Some(octets),
-            output_octets: Some(octets),
-            framed_ip: None,
-            calling_station_id: None,
-            called_station_id: None,
-            terminate_cause: None,
-            class: None,
-        }
+        crate::accounting::event::test_event(kind, sid, secs, octets)
     }
 
     #[test]

@@ -82,6 +82,26 @@ pub struct NasRecord {
     pub api_password: Option<String>,
 }
 
+impl NasRecord {
+    /// An active NAS with the defaults: CoA port by type, Message-Authenticator `auto`.
+    pub fn new(name: &str, ip_address: IpAddr, secret: &str, nas_type: NasType) -> NasRecord {
+        NasRecord {
+            id: 0,
+            name: name.to_owned(),
+            short_name: None,
+            identifier: None,
+            ip_address,
+            secret: secret.to_owned(),
+            nas_type,
+            coa_port: nas_type.default_coa_port(),
+            require_message_authenticator: MaPolicy::Auto,
+            is_active: true,
+            api_username: None,
+            api_password: None,
+        }
+    }
+}
+
 /// MikroTik burst settings, all in kbit/s except the time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Burst {

@@ -1,6 +1,27 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+/// Runs each named `fn(Backend)` as two tests, `name::sqlite` and
+/// `name::postgres`: the store suites run on both backends.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::common::server::Backend;
+
+            #[test]
+            fn sqlite() {
+                super::$name(Backend::Sqlite)
+            }
+
+            #[test]
+            fn postgres() {
+                super::$name(Backend::Postgres)
+            }
+        }
+    )*};
+}
+
 use std::path::Path;
 
 /// Reads a hex vector from `tests/vectors/NAME` (whitespace ignored).

@@ -38,8 +38,15 @@ impl Install {
     /// The same, on `backend`.
     pub fn new_on(backend: Backend) -> Install {
         let install = Install::empty_on(backend);
-        install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
-        install.ok(&[
+        install.provision();
+        install
+    }
+
+    /// Adds a key, the NAS BNG-1 for 127.0.0.1, the 10M service and
+    /// alice/s3cret.
+    pub fn provision(&self) {
+        self.ok(&["keygen", "--out", self.key().to_str().unwrap()]);
+        self.ok(&[
             "nas",
             "add",
             "--name",
@@ -51,7 +58,7 @@ impl Install {
             "--type",
             "mikrotik",
         ]);
-        install.ok(&[
+        self.ok(&[
             "service",
             "add",
             "--name",
@@ -63,7 +70,7 @@ impl Install {
             "--pool",
             "pppoe-pool",
         ]);
-        install.ok(&[
+        self.ok(&[
             "subscriber",
             "add",
             "--username",
@@ -73,7 +80,6 @@ impl Install {
             "--service",
             "10M",
         ]);
-        install
     }
 
     /// Config and directory only.
