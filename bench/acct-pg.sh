@@ -32,7 +32,7 @@ url="postgres://postgres@127.0.0.1:$port/radius"
 server=$!
 until grep -q "listening auth=" "$work/serve.log"; do sleep 0.1; done
 acct=$(grep -o "acct=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d: -f2)
-taskset -c 1 ./target/release/loadgen --scenario acct-interim --acct-port "$acct" --count 30000 \
+taskset -c 1 ./target/release/loadgen --scenario max-acct --acct-port "$acct" --subscribers 30000 --quiet \
     --requests "$requests" --inflight "$inflight" --timeout-ms 3000
 kill "$server"; wait "$server" 2>/dev/null || true; server=""
 grep "writer stopped" "$work/serve.log" | sed 's/^.*INFO //'
