@@ -161,6 +161,29 @@ pub fn check_access_reply(
     user_name: &[u8],
     credentials: &Credentials<'_>,
 ) -> Result<CheckedReply, ReplyError> {
+    check_access_reply_with(
+        reply,
+        identifier,
+        request_authenticator,
+        secret,
+        user_name,
+        credentials,
+        true,
+    )
+}
+
+/// [`check_access_reply`], with the Message-Authenticator required or not
+/// (servers from before the BlastRADIUS fixes, such as FreeRADIUS 3.2.1,
+/// send none; when present it is always verified).
+pub fn check_access_reply_with(
+    reply: &[u8],
+    identifier: u8,
+    request_authenticator: &[u8; 16],
+    secret: &Secret,
+    user_name: &[u8],
+    credentials: &Credentials<'_>,
+    require_message_authenticator: bool,
+) -> Result<CheckedReply, ReplyError> {
     let packet = Packet::parse(reply).map_err(|_| ReplyError::Malformed)?;
     if packet.identifier() != identifier {
         return Err(ReplyError::WrongIdentifier);
@@ -168,7 +191,7 @@ pub fn check_access_reply(
     if !verify_response(&packet, request_authenticator, secret) {
         return Err(ReplyError::BadAuthenticator);
     }
-    if packet.message_authenticator().is_none() {
+    if require_message_authenticator && packet.message_authenticator().is_none() {
         return Err(ReplyError::MissingMessageAuthenticator);
     }
     if let (

@@ -86,6 +86,10 @@ struct Args {
     /// No progress line on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Accept Access-Accept/Reject without Message-Authenticator (servers
+    /// from before the BlastRADIUS fixes); one that is present is still verified.
+    #[arg(long)]
+    allow_missing_message_authenticator: bool,
 }
 
 fn main() -> ExitCode {
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
         timeout: Duration::from_millis(args.timeout_ms),
         retries: args.retries,
         progress: !args.quiet,
+        require_message_authenticator: !args.allow_missing_message_authenticator,
     };
     let report = match run::run(&plan) {
         Ok(r) => r,

@@ -153,11 +153,16 @@ impl Socket {
 
     /// Matches a reply to its request and verifies it. `None` for a reply
     /// to nothing in flight (late, after a timeout).
-    pub fn received(&mut self, reply: &[u8], secret: &Secret) -> Option<(InFlight, Outcome)> {
+    pub fn received(
+        &mut self,
+        reply: &[u8],
+        secret: &Secret,
+        require_ma: bool,
+    ) -> Option<(InFlight, Outcome)> {
         let id = usize::from(*reply.get(1)?);
         let request = self.slots[id].take()?;
         self.in_use -= 1;
-        let outcome = verify(&request, reply, secret);
+        let outcome = verify(&request, reply, secret, require_ma);
         Some((request, outcome))
     }
 
@@ -188,7 +193,7 @@ impl Socket {
     }
 }
 
-fn verify(request: &InFlight, reply: &[u8], secret: &Secret) -> Outcome {
+fn verify(request: &InFlight, reply: &[u8], secret: &Secret, require_ma: bool) -> Outcome {
     let id = request.bytes[1];
     let authenticator = request.authenticator();
     match request.kind {
@@ -197,13 +202,14 @@ fn verify(request: &InFlight, reply: &[u8], secret: &Secret) -> Outcome {
                 .credentials
                 .as_ref()
                 .expect("auth requests keep their credentials");
-            match nas::check_access_reply(
+            match nas::check_access_reply_with(
                 reply,
                 id,
                 &authenticator,
                 secret,
                 request.user.as_bytes(),
                 &creds.as_credentials(),
+                require_ma,
             ) {
                 Ok(r) if r.code == Code::ACCESS_ACCEPT => Outcome::Accept,
                 Ok(_) => Outcome::Reject,
@@ -331,7 +337,7 @@ mod tests {
         // A verified reply frees its identifier for the next request.
         let request = socket.slots[7].as_ref().unwrap().bytes.clone();
         let (_, outcome) = socket
-            .received(&server_reply(&request, &secret), &secret)
+            .received(&server_reply(&request, &secret), &secret, true)
             .unwrap();
         assert_eq!(outcome, Outcome::Accept);
         assert_eq!(socket.free_id(), Some(7));
@@ -348,7 +354,7 @@ mod tests {
             socket.sent(r);
             let i = flip.min(reply.len() - 1);
             reply[i] ^= 0x01;
-            let (_, outcome) = socket.received(&reply, &secret).unwrap();
+            let (_, outcome) = socket.received(&reply, &secret, true).unwrap();
             assert!(
                 matches!(outcome, Outcome::Invalid(_)),
                 "byte {i}: {outcome:?}"
@@ -362,7 +368,8 @@ mod tests {
         assert!(socket
             .received(
                 &[2, 9, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                &Secret::new(b"s")
+                &Secret::new(b"s"),
+                true
             )
             .is_none());
     }

