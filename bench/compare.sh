@@ -128,6 +128,27 @@ for round in $(seq 1 "$rounds"); do
         run "$name" freeradius "$fr_auth" "$fr_acct" $args
     done
 done
+# Latency at a fixed load: half of FreeRADIUS's median PAP maximum from
+# this run, against both servers and the do-nothing responder (the floor).
+rate=$(python3 - "$out" <<'PY'
+import glob, json, statistics, sys
+runs = [json.load(open(f)) for f in glob.glob(f"{sys.argv[1]}/max-pap.freeradius.*.json")]
+print(int(statistics.median(r["kinds"][0]["per_second"] for r in runs) / 2))
+PY
+)
+floor_port=$(free_port)
+taskset -c 0 ./target/release/loadgen --respond-on "$floor_port" 2>/dev/null &
+pids+=($!)
+sleep 0.3
+for round in $(seq 1 "$rounds"); do
+    for target in "shardius $sh_auth $sh_acct" "freeradius $fr_auth $fr_acct" "floor $floor_port $floor_port"; do
+        # shellcheck disable=SC2086
+        set -- $target
+        run "fixed-rate-pap" "$1" "$2" "$3" --scenario max --auth pap --rate "$rate" --requests $((rate * 5)) --inflight 1024
+    done
+done
+echo "fixed-rate scenario: $rate PAP logins/s (half of FreeRADIUS's median maximum)"
+
 python3 - "$out" "$rounds" <<'PY'
 import json, statistics, sys, glob, os
 out, rounds = sys.argv[1], int(sys.argv[2])
@@ -142,7 +163,7 @@ def load(name, server):
                      "storm s": r.get("all_started_after_s") or 0})
     return rows
 print(f"{'scenario':<16} {'metric':<9} {'shardius':>12} {'FreeRADIUS':>12} {'ratio':>7}   (medians of {rounds} rounds)")
-for name in ["max-pap", "max-mschapv2", "storm-mschapv2"]:
+for name in ["max-pap", "max-mschapv2", "storm-mschapv2", "fixed-rate-pap"]:
     a, b = load(name, "shardius"), load(name, "freeradius")
     metrics = ["auth/s", "p99 ms"] + (["storm s"] if name.startswith("storm") else [])
     for m in metrics + ["invalid", "timeouts"]:
@@ -150,5 +171,10 @@ for name in ["max-pap", "max-mschapv2", "storm-mschapv2"]:
         mb = statistics.median(x[m] for x in b) if b else float("nan")
         ratio = f"{ma / mb:7.2f}" if mb else "      -"
         print(f"{name:<16} {m:<9} {ma:12.1f} {mb:12.1f} {ratio}")
+floor = load("fixed-rate-pap", "floor")
+if floor:
+    f99 = statistics.median(x["p99 ms"] for x in floor)
+    s99 = statistics.median(x["p99 ms"] for x in load("fixed-rate-pap", "shardius"))
+    print(f"{'fixed-rate-pap':<16} {'floor p99':<9} {f99:12.3f}   do-nothing responder; shardius p99 / floor = {s99 / f99:.2f}")
 print(f"\nJSON and SVG per run: {out}/")
 PY

@@ -71,6 +71,15 @@ struct Args {
     /// Per-request timeout before a retransmission (same identifier and authenticator).
     #[arg(long, default_value_t = 3000)]
     timeout_ms: u64,
+    /// max/max-acct: send at this many requests per second (open loop,
+    /// for latency at a fixed load) instead of as fast as replies come back.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Instead of generating load, answer every Access-Request on this UDP
+    /// port of --server with a correctly signed, empty Access-Accept and
+    /// nothing else: the do-nothing floor to compare servers' latency with.
+    #[arg(long, value_name = "PORT")]
+    respond_on: Option<u16>,
     /// Retransmissions before giving up (counted as a timeout).
     #[arg(long, default_value_t = 2)]
     retries: u8,
@@ -94,6 +103,18 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(port) = args.respond_on {
+        return match respond(
+            SocketAddr::new(args.server, port),
+            &Secret::new(args.secret.as_bytes()),
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if args.subscribers == 0
         || args.interim <= 0.0
         || args.compression <= 0.0
@@ -118,6 +139,7 @@ fn main() -> ExitCode {
         churn_per_sec: args.churn_rate,
         timeout: Duration::from_millis(args.timeout_ms),
         retries: args.retries,
+        rate: args.rate,
         progress: !args.quiet,
         require_message_authenticator: !args.allow_missing_message_authenticator,
     };
@@ -155,4 +177,31 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// The trivial responder: a signed Access-Accept with a Message-Authenticator
+/// for every Access-Request, no lookup, no credential check. Runs until killed.
+fn respond(on: SocketAddr, secret: &Secret) -> std::io::Result<()> {
+    use shardius::proto::{Code, Packet, PacketWriter};
+    let socket = std::net::UdpSocket::bind(on)?;
+    eprintln!("responding on {}", socket.local_addr()?);
+    let mut buf = [0u8; 4096];
+    let mut out = [0u8; 4096];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf)?;
+        let Ok(p) = Packet::parse(&buf[..n]) else {
+            continue;
+        };
+        let mut w = PacketWriter::new(
+            &mut out,
+            Code::ACCESS_ACCEPT,
+            p.identifier(),
+            p.authenticator(),
+        );
+        if w.message_authenticator().is_err() {
+            continue;
+        }
+        let reply = w.finish_response(p.authenticator(), secret);
+        let _ = socket.send_to(reply, from);
+    }
 }

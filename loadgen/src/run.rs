@@ -53,6 +53,9 @@ pub struct Plan {
     pub churn_per_sec: f64,
     pub timeout: Duration,
     pub retries: u8,
+    /// max/max-acct: send at this many requests per second (open loop)
+    /// instead of as fast as replies come back.
+    pub rate: Option<f64>,
     pub progress: bool,
     /// Access-Accept/Reject must carry a Message-Authenticator.
     pub require_message_authenticator: bool,
@@ -161,8 +164,13 @@ pub fn run(plan: &Plan) -> std::io::Result<Report> {
                 if limit_hit && in_flight == 0 {
                     break;
                 }
+                // At a fixed rate, only what is due by now may be queued.
+                let due = plan.rate.map_or(u64::MAX, |r| {
+                    (now.duration_since(started).as_secs_f64() * r) as u64 + 1
+                });
                 while !limit_hit
                     && in_flight + queue.len() < plan.inflight
+                    && max_sent + (queue.len() as u64) < due
                     && plan
                         .requests
                         .is_none_or(|r| max_sent + (queue.len() as u64) < r)
