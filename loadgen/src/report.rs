@@ -46,6 +46,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// Storm: time until every subscriber was authenticated and started.
     pub all_started_after: Option<Duration>,
+    /// Storm: time until every subscriber was authenticated.
+    pub all_authenticated_after: Option<Duration>,
 }
 
 impl Report {
@@ -120,6 +122,13 @@ impl Report {
             );
         }
         let _ = writeln!(out, "elapsed {:.3} s", secs);
+        if let Some(t) = self.all_authenticated_after {
+            let _ = writeln!(
+                out,
+                "storm: every subscriber authenticated after {:.3} s",
+                t.as_secs_f64()
+            );
+        }
         if let Some(t) = self.all_started_after {
             let _ = writeln!(
                 out,
@@ -152,6 +161,7 @@ impl Report {
         struct ReportJson {
             elapsed_s: f64,
             all_started_after_s: Option<f64>,
+            all_authenticated_after_s: Option<f64>,
             kinds: Vec<KindJson>,
         }
         let secs = self.elapsed.as_secs_f64().max(1e-9);
@@ -182,6 +192,7 @@ impl Report {
         serde_json::to_string_pretty(&ReportJson {
             elapsed_s: secs,
             all_started_after_s: self.all_started_after.map(|d| d.as_secs_f64()),
+            all_authenticated_after_s: self.all_authenticated_after.map(|d| d.as_secs_f64()),
             kinds,
         })
         .expect("plain data serialises")

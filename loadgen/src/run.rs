@@ -322,6 +322,15 @@ pub fn run(plan: &Plan) -> std::io::Result<Report> {
         }
 
         if plan.scenario == Scenario::Storm
+            && report.all_authenticated_after.is_none()
+            && report
+                .kinds
+                .get(&Kind::Auth)
+                .is_some_and(|k| (k.latency_us.len() + k.timeouts) as usize >= subs.len())
+        {
+            report.all_authenticated_after = Some(started.elapsed());
+        }
+        if plan.scenario == Scenario::Storm
             && !all_started
             && subs
                 .iter()
