@@ -216,7 +216,10 @@ pub fn shared() -> &'static Mutex<Cluster> {
     CLUSTER.get_or_init(|| {
         extern "C" fn stop_at_exit() {
             if let Some(c) = CLUSTER.get() {
-                if let Ok(c) = c.lock() {
+                // A test that panicked while holding the lock poisons it;
+                // the cluster must be stopped all the same.
+                {
+                    let c = c.lock().unwrap_or_else(|e| e.into_inner());
                     let _ = c
                         .command(
                             "pg_ctl",
@@ -247,7 +250,10 @@ pub fn fresh_database() -> String {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = format!("t{}_{n}", std::process::id());
-    shared().lock().unwrap().database(&name)
+    shared()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .database(&name)
 }
 
 /// Waits until `check` is true or `timeout` passes.
