@@ -325,10 +325,6 @@ impl Engine {
         self.stats
             .incr(Counter::Dropped(DropReason::AccountingBackpressure));
     }
-
-    pub fn cached_replies(&self) -> usize {
-        self.dedup.len()
-    }
 }
 
 fn dropped(reason: DropReason) -> Handled {

@@ -18,7 +18,8 @@ const OVERLAP_MICROS: i64 = 2_000_000;
 
 pub struct Loader {
     store: Box<dyn Store>,
-    snapshot: Snapshot,
+    /// The last published snapshot; a change clones it once.
+    snapshot: Arc<Snapshot>,
     cursor: i64,
 }
 
@@ -46,13 +47,14 @@ impl Loader {
         snapshot.preferences = Preferences::from_pairs(&store.preferences()?, |w| warn!("{w}"));
         Ok(Loader {
             store,
-            snapshot,
+            snapshot: Arc::new(snapshot),
             cursor: now - OVERLAP_MICROS,
         })
     }
 
-    pub fn snapshot(&self) -> &Snapshot {
-        &self.snapshot
+    /// The current snapshot, shared (not copied).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.clone()
     }
 
     /// Waits up to `timeout` for a change notification from the store.
@@ -68,7 +70,7 @@ impl Loader {
             return Ok(None);
         }
         let now = self.store.now_micros()?;
-        let mut next = self.snapshot.clone();
+        let mut next = Snapshot::clone(&self.snapshot);
         let mut report = LoadReport::default();
         if versions.nas_devices != old.nas_devices {
             next.set_nas(&self.store.nas_devices()?);
@@ -96,8 +98,8 @@ impl Loader {
         }
         next.versions = versions;
         self.cursor = now - OVERLAP_MICROS;
-        self.snapshot = next.clone();
-        Ok(Some((Arc::new(next), report)))
+        self.snapshot = Arc::new(next);
+        Ok(Some((self.snapshot.clone(), report)))
     }
 }
 

@@ -75,6 +75,8 @@ pub enum ServeError {
     },
     #[error("cannot start shard: {0}")]
     Shard(std::io::Error),
+    #[error("accounting spool: {0}")]
+    Spool(#[from] crate::accounting::spool::SpoolError),
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
 }
@@ -174,8 +176,7 @@ pub fn serve(
         let spool = crate::accounting::spool::Spool::open(
             &config.accounting.spool_path,
             config.accounting.spool_max_bytes,
-        )
-        .map_err(|e| ServeError::Shard(std::io::Error::other(e.to_string())))?;
+        )?;
         if !spool.is_empty() {
             info!(
                 bytes = spool.len_bytes(),
@@ -199,7 +200,7 @@ pub fn serve(
     };
 
     let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(first),
+        snapshot: ArcSwap::new(first),
         stats: (0..shard_count).map(|_| StatsSlot::default()).collect(),
         acct_committed,
         shutdown: AtomicBool::new(false),

@@ -118,7 +118,6 @@ pub trait Store: Send {
     /// Inserts all subscribers in one transaction: all or none.
     fn add_subscribers(&mut self, subscribers: &[SubscriberRecord]) -> Result<usize>;
     fn remove_subscriber(&mut self, username: &str) -> Result<bool>;
-    fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool>;
     /// Blocks until another client signals a change or `timeout` passes;
     /// true if a change was signalled. Backends without notifications
     /// just sleep and return false (the caller polls anyway).
@@ -129,7 +128,6 @@ pub trait Store: Send {
     /// Subscribers with their service name, ordered by username.
     fn list_subscribers(&mut self, limit: usize)
         -> Result<Vec<(SubscriberRecord, Option<String>)>>;
-    fn set_preference(&mut self, key: &str, value: &str) -> Result<()>;
 
     /// Writes a batch of accounting events in one transaction: at most one
     /// event per session (the writer coalesces), upserted into `radacct` by

@@ -556,13 +556,6 @@ impl Store for PgStore {
         Ok(self.execute("DELETE FROM subscribers WHERE username = $1", &[&username])? > 0)
     }
 
-    fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool> {
-        Ok(self.execute(
-            "UPDATE subscribers SET is_active = $2 WHERE username = $1",
-            &[&username, &active],
-        )? > 0)
-    }
-
     fn write_logs(&mut self, entries: &[LogEntry]) -> Result<()> {
         let (runtime, client) = self.conn()?;
         let fut = async {
@@ -751,15 +744,6 @@ impl Store for PgStore {
             .iter()
             .map(session_from_pg)
             .collect())
-    }
-
-    fn set_preference(&mut self, key: &str, value: &str) -> Result<()> {
-        self.execute(
-            "INSERT INTO system_preferences (key, value) VALUES ($1, $2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[&key, &value],
-        )?;
-        Ok(())
     }
 }
 

@@ -398,13 +398,6 @@ impl Store for SqliteStore {
             > 0)
     }
 
-    fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool> {
-        Ok(self.conn.execute(
-            "UPDATE subscribers SET is_active = ?2 WHERE username = ?1",
-            params![username, active],
-        )? > 0)
-    }
-
     fn list_subscribers(
         &mut self,
         limit: usize,
@@ -520,15 +513,6 @@ impl Store for SqliteStore {
             .query_map(params![username, all, limit as i64], session_from_row)?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
-    }
-
-    fn set_preference(&mut self, key: &str, value: &str) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO system_preferences (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
     }
 }
 
