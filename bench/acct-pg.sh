@@ -4,10 +4,12 @@
 # shardius with 1 shard, and loadgen sending Interim-Updates for 30,000
 # sessions with K in flight, every Accounting-Response verified.
 # Usage: bench/acct-pg.sh [REQUESTS] [INFLIGHT]   (defaults 300000, 128)
+#   SYNC=off bench/acct-pg.sh ...   the cluster with synchronous_commit=off
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=${1:-300000}
 inflight=${2:-128}
+sync=${SYNC:-on}
 cargo build --release -q -p shardius -p loadgen
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
 work=$(mktemp -d /tmp/shardius-acct.XXXXXX)
@@ -22,18 +24,21 @@ cleanup() {
 }
 trap cleanup EXIT
 "${as_pg[@]}" "$bin/initdb" -D "$work/data" -U postgres --auth=trust >/dev/null
-"${as_pg[@]}" "$bin/pg_ctl" -D "$work/data" -o "-p $port -c listen_addresses=127.0.0.1 -k $work" -l "$work/pg.log" -w start >/dev/null
+"${as_pg[@]}" "$bin/pg_ctl" -D "$work/data" -o "-p $port -c listen_addresses=127.0.0.1 -c synchronous_commit=$sync -k $work" -l "$work/pg.log" -w start >/dev/null
 "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE radius"
 url="postgres://postgres@127.0.0.1:$port/radius"
 ./target/release/shardius --database-url "$url" --key-file "$work/key" keygen --out "$work/key" >/dev/null
 ./target/release/shardius --database-url "$url" --key-file "$work/key" nas add --name bench --ip 127.0.0.1 --secret testing123 >/dev/null
 (cd "$work" && exec taskset -c 0 "$OLDPWD/target/release/shardius" --database-url "$url" --key-file "$work/key" \
-    serve --shards 1 --listen-auth 127.0.0.1:0 --listen-acct 127.0.0.1:0 2>"$work/serve.log" >/dev/null) &
+    serve --shards 1 --listen-auth 127.0.0.1:0 --listen-acct 127.0.0.1:0 --listen-http 127.0.0.1:0 2>"$work/serve.log" >/dev/null) &
 server=$!
 until grep -q "listening auth=" "$work/serve.log"; do sleep 0.1; done
 acct=$(grep -o "acct=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d: -f2)
 taskset -c 1 ./target/release/loadgen --scenario max-acct --acct-port "$acct" --subscribers 30000 --quiet \
     --requests "$requests" --inflight "$inflight" --timeout-ms 3000
+http=$(grep -o "http=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d= -f2)
+echo "synchronous_commit=$sync; from /metrics:"
+curl -s "http://$http/metrics" | grep -E "^shardius_accounting_(commit_seconds_(sum|count)|batch_size_(sum|count)|backpressure_drops_total|events_written_total)"
 kill "$server"; wait "$server" 2>/dev/null || true; server=""
 grep "writer stopped" "$work/serve.log" | sed 's/^.*INFO //'
 "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d radius -tAc \

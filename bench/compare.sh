@@ -98,7 +98,7 @@ for n in range(1, $subs + 1): print(f'user{n},pass{n},bench')" > "$work/subs.csv
 s subscriber import "$work/subs.csv" >/dev/null
 sh_auth=$(free_port); sh_acct=$(free_port)
 (cd "$work" && exec taskset -c 0 "$OLDPWD/target/release/shardius" --config "$work/empty.toml" --database-url "sqlite:$work/s.db" \
-    --key-file "$work/key" serve --shards 1 --listen-auth "127.0.0.1:$sh_auth" --listen-acct "127.0.0.1:$sh_acct" \
+    --key-file "$work/key" serve --shards 1 --listen-auth "127.0.0.1:$sh_auth" --listen-acct "127.0.0.1:$sh_acct" --listen-http 127.0.0.1:0 \
     2>"$work/shardius.log" >/dev/null) &
 pids+=($!)
 for _ in $(seq 1 100); do

@@ -33,7 +33,7 @@ psql -f bench/pg_1m_subscribers.sql
 echo "generated 1,000,000 subscribers in $(echo "$(date +%s.%N) - $t0" | bc) s"
 
 ./target/release/shardius --database-url "$url" --key-file "$work/key" \
-    serve --shards 1 --listen-auth 127.0.0.1:0 --listen-acct 127.0.0.1:0 2>"$work/serve.log" >/dev/null &
+    serve --shards 1 --listen-auth 127.0.0.1:0 --listen-acct 127.0.0.1:0 --listen-http 127.0.0.1:0 2>"$work/serve.log" >/dev/null &
 server=$!
 until grep -q "listening auth=" "$work/serve.log"; do sleep 0.1; done
 grep -E "snapshot loaded" "$work/serve.log" | sed 's/^.*INFO //'

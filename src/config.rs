@@ -20,6 +20,41 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub security: SecurityConfig,
     pub log: LogConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve `/metrics`, `/healthz` and the admin API.
+    pub enabled: bool,
+    /// TCP address of the HTTP listener; keep it on localhost or a
+    /// management network.
+    pub listen: SocketAddr,
+    /// Bearer token for the admin API (`POST /api/...`); without one the
+    /// admin endpoints answer 403 and only `/metrics` and `/healthz` work.
+    pub admin_token: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9812)),
+            admin_token: None,
+        }
+    }
+}
+
+/// How log lines look: one line per event either way.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-12-01T09:00:00Z  INFO message key=value ...`
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -67,6 +102,8 @@ pub struct DatabaseConfig {
     pub url: String,
     /// How often the loader polls for changed NAS devices, services and subscribers.
     pub reload_interval_secs: u64,
+    /// How often the open-session count (`shardius_open_sessions`) is refreshed.
+    pub open_sessions_interval_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -81,6 +118,8 @@ pub struct SecurityConfig {
 pub struct LogConfig {
     /// A tracing filter: `info`, `debug`, `shardius=debug,warn`, ...
     pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
     /// Write every accept, reject and accounting event to `radius_logs`.
     pub radius_logs: bool,
     /// Bounded queue to the `radius_logs` workers; full = dropped and counted.
@@ -121,6 +160,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: "sqlite:./shardius.db".into(),
             reload_interval_secs: 5,
+            open_sessions_interval_secs: 30,
         }
     }
 }
@@ -137,6 +177,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: LogFormat::Text,
             radius_logs: true,
             queue_capacity: 4096,
             workers: 8,
@@ -255,6 +296,9 @@ impl Config {
                     self.accounting.spool_max_bytes = parse_num(&value).map_err(bad)?
                 }
                 "SHARDIUS_DATABASE_URL" => self.database.url = value.clone(),
+                "SHARDIUS_DATABASE_OPEN_SESSIONS_INTERVAL_SECS" => {
+                    self.database.open_sessions_interval_secs = parse_num(&value).map_err(bad)?
+                }
                 "SHARDIUS_DATABASE_RELOAD_INTERVAL_SECS" => {
                     self.database.reload_interval_secs = parse_num(&value).map_err(bad)?
                 }
@@ -262,6 +306,26 @@ impl Config {
                     self.security.key_file = PathBuf::from(&value)
                 }
                 "SHARDIUS_LOG_LEVEL" => self.log.level = value.clone(),
+                "SHARDIUS_LOG_FORMAT" => {
+                    self.log.format = match value.trim() {
+                        "text" => LogFormat::Text,
+                        "json" => LogFormat::Json,
+                        _ => return Err(bad("expected text or json".into())),
+                    }
+                }
+                "SHARDIUS_HTTP_ENABLED" => {
+                    self.http.enabled = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad("expected true or false".into()))?
+                }
+                "SHARDIUS_HTTP_LISTEN" => {
+                    self.http.listen = value
+                        .trim()
+                        .parse()
+                        .map_err(|e| bad(format!("not IP:PORT ({e})")))?
+                }
+                "SHARDIUS_HTTP_ADMIN_TOKEN" => self.http.admin_token = Some(value.clone()),
                 "SHARDIUS_LOG_RADIUS_LOGS" => {
                     self.log.radius_logs = value
                         .trim()
@@ -327,11 +391,25 @@ impl Config {
                 "1..=64 workers and a queue_capacity of at least 1",
             ));
         }
+        if self.database.open_sessions_interval_secs == 0 {
+            return Err(invalid(
+                "database.open_sessions_interval_secs",
+                "must be at least 1",
+            ));
+        }
         if self.database.reload_interval_secs == 0 {
             return Err(invalid(
                 "database.reload_interval_secs",
                 "must be at least 1",
             ));
+        }
+        if let Some(token) = &self.http.admin_token {
+            if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "http.admin_token",
+                    "at least 16 characters, no spaces (e.g. `openssl rand -hex 24`)",
+                ));
+            }
         }
         crate::store::DatabaseUrl::parse(&self.database.url)
             .map_err(|e| invalid("database.url", &e.to_string()))?;
@@ -380,6 +458,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_config_shows_the_defaults() {
+        let example = Config::from_toml(include_str!("../systemd/shardius.toml")).unwrap();
+        let mut expected = Config::default();
+        expected.security.key_file = "/etc/shardius/shardius.key".into();
+        assert_eq!(example, expected);
+        example.validate().unwrap();
+    }
 
     #[test]
     fn an_empty_file_gives_the_defaults() {

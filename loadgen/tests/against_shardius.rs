@@ -47,6 +47,8 @@ fn demo_server() -> Server {
             "127.0.0.1:0",
             "--listen-acct",
             "127.0.0.1:0",
+            "--listen-http",
+            "127.0.0.1:0",
         ])
         .current_dir(dir.path())
         .env("SHARDIUS_CONFIG", dir.path().join("none.toml"))

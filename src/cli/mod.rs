@@ -90,6 +90,12 @@ pub struct ServeArgs {
     /// Shards (executor threads, one per core); 0 = all available cores
     #[arg(long)]
     pub shards: Option<usize>,
+    /// HTTP listener for /metrics, /healthz and the admin API [default: 127.0.0.1:9812]
+    #[arg(long = "listen-http", value_name = "ADDR")]
+    pub listen_http: Option<SocketAddr>,
+    /// Serve no HTTP at all (no metrics, health or admin API); overrides --listen-http
+    #[arg(long = "no-http")]
+    pub no_http: bool,
 }
 
 /// Runs the CLI; the returned error is printed by `main`.
@@ -111,9 +117,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         if let Some(n) = args.shards {
             config.server.shards = n;
         }
+        if let Some(addr) = args.listen_http {
+            config.http.listen = addr;
+        }
+        if args.no_http {
+            config.http.enabled = false;
+        }
     }
     config.validate()?;
-    init_logging(&config.log.level);
+    init_logging(&config.log.level, config.log.format);
 
     match cli.command {
         Command::Serve(args) => serve(config, args.demo),
@@ -210,12 +222,24 @@ fn open_migrated(config: &Config) -> anyhow::Result<Box<dyn Store>> {
     Ok(store)
 }
 
-fn init_logging(level: &str) {
+/// One line per event on stderr (journald under systemd), level from
+/// `log.level` / `SHARDIUS_LOG_LEVEL`, as text or JSON (`log.format`).
+/// Secrets and passwords never reach a log call: the engine's events carry
+/// usernames, addresses and reasons only.
+fn init_logging(level: &str, format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        crate::config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        crate::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }

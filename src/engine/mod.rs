@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 pub use dedup::{DuplicateCache, RequestKey};
-pub use stats::{all_drop_reasons, Counter, DropReason, ShardStats, StatsSlot, COUNTERS};
+pub use stats::{
+    all_drop_reasons, Counter, DropReason, LatencyHistogram, ShardStats, StatsSlot, COUNTERS,
+    LATENCY_BOUNDS_NS,
+};
 
 use crate::accounting::AcctEvent;
 use crate::auth::Method;

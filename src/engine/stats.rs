@@ -114,16 +114,41 @@ impl Counter {
     }
 }
 
+/// Upper bounds, in nanoseconds, of the buckets of the authentication
+/// latency histogram (`shardius_auth_latency_seconds`); one more bucket
+/// holds everything slower.
+pub const LATENCY_BOUNDS_NS: [u64; 13] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    100_000_000,
+];
+const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
 /// A shard's own counters.
 #[derive(Clone, Debug)]
 pub struct ShardStats {
     values: [u64; COUNTERS],
+    /// Non-cumulative bucket counts of [`LATENCY_BOUNDS_NS`], then +Inf.
+    latency: [u64; LATENCY_BUCKETS],
+    latency_sum_ns: u64,
 }
 
 impl Default for ShardStats {
     fn default() -> Self {
         ShardStats {
             values: [0; COUNTERS],
+            latency: [0; LATENCY_BUCKETS],
+            latency_sum_ns: 0,
         }
     }
 }
@@ -137,11 +162,26 @@ impl ShardStats {
         self.values[c.index()]
     }
 
+    /// Records how long one authentication took, receive to send.
+    pub fn observe_latency(&mut self, nanos: u64) {
+        let bucket = LATENCY_BOUNDS_NS
+            .iter()
+            .position(|&b| nanos <= b)
+            .unwrap_or(LATENCY_BOUNDS_NS.len());
+        self.latency[bucket] += 1;
+        self.latency_sum_ns = self.latency_sum_ns.wrapping_add(nanos);
+    }
+
     /// Copies the counters into the shard's published slot.
     pub fn publish(&self, slot: &StatsSlot) {
         for (v, a) in self.values.iter().zip(slot.values.iter()) {
             a.store(*v, Ordering::Relaxed);
         }
+        for (v, a) in self.latency.iter().zip(slot.latency.iter()) {
+            a.store(*v, Ordering::Relaxed);
+        }
+        slot.latency_sum_ns
+            .store(self.latency_sum_ns, Ordering::Relaxed);
     }
 }
 
@@ -149,19 +189,62 @@ impl ShardStats {
 #[derive(Debug)]
 pub struct StatsSlot {
     values: [AtomicU64; COUNTERS],
+    latency: [AtomicU64; LATENCY_BUCKETS],
+    latency_sum_ns: AtomicU64,
+    /// Milliseconds since the process' clock origin at the shard's last
+    /// publication: a shard that stops publishing is stuck.
+    pub heartbeat_ms: AtomicU64,
 }
 
 impl Default for StatsSlot {
     fn default() -> Self {
         StatsSlot {
             values: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_sum_ns: AtomicU64::new(0),
+            heartbeat_ms: AtomicU64::new(0),
         }
     }
+}
+
+/// A latency histogram summed over shards: `(upper bound in seconds,
+/// count in this bucket alone)` pairs ending with +Inf (the encoder makes
+/// them cumulative), the sum in seconds, the count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatencyHistogram {
+    pub buckets: Vec<(f64, u64)>,
+    pub sum_seconds: f64,
+    pub count: u64,
 }
 
 impl StatsSlot {
     pub fn get(&self, c: Counter) -> u64 {
         self.values[c.index()].load(Ordering::Relaxed)
+    }
+
+    /// Sums the latency histograms of `slots`.
+    pub fn latency_histogram<'a>(
+        slots: impl IntoIterator<Item = &'a StatsSlot>,
+    ) -> LatencyHistogram {
+        let mut counts = [0u64; LATENCY_BUCKETS];
+        let mut sum_ns = 0u64;
+        for slot in slots {
+            for (c, a) in counts.iter_mut().zip(slot.latency.iter()) {
+                *c += a.load(Ordering::Relaxed);
+            }
+            sum_ns = sum_ns.wrapping_add(slot.latency_sum_ns.load(Ordering::Relaxed));
+        }
+        let buckets = LATENCY_BOUNDS_NS
+            .iter()
+            .map(|&b| b as f64 / 1e9)
+            .chain([f64::INFINITY])
+            .zip(counts)
+            .collect();
+        LatencyHistogram {
+            buckets,
+            sum_seconds: sum_ns as f64 / 1e9,
+            count: counts.iter().sum(),
+        }
     }
 }
 
@@ -188,5 +271,31 @@ mod tests {
             assert!(seen.insert(c.index()), "{c:?}");
         }
         assert_eq!(seen.len(), COUNTERS);
+    }
+
+    #[test]
+    fn drop_reason_labels_are_unique() {
+        let labels: std::collections::HashSet<_> =
+            all_drop_reasons().map(DropReason::metric_label).collect();
+        assert_eq!(labels.len(), all_drop_reasons().count());
+    }
+
+    #[test]
+    fn latency_histograms_are_summed_over_shards() {
+        let (a, b) = (StatsSlot::default(), StatsSlot::default());
+        let mut s = ShardStats::default();
+        s.observe_latency(3_000); // <= 5 µs
+        s.observe_latency(7_000); // <= 10 µs
+        s.publish(&a);
+        let mut t = ShardStats::default();
+        t.observe_latency(200_000_000); // slower than every bound
+        t.publish(&b);
+        let h = StatsSlot::latency_histogram([&a, &b]);
+        assert_eq!(h.count, 3);
+        assert_eq!(h.buckets[0], (5e-6, 1));
+        assert_eq!(h.buckets[1], (1e-5, 1));
+        assert_eq!(h.buckets[LATENCY_BOUNDS_NS.len() - 1].1, 0);
+        assert_eq!(*h.buckets.last().unwrap(), (f64::INFINITY, 1));
+        assert!((h.sum_seconds - 0.20001).abs() < 1e-9, "{}", h.sum_seconds);
     }
 }

@@ -32,7 +32,7 @@ impl ParseError {
             ParseError::Truncated => "truncated",
             ParseError::AttributeTooShort => "attribute_too_short",
             ParseError::AttributeOverrun => "attribute_overrun",
-            ParseError::BadMessageAuthenticator => "bad_message_authenticator",
+            ParseError::BadMessageAuthenticator => "message_authenticator_length",
             ParseError::DuplicateMessageAuthenticator => "duplicate_message_authenticator",
         }
     }

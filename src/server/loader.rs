@@ -57,6 +57,11 @@ impl Loader {
         self.snapshot.clone()
     }
 
+    /// Open sessions in the store, for the metrics.
+    pub fn open_session_count(&mut self) -> Result<u64> {
+        self.store.open_session_count()
+    }
+
     /// Waits up to `timeout` for a change notification from the store.
     pub fn wait_for_change(&mut self, timeout: std::time::Duration) -> Result<bool> {
         self.store.wait_for_change(timeout)

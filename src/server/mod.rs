@@ -3,10 +3,13 @@
 //! thread waits for SIGTERM/SIGINT and drains.
 
 mod clock;
+mod control;
 mod loader;
 mod logpool;
+pub mod metrics;
 mod shard;
 pub mod socket;
+pub mod status;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -36,6 +39,10 @@ pub struct Shared {
     /// Per shard: the highest accounting ticket the writer has committed.
     pub acct_committed: Arc<[std::sync::atomic::AtomicU64]>,
     pub shutdown: AtomicBool,
+    /// The clock origin of heartbeats and the loader's sync time.
+    pub origin: Instant,
+    pub loader_status: status::LoaderStatus,
+    pub coa: status::CoaStats,
     /// Last `unknown NAS` log line per address, across shards.
     pub unknown_nas_logged: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Instant>>,
 }
@@ -79,6 +86,13 @@ pub enum ServeError {
     Spool(#[from] crate::accounting::spool::SpoolError),
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
+    #[error("RLIMIT_MEMLOCK is {have_kib} KiB but a shard's io_uring needs {need_kib} KiB: raise it (LimitMEMLOCK= in the systemd unit, `ulimit -l` in a shell)")]
+    Memlock { have_kib: u64, need_kib: u64 },
+    #[error("cannot listen on {addr} (http.listen): {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Opens a new connection to the configured store.
@@ -93,6 +107,7 @@ pub fn serve(
     open_store: StoreFactory<'_>,
 ) -> Result<(), ServeError> {
     let started = Instant::now();
+    check_memlock()?;
     let store = open_store()?;
     let acct_store = open_store()?;
     let log_stores = if config.log.radius_logs {
@@ -153,10 +168,28 @@ pub fn serve(
         }
     }
 
+    let http_listener = if config.http.enabled {
+        let addr = config.http.listen;
+        Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|source| ServeError::Http { addr, source })?,
+        )
+    } else {
+        None
+    };
+    let http_addr = match &http_listener {
+        Some(l) => l
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into()),
+        None => "off".into(),
+    };
+
     let acct_committed: Arc<[std::sync::atomic::AtomicU64]> = (0..shard_count)
         .map(|_| std::sync::atomic::AtomicU64::new(0))
         .collect();
     let (acct_tx, acct_rx) = crossbeam_channel::bounded(config.accounting.queue_capacity);
+    let queue_watch = acct_rx.clone();
     for s in &mut per_shard {
         s.writer = Some(acct_tx.clone());
     }
@@ -204,6 +237,9 @@ pub fn serve(
         stats: (0..shard_count).map(|_| StatsSlot::default()).collect(),
         acct_committed,
         shutdown: AtomicBool::new(false),
+        origin: started,
+        loader_status: Default::default(),
+        coa: Default::default(),
         unknown_nas_logged: Default::default(),
         key,
         config,
@@ -214,33 +250,88 @@ pub fn serve(
         signal_hook::consts::SIGINT,
     ])
     .map_err(ServeError::Signals)?;
+    shared
+        .loader_status
+        .synced(started.elapsed().as_millis() as u64);
     let loader_thread = spawn_loader(loader, shared.clone());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut shards = Vec::with_capacity(shard_count);
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
     for (i, sockets) in per_shard.into_iter().enumerate() {
         shards.push(
-            shard::spawn(i, Some(i % cores), sockets, shared.clone()).map_err(ServeError::Shard)?,
+            shard::spawn(
+                i,
+                Some(i % cores),
+                sockets,
+                shared.clone(),
+                started_tx.clone(),
+            )
+            .map_err(ServeError::Shard)?,
         );
     }
+    drop(started_tx);
+    // Every shard reports once its executor runs; one that cannot start
+    // drops its sender unsent. Never report ready with a shard missing.
+    let shards_up = started_rx.iter().take(shard_count).count();
+    let sources = Arc::new(metrics::Sources {
+        shared: shared.clone(),
+        writer: writer_stats.clone(),
+        logs: log_stats.clone(),
+        queue_capacity: shared.config.accounting.queue_capacity,
+        queue: queue_watch,
+    });
+    let control_thread = control::spawn(
+        http_listener,
+        Arc::new(control::ControlState {
+            registry: metrics::registry(sources.clone()),
+            sources,
+        }),
+    )
+    .map_err(ServeError::Shard)?;
     info!(
-        "listening auth={} acct={} shards={}",
+        "listening auth={} acct={} http={} shards={}",
         join(&bound_auth),
         join(&bound_acct),
+        http_addr,
         shard_count
     );
+    // Sockets are bound and the first snapshot is loaded: tell systemd
+    // (Type=notify). Without NOTIFY_SOCKET this does nothing.
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!(
+            "serving {} NAS, {} subscribers on {shard_count} shards",
+            shared.snapshot.load().nas.len(),
+            shared.snapshot.load().subscribers.len()
+        )),
+    ]);
 
     let mut signals = signals;
-    if let Some(sig) = signals.forever().next() {
+    if shards_up < shard_count {
+        error!(
+            "{} of {shard_count} shards failed to start: stopping",
+            shard_count - shards_up
+        );
+    } else if let Some(sig) = signals.forever().next() {
         info!(signal = sig, "shutting down");
     }
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("draining accounting"),
+    ]);
     shared.shutdown.store(true, Ordering::Relaxed);
+    let mut shard_error = None;
     for (i, h) in shards.into_iter().enumerate() {
         if let Err(e) = h.join() {
             error!(shard = i, "shard ended with an error: {e}");
+            shard_error.get_or_insert_with(|| format!("shard {i}: {e}"));
         }
     }
     if loader_thread.join().is_err() {
         error!("loader thread panicked");
+    }
+    if control_thread.join().is_err() {
+        error!("control thread panicked");
     }
     // The shards are gone, so are their senders: the writer commits and
     // answers what is still queued, then ends.
@@ -264,6 +355,29 @@ pub fn serve(
         info!("{}", shard_summary(i, slot));
     }
     info!("stopped");
+    match shard_error {
+        Some(e) if shards_up < shard_count => Err(ServeError::Shard(std::io::Error::other(e))),
+        _ => Ok(()),
+    }
+}
+
+/// glommio refuses to start an executor whose io_uring buffers exceed
+/// RLIMIT_MEMLOCK, with an error that names neither the limit nor the fix.
+fn check_memlock() -> Result<(), ServeError> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return Ok(());
+    }
+    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < shard::MEMLOCK_PER_SHARD {
+        return Err(ServeError::Memlock {
+            have_kib: limit.rlim_cur / 1024,
+            need_kib: shard::MEMLOCK_PER_SHARD / 1024,
+        });
+    }
     Ok(())
 }
 
@@ -302,7 +416,11 @@ fn spawn_loader(mut loader: Loader, shared: Arc<Shared>) -> std::thread::JoinHan
         .name("loader".into())
         .spawn(move || {
             let mut outage = false;
+            let mut next_count = Instant::now();
+            let open_sessions_every =
+                Duration::from_secs(shared.config.database.open_sessions_interval_secs);
             let report_error = |outage: &mut bool, e: &StoreError| {
+                shared.loader_status.failed();
                 if !*outage {
                     error!("snapshot reload failed, serving from the cached snapshot: {e}");
                     *outage = true;
@@ -334,8 +452,19 @@ fn spawn_loader(mut loader: Loader, shared: Arc<Shared>) -> std::thread::JoinHan
                             loader::log_load(&snapshot, &report, started);
                             shared.snapshot.store(snapshot);
                         }
+                        shared.loader_status.synced(shared.now_ms());
                         if std::mem::take(&mut outage) {
                             info!("database reachable again; snapshot reloading resumed");
+                        }
+                        if Instant::now() >= next_count {
+                            next_count = Instant::now() + open_sessions_every;
+                            match loader.open_session_count() {
+                                Ok(n) => shared
+                                    .loader_status
+                                    .open_sessions
+                                    .store(n, Ordering::Relaxed),
+                                Err(e) => report_error(&mut outage, &e),
+                            }
                         }
                     }
                     Err(e) => report_error(&mut outage, &e),

@@ -41,19 +41,31 @@ pub struct ShardSockets {
     pub logs: Option<crossbeam_channel::Sender<LogEntry>>,
 }
 
+/// Starts shard `index`. It sends its index on `started` once its executor
+/// runs; if the executor cannot be built (e.g. RLIMIT_MEMLOCK too low for
+/// io_uring) the sender is dropped unsent, which the caller notices.
 pub fn spawn(
     index: usize,
     cpu: Option<usize>,
     sockets: ShardSockets,
     shared: Arc<Shared>,
+    started: std::sync::mpsc::Sender<usize>,
 ) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
     let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
     LocalExecutorBuilder::new(placement)
         .name(&format!("shard-{index}"))
         .io_memory(IO_MEMORY)
-        .spawn(move || run(index, sockets, shared))
+        .spawn(move || {
+            let _ = started.send(index);
+            drop(started);
+            run(index, sockets, shared)
+        })
         .map_err(|e| std::io::Error::other(format!("shard {index}: {e}")))
 }
+
+/// The locked memory one shard's io_uring needs (glommio checks
+/// RLIMIT_MEMLOCK against it when the executor starts).
+pub const MEMLOCK_PER_SHARD: u64 = IO_MEMORY as u64;
 
 async fn run(index: usize, sockets: ShardSockets, shared: Arc<Shared>) {
     let cfg = &shared.config.server;
@@ -175,6 +187,10 @@ async fn serve_socket(
             // A failed send is the NAS's loss to retransmit, not ours to retry.
             if let Err(e) = socket.send_to(&out[..reply_len], src).await {
                 debug!(shard = index, %src, "send failed: {e}");
+            }
+            if let Event::Accepted { .. } | Event::Rejected { .. } = handled.event {
+                let nanos = ctx.now.mono.elapsed().as_nanos() as u64;
+                engine.borrow_mut().stats.observe_latency(nanos);
             }
         }
         budget -= 1;
@@ -314,6 +330,11 @@ fn log_event(shard: usize, src: SocketAddr, datagram: &[u8], event: Event, share
 async fn publish_stats(index: usize, engine: Rc<RefCell<Engine>>, shared: Arc<Shared>) {
     while !shared.shutdown.load(Ordering::Relaxed) {
         engine.borrow().stats.publish(&shared.stats[index]);
+        // The heartbeat says the executor still gets round to its timers:
+        // the watchdog and /healthz read it.
+        shared.stats[index]
+            .heartbeat_ms
+            .store(shared.now_ms(), Ordering::Relaxed);
         glommio::timer::sleep(POLL_SHUTDOWN).await;
     }
 }

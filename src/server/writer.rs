@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +36,7 @@ pub struct AcctMessage {
 }
 
 /// What the writer did, for the shutdown summary and the metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterStats {
     pub events: AtomicU64,
     pub batches: AtomicU64,
@@ -43,6 +45,29 @@ pub struct WriterStats {
     /// Batches acknowledged from the spool while the database was away.
     pub spooled_batches: AtomicU64,
     pub spool_bytes: AtomicU64,
+    /// Set while batches go to the spool.
+    pub spooling: AtomicBool,
+    /// Batches that neither the database nor the spool took at first try.
+    pub stalled_batches: AtomicU64,
+    pub batch_size: Histogram,
+    pub commit_seconds: Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        WriterStats {
+            events: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            stale_closed: AtomicU64::new(0),
+            spooled_batches: AtomicU64::new(0),
+            spool_bytes: AtomicU64::new(0),
+            spooling: AtomicBool::new(false),
+            stalled_batches: AtomicU64::new(0),
+            batch_size: super::metrics::batch_size_histogram(),
+            commit_seconds: super::metrics::commit_seconds_histogram(),
+        }
+    }
 }
 
 pub struct Writer {
@@ -116,6 +141,7 @@ impl Writer {
     /// shards' queue fills, which they count as back-pressure drops.
     fn commit(&mut self, batch: &mut Vec<AcctMessage>) {
         let rows = coalesce(batch.iter().map(|m| &m.event));
+        let started = Instant::now();
         let mut wait = Duration::from_millis(50);
         let mut logged = false;
         loop {
@@ -144,6 +170,7 @@ impl Writer {
                 }
                 Err(spool_error) => {
                     if !logged {
+                        self.stats.stalled_batches.fetch_add(1, Ordering::Relaxed);
                         error!("accounting batch of {} events not acknowledged, retrying: {db_error}; {spool_error}", batch.len());
                         logged = true;
                     }
@@ -159,6 +186,11 @@ impl Writer {
             .rows
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.spooling.store(self.spooling, Ordering::Relaxed);
+        self.stats.batch_size.observe(batch.len() as f64);
+        self.stats
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         // Publish the committed tickets first: a NAS that retransmits the
         // moment it sees a response must find it answerable in its shard's
         // duplicate cache, not "in progress".

@@ -142,6 +142,8 @@ pub trait Store: Send {
     fn write_logs(&mut self, entries: &[LogEntry]) -> Result<()>;
     /// The newest `radius_logs` rows: (username, event, result, reason).
     fn recent_logs(&mut self, limit: usize) -> Result<Vec<LogRow>>;
+    /// How many sessions are open (no stop time), for the metrics.
+    fn open_session_count(&mut self) -> Result<u64>;
     /// Sessions, newest first: open ones only unless `all`; optionally one user's.
     fn sessions(
         &mut self,

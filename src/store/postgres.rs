@@ -728,6 +728,14 @@ impl Store for PgStore {
         )
     }
 
+    fn open_session_count(&mut self) -> Result<u64> {
+        let rows = self.query(
+            "SELECT count(*) FROM radacct WHERE AcctStopTime IS NULL",
+            &[],
+        )?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+    }
+
     fn sessions(
         &mut self,
         username: Option<&str>,

@@ -499,6 +499,15 @@ impl Store for SqliteStore {
         )? as u64)
     }
 
+    fn open_session_count(&mut self) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM radacct WHERE acctstoptime IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     fn sessions(
         &mut self,
         username: Option<&str>,

@@ -91,7 +91,7 @@ impl Install {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(
             dir.path().join("shardius.toml"),
-            "[database]\nreload_interval_secs = 1\n",
+            "[database]\nreload_interval_secs = 1\nopen_sessions_interval_secs = 1\n",
         )
         .unwrap();
         let db_url = match backend {
@@ -168,16 +168,24 @@ impl Install {
     }
 
     pub fn serve_with(&self, extra: &[&str]) -> Server {
+        self.serve_with_env(extra, &[])
+    }
+
+    /// `serve_with`, with extra environment variables.
+    pub fn serve_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut args = vec![
             "serve",
             "--listen-auth",
             "127.0.0.1:0",
             "--listen-acct",
             "127.0.0.1:0",
+            "--listen-http",
+            "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
         let mut child = self
             .command(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -198,19 +206,17 @@ impl Install {
             reader: Some(reader),
             auth: "0.0.0.0:0".parse().unwrap(),
             acct: "0.0.0.0:0".parse().unwrap(),
+            http: "0.0.0.0:0".parse().unwrap(),
         };
         let line = server.wait_for_log("listening auth=", Duration::from_secs(20));
-        let field = |name: &str| -> SocketAddr {
-            let start = line.find(name).unwrap() + name.len();
-            line[start..]
-                .split([' ', ','])
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
+        let field = |name: &str| -> Option<SocketAddr> {
+            let start = line.find(name)? + name.len();
+            line[start..].split([' ', ',']).next()?.parse().ok()
         };
-        server.auth = field("auth=");
-        server.acct = field("acct=");
+        server.auth = field("auth=").unwrap();
+        server.acct = field("acct=").unwrap();
+        // "http=off" with --no-http.
+        server.http = field("http=").unwrap_or(server.http);
         server
     }
 }
@@ -222,9 +228,27 @@ pub struct Server {
     reader: Option<std::thread::JoinHandle<()>>,
     pub auth: SocketAddr,
     pub acct: SocketAddr,
+    /// The HTTP listener: /metrics, /healthz, the admin API.
+    pub http: SocketAddr,
 }
 
 impl Server {
+    /// `GET path` on the HTTP listener: (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_request(self.http, "GET", path, &[], "")
+    }
+
+    /// The value of one sample line of `/metrics`, e.g.
+    /// `shardius_access_rejects_total{reason="bad_password"}`; 0 if absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        metric_value(&body, series)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
@@ -413,4 +437,55 @@ pub fn radclient(to: SocketAddr, kind: &str, attributes: &str) -> String {
 
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// One HTTP/1.1 request over a fresh connection: (status, body). Written
+/// by hand so the tests need no HTTP client crate.
+pub fn http_request(
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(to).expect("connect to the HTTP listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of `series` (the whole name and label part) in a text exposition.
+pub fn metric_value(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
 }

@@ -1,0 +1,123 @@
+//! The control thread: a small tokio runtime off the packet path that
+//! serves HTTP (`/metrics`, `/healthz`, the admin API) and pings the
+//! systemd watchdog while every shard is alive.
+
+use std::net::TcpListener;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use tracing::{error, warn};
+
+use super::metrics::{self, Sources};
+use super::Shared;
+
+/// What the HTTP handlers share.
+pub struct ControlState {
+    pub sources: Arc<Sources>,
+    pub registry: Registry,
+}
+
+/// Starts the control thread. `listener` is bound by the caller, so a
+/// taken port fails the start instead of a thread later.
+pub fn spawn(
+    listener: Option<TcpListener>,
+    state: Arc<ControlState>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    error!("control thread: cannot start its runtime: {e}");
+                    return;
+                }
+            };
+            runtime.block_on(run(listener, state));
+        })
+}
+
+async fn run(listener: Option<TcpListener>, state: Arc<ControlState>) {
+    let shared = state.sources.shared.clone();
+    let watchdog = tokio::spawn(watchdog(shared.clone()));
+    if let Some(listener) = listener {
+        let serve = async {
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let app = router(state.clone());
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown(shared.clone()))
+                .await
+        };
+        if let Err(e) = serve.await {
+            error!("HTTP listener failed: {e}");
+        }
+    }
+    shutdown(shared).await;
+    watchdog.abort();
+}
+
+fn router(state: Arc<ControlState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(health_handler))
+        .with_state(state)
+}
+
+/// Resolves once the server is shutting down.
+async fn shutdown(shared: Arc<Shared>) {
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn metrics_handler(State(state): State<Arc<ControlState>>) -> Response {
+    let body = metrics::encode(&state.registry);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+}
+
+async fn health_handler(State(state): State<Arc<ControlState>>) -> Response {
+    let (healthy, body) = metrics::health(&state.sources.shared);
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Pings the systemd watchdog (`WatchdogSec=`) at half its interval, but
+/// only while every shard is publishing: a stuck shard stops the pings and
+/// systemd restarts the service.
+async fn watchdog(shared: Arc<Shared>) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval / 2);
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        let status = shared.status();
+        if status.shards_alive == status.shards {
+            warned = false;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        } else if !warned {
+            warned = true;
+            warn!(
+                alive = status.shards_alive,
+                shards = status.shards,
+                "a shard stopped answering: watchdog pings withheld"
+            );
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! `/metrics`: everything is read at scrape time from where it already
+//! lives: the shards' published counter slots (summed here, so the packet
+//! path never touches a shared atomic), the writer's and the log pool's
+//! stats, the snapshot and the loader's status. prometheus-client does the
+//! text encoding; the shard counters go through a [`Collector`] because
+//! they are sums, not metric objects of their own.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::logpool::LogPoolStats;
+use super::writer::{AcctMessage, WriterStats};
+use super::Shared;
+use crate::engine::{all_drop_reasons, Counter, DropReason, StatsSlot};
+use crate::policy::RejectReason;
+use crate::proto::ParseError;
+
+/// Bucket bounds of the accounting batch size histogram (events per commit).
+pub const BATCH_SIZE_BUCKETS: [f64; 10] =
+    [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+/// Bucket bounds of the accounting commit latency histogram (seconds).
+pub const COMMIT_SECONDS_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+pub fn batch_size_histogram() -> Histogram {
+    Histogram::new(BATCH_SIZE_BUCKETS)
+}
+
+pub fn commit_seconds_histogram() -> Histogram {
+    Histogram::new(COMMIT_SECONDS_BUCKETS)
+}
+
+/// Where the scrape reads from.
+pub struct Sources {
+    pub shared: Arc<Shared>,
+    pub writer: Arc<WriterStats>,
+    pub logs: Arc<LogPoolStats>,
+    /// A receiver of the writer queue, only to read its length.
+    pub queue: crossbeam_channel::Receiver<AcctMessage>,
+    pub queue_capacity: usize,
+}
+
+/// Builds the registry once; each scrape encodes it anew.
+pub fn registry(sources: Arc<Sources>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register(
+        "shardius_accounting_batch_size",
+        "Accounting events per committed batch",
+        sources.writer.batch_size.clone(),
+    );
+    registry.register(
+        "shardius_accounting_commit_seconds",
+        "Time to make one accounting batch durable (database or spool)",
+        sources.writer.commit_seconds.clone(),
+    );
+    registry.register_collector(Box::new(ShardCollector(sources)));
+    registry
+}
+
+/// The Prometheus text exposition of `registry`.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::with_capacity(16 << 10);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, registry);
+    out
+}
+
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+struct ShardCollector(Arc<Sources>);
+
+impl std::fmt::Debug for ShardCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShardCollector")
+    }
+}
+
+/// The Message-Authenticator failures among the drop reasons.
+fn is_message_authenticator_failure(reason: DropReason) -> bool {
+    matches!(
+        reason,
+        DropReason::BadMessageAuthenticator
+            | DropReason::MissingMessageAuthenticator
+            | DropReason::Malformed(ParseError::BadMessageAuthenticator)
+            | DropReason::Malformed(ParseError::DuplicateMessageAuthenticator)
+    )
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: V,
+) -> std::fmt::Result {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&value)
+}
+
+/// One counter family with a single label.
+fn labelled_counters<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, n) in values {
+        family
+            .encode_family(&[(label, value)])?
+            .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+    }
+    Ok(())
+}
+
+impl Collector for ShardCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
+        let slots = &s.shared.stats;
+        let sum = |c: Counter| -> u64 { slots.iter().map(|slot| slot.get(c)).sum() };
+
+        labelled_counters(
+            &mut encoder,
+            "shardius_requests",
+            "RADIUS requests received from known NASes, by type",
+            "type",
+            [
+                ("access", sum(Counter::AuthRequests)),
+                ("accounting", sum(Counter::AcctRequests)),
+                ("status_server", sum(Counter::StatusServer)),
+            ],
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_access_accepts",
+            "Access-Accepts sent",
+            sum(Counter::Accepts),
+        )?;
+        let rejects: Vec<(&str, u64)> = RejectReason::ALL
+            .iter()
+            .map(|r| (r.metric_label(), sum(Counter::Reject(*r))))
+            .collect();
+        labelled_counters(
+            &mut encoder,
+            "shardius_access_rejects",
+            "Access-Rejects sent, by reason",
+            "reason",
+            rejects,
+        )?;
+        let drops: Vec<(&str, u64)> = all_drop_reasons()
+            .map(|d| (d.metric_label(), sum(Counter::Dropped(d))))
+            .collect();
+        labelled_counters(
+            &mut encoder,
+            "shardius_dropped_packets",
+            "Datagrams not answered, by reason (see tuning.md: drop counters)",
+            "reason",
+            drops,
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_unknown_nas_packets",
+            "Datagrams from addresses that are not a configured NAS",
+            sum(Counter::Dropped(DropReason::UnknownNas)),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_message_authenticator_failures",
+            "Requests dropped for a wrong, missing or repeated Message-Authenticator",
+            all_drop_reasons()
+                .filter(|d| is_message_authenticator_failure(*d))
+                .map(|d| sum(Counter::Dropped(d)))
+                .sum(),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_duplicates",
+            "Retransmissions answered from the duplicate cache",
+            sum(Counter::Duplicates),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_radius_log_dropped",
+            "radius_logs rows dropped because the log queue was full",
+            sum(Counter::LogDropped),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_radius_log_written",
+            "radius_logs rows written",
+            s.logs.written.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_radius_log_failed",
+            "radius_logs rows lost because their insert failed",
+            s.logs.failed.load(Ordering::Relaxed),
+        )?;
+        let per_shard: Vec<(String, u64)> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let n = slot.get(Counter::AuthRequests)
+                    + slot.get(Counter::AcctRequests)
+                    + slot.get(Counter::StatusServer);
+                (i.to_string(), n)
+            })
+            .collect();
+        labelled_counters(
+            &mut encoder,
+            "shardius_shard_requests",
+            "Requests handled per shard (how SO_REUSEPORT spreads the load)",
+            "shard",
+            per_shard.iter().map(|(i, n)| (i.as_str(), *n)),
+        )?;
+        let latency = StatsSlot::latency_histogram(slots.iter());
+        encoder
+            .encode_descriptor(
+                "shardius_auth_latency_seconds",
+                "Access-Request handling time in the shard, receive to send",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(
+                latency.sum_seconds,
+                latency.count,
+                &latency.buckets,
+                None,
+            )?;
+
+        // Accounting writer.
+        let w = &s.writer;
+        counter(
+            &mut encoder,
+            "shardius_accounting_events_written",
+            "Accounting events made durable (database or spool)",
+            w.events.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_accounting_batches_committed",
+            "Accounting batches made durable",
+            w.batches.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_accounting_rows_written",
+            "radacct rows upserted (a batch folds events of one session into one row)",
+            w.rows.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_accounting_backpressure_drops",
+            "Accounting-Requests not acknowledged because the writer queue was full",
+            sum(Counter::Dropped(DropReason::AccountingBackpressure)),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_accounting_spooled_batches",
+            "Accounting batches acknowledged from the local spool while the database was away",
+            w.spooled_batches.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_accounting_stalled_batches",
+            "Batches that neither the database nor the spool took at first try (spool full)",
+            w.stalled_batches.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_accounting_stale_sessions_closed",
+            "Open sessions closed by the stale-session job",
+            w.stale_closed.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "shardius_accounting_queue_depth",
+            "Accounting events waiting for the writer",
+            s.queue.len() as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "shardius_accounting_queue_capacity",
+            "Capacity of the writer queue (accounting.queue_capacity)",
+            s.queue_capacity as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "shardius_accounting_spool_bytes",
+            "Bytes in the accounting spool waiting for the database",
+            w.spool_bytes.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "shardius_accounting_spooling",
+            "1 while accounting goes to the spool instead of the database",
+            u64::from(w.spooling.load(Ordering::Relaxed)),
+        )?;
+
+        // Snapshot, database, process.
+        let status = s.shared.status();
+        gauge(
+            &mut encoder,
+            "shardius_nas_loaded",
+            "NAS devices in the loaded snapshot",
+            status.nas as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "shardius_subscribers_cached",
+            "Subscribers in the loaded snapshot",
+            status.subscribers as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "shardius_snapshot_age_seconds",
+            "Seconds since the snapshot was last confirmed current against the database",
+            status.snapshot_age.as_secs_f64(),
+        )?;
+        gauge(
+            &mut encoder,
+            "shardius_database_up",
+            "1 when the last query of the loader succeeded",
+            u64::from(status.database_up),
+        )?;
+        if let Some(open) = status.open_sessions {
+            gauge(
+                &mut encoder,
+                "shardius_open_sessions",
+                "Open sessions in radacct (refreshed every database.open_sessions_interval_secs)",
+                open,
+            )?;
+        }
+        gauge(
+            &mut encoder,
+            "shardius_shards",
+            "Shards (executor threads)",
+            status.shards as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "shardius_shards_alive",
+            "Shards that published their counters within the last 2 s",
+            status.shards_alive as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "shardius_uptime_seconds",
+            "Seconds since the server started",
+            status.uptime.as_secs_f64(),
+        )?;
+        s.shared.coa.encode(&mut encoder)?;
+        let mut info = encoder.encode_descriptor(
+            "shardius_build",
+            "Build information",
+            None,
+            MetricType::Info,
+        )?;
+        info.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
+        Ok(())
+    }
+}
+
+/// The `/healthz` body and whether it is healthy.
+pub fn health(shared: &Shared) -> (bool, String) {
+    let status = shared.status();
+    let healthy = status.shards_alive == status.shards;
+    let word = match (healthy, status.database_up) {
+        (false, _) => "unhealthy",
+        (true, false) => "degraded",
+        (true, true) => "ok",
+    };
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "{{\"status\":\"{word}\",\"shards\":{},\"shards_alive\":{},\"database\":\"{}\",\"snapshot_age_seconds\":{:.1},\"nas\":{},\"subscribers\":{},\"uptime_seconds\":{}}}",
+        status.shards,
+        status.shards_alive,
+        if status.database_up { "up" } else { "down" },
+        status.snapshot_age.as_secs_f64(),
+        status.nas,
+        status.subscribers,
+        status.uptime.as_secs(),
+    );
+    (healthy, body)
+}
