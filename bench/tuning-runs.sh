@@ -43,7 +43,7 @@ start() { # shards
     http=$(grep -o "http=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d= -f2)
 }
 stop() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
-softnet_drops() { awk '{ s += strtonum("0x" $2) } END { print s }' /proc/net/softnet_stat; }
+softnet_drops() { local s=0 _a d _r; while read -r _a d _r; do s=$((s + 16#$d)); done < /proc/net/softnet_stat; echo "$s"; }
 rcvbuf_errors() { awk '/^Udp:/ { if (h) { print $6; exit } h=1 }' /proc/net/snmp; }
 metric() { curl -s "http://$http/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 

@@ -21,6 +21,29 @@ pub struct Config {
     pub security: SecurityConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
+    pub coa: CoaConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoaConfig {
+    /// Transmissions of a CoA/Disconnect request before giving up.
+    pub tries: u32,
+    /// Wait for an answer after each transmission.
+    pub timeout_ms: u64,
+    /// How often open sessions of expired or disabled subscribers are
+    /// looked for and disconnected.
+    pub expiry_check_interval_secs: u64,
+}
+
+impl Default for CoaConfig {
+    fn default() -> Self {
+        CoaConfig {
+            tries: 3,
+            timeout_ms: 2000,
+            expiry_check_interval_secs: 30,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -326,6 +349,13 @@ impl Config {
                         .map_err(|e| bad(format!("not IP:PORT ({e})")))?
                 }
                 "SHARDIUS_HTTP_ADMIN_TOKEN" => self.http.admin_token = Some(value.clone()),
+                "SHARDIUS_COA_TRIES" => self.coa.tries = parse_num(&value).map_err(bad)?,
+                "SHARDIUS_COA_TIMEOUT_MS" => {
+                    self.coa.timeout_ms = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_COA_EXPIRY_CHECK_INTERVAL_SECS" => {
+                    self.coa.expiry_check_interval_secs = parse_num(&value).map_err(bad)?
+                }
                 "SHARDIUS_LOG_RADIUS_LOGS" => {
                     self.log.radius_logs = value
                         .trim()
@@ -401,6 +431,18 @@ impl Config {
             return Err(invalid(
                 "database.reload_interval_secs",
                 "must be at least 1",
+            ));
+        }
+        if !(1..=10).contains(&self.coa.tries) {
+            return Err(invalid("coa.tries", "must be 1..=10"));
+        }
+        if !(100..=30_000).contains(&self.coa.timeout_ms) {
+            return Err(invalid("coa.timeout_ms", "must be 100..=30000"));
+        }
+        if !(1..=3600).contains(&self.coa.expiry_check_interval_secs) {
+            return Err(invalid(
+                "coa.expiry_check_interval_secs",
+                "must be 1..=3600",
             ));
         }
         if let Some(token) = &self.http.admin_token {

@@ -16,7 +16,9 @@
 
 pub mod accounting;
 pub mod auth;
+
 pub mod cli;
+pub mod coa;
 pub mod config;
 pub mod engine;
 #[doc(hidden)]

@@ -131,6 +131,11 @@ pub enum SubscriberCommand {
     },
     /// Remove a subscriber
     Rm { username: String },
+    /// Suspend a subscriber: logins are rejected, and the server
+    /// disconnects open sessions within coa.expiry_check_interval_secs
+    Disable { username: String },
+    /// Restore a suspended subscriber
+    Enable { username: String },
     /// Import subscribers from CSV; all lines or none are applied.
     /// Header: username,password,service[,expiry,mac,static_ip,active]
     Import { file: std::path::PathBuf },
@@ -382,6 +387,18 @@ pub fn subscriber(
             }
             println!("removed subscriber {username}");
         }
+        SubscriberCommand::Disable { username } => {
+            if !store.set_subscriber_active(&username, false)? {
+                bail!("no subscriber {username:?}");
+            }
+            println!("disabled subscriber {username}");
+        }
+        SubscriberCommand::Enable { username } => {
+            if !store.set_subscriber_active(&username, true)? {
+                bail!("no subscriber {username:?}");
+            }
+            println!("enabled subscriber {username}");
+        }
         SubscriberCommand::Import { file } => {
             let key = PasswordKey::load(&config.security.key_file)?;
             let n = import::import_csv(store, &key, &file)?;
@@ -421,6 +438,39 @@ pub fn sessions(
                 (None, _) => "open".into(),
             }
         );
+    }
+    Ok(())
+}
+
+/// `shardius disconnect` / `shardius coa`: one line per session; fails
+/// unless every session answered ACK.
+pub fn change_sessions(
+    store: &mut dyn Store,
+    config: &crate::config::Config,
+    user: &str,
+    session: Option<&str>,
+    change: crate::coa::Change,
+) -> anyhow::Result<()> {
+    let retry = crate::coa::Retry {
+        tries: config.coa.tries,
+        timeout: std::time::Duration::from_millis(config.coa.timeout_ms),
+    };
+    let reports = crate::coa::act(store, user, session, &change, retry)?;
+    if reports.is_empty() {
+        match session {
+            Some(id) => anyhow::bail!("{user} has no open session {id}"),
+            None => anyhow::bail!("{user} has no open session"),
+        }
+    }
+    for r in &reports {
+        println!("{}", r.line());
+    }
+    let failed = reports
+        .iter()
+        .filter(|r| r.result != crate::coa::CoaResult::Ack)
+        .count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} session(s) not acknowledged", reports.len());
     }
     Ok(())
 }

@@ -73,6 +73,41 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Disconnect a subscriber's open sessions (Disconnect-Request to each session's NAS)
+    #[command(after_help = "Prints one line per session, e.g.\n  \
+        alice session=81a00003 nas=10.0.0.1:1700 disconnect: ACK\n  \
+        alice session=81a00004 nas=10.0.0.2:1700 disconnect: NAK Session-Context-Not-Found (503)\n\
+        Exit status 0 when every session answered ACK.")]
+    Disconnect {
+        /// The subscriber (User-Name as in radacct)
+        #[arg(long)]
+        user: String,
+        /// Only this session (Acct-Session-Id exactly as the NAS sent it)
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Change the speed of a subscriber's open sessions (CoA-Request)
+    #[command(
+        after_help = "A MikroTik NAS gets Mikrotik-Rate-Limit = RATE (rx/tx from the router's \
+        view: upload/download); a generic NAS gets Filter-Id = --filter-id, else RATE.\n\
+        Prints one line per session, e.g.\n  \
+        alice session=81a00003 nas=10.0.0.1:1700 coa: ACK\n\
+        Exit status 0 when every session answered ACK."
+    )]
+    Coa {
+        /// The subscriber (User-Name as in radacct)
+        #[arg(long)]
+        user: String,
+        /// New rate limit, e.g. 2M/10M
+        #[arg(long = "rate-limit", value_name = "RATE")]
+        rate_limit: String,
+        /// Filter-Id for generic NASes (default: the rate limit)
+        #[arg(long = "filter-id")]
+        filter_id: Option<String>,
+        /// Only this session (Acct-Session-Id exactly as the NAS sent it)
+        #[arg(long)]
+        session: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -155,6 +190,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Subscriber(cmd) => {
             let mut store = open_migrated(&config)?;
             admin::subscriber(&mut *store, &config, cmd)
+        }
+        Command::Disconnect { user, session } => admin::change_sessions(
+            &mut *open_migrated(&config)?,
+            &config,
+            &user,
+            session.as_deref(),
+            crate::coa::Change::Disconnect,
+        ),
+        Command::Coa {
+            user,
+            rate_limit,
+            filter_id,
+            session,
+        } => {
+            crate::coa::validate_rate_limit(&rate_limit)
+                .map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
+            admin::change_sessions(
+                &mut *open_migrated(&config)?,
+                &config,
+                &user,
+                session.as_deref(),
+                crate::coa::Change::Speed {
+                    rate_limit,
+                    filter_id,
+                },
+            )
         }
     }
 }

@@ -22,6 +22,7 @@ use super::Shared;
 pub struct ControlState {
     pub sources: Arc<Sources>,
     pub registry: Registry,
+    pub admin: super::admin_api::Admin,
 }
 
 /// Starts the control thread. `listener` is bound by the caller, so a
@@ -68,10 +69,10 @@ async fn run(listener: Option<TcpListener>, state: Arc<ControlState>) {
 }
 
 fn router(state: Arc<ControlState>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(health_handler))
-        .with_state(state)
+        .route("/healthz", get(health_handler));
+    super::admin_api::routes(router).with_state(state)
 }
 
 /// Resolves once the server is shutting down.

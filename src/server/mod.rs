@@ -2,8 +2,10 @@
 //! and call the engine; the loader thread publishes snapshots; the main
 //! thread waits for SIGTERM/SIGINT and drains.
 
+mod admin_api;
 mod clock;
 mod control;
+mod enforcer;
 mod loader;
 mod logpool;
 pub mod metrics;
@@ -110,6 +112,7 @@ pub fn serve(
     check_memlock()?;
     let store = open_store()?;
     let acct_store = open_store()?;
+    let enforcer_store = open_store()?;
     let log_stores = if config.log.radius_logs {
         (0..config.log.workers)
             .map(|_| open_store())
@@ -280,11 +283,23 @@ pub fn serve(
         queue_capacity: shared.config.accounting.queue_capacity,
         queue: queue_watch,
     });
+    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(256);
+    let enforcer_thread = {
+        let enforcer = enforcer::Enforcer::new(enforcer_store, jobs_rx, shared.clone());
+        std::thread::Builder::new()
+            .name("enforcer".into())
+            .spawn(move || enforcer.run())
+            .map_err(ServeError::Shard)?
+    };
     let control_thread = control::spawn(
         http_listener,
         Arc::new(control::ControlState {
             registry: metrics::registry(sources.clone()),
             sources,
+            admin: admin_api::Admin {
+                token: shared.config.http.admin_token.clone(),
+                jobs: jobs_tx,
+            },
         }),
     )
     .map_err(ServeError::Shard)?;
@@ -332,6 +347,9 @@ pub fn serve(
     }
     if control_thread.join().is_err() {
         error!("control thread panicked");
+    }
+    if enforcer_thread.join().is_err() {
+        error!("enforcer thread panicked");
     }
     // The shards are gone, so are their senders: the writer commits and
     // answers what is still queued, then ends.

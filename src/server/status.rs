@@ -9,6 +9,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use super::Shared;
+use crate::coa::{CoaKind, CoaResult};
 
 /// A shard that has not published its counters for this long is stuck.
 pub const SHARD_STALL: Duration = Duration::from_secs(2);
@@ -80,54 +81,6 @@ impl Shared {
 #[derive(Debug, Default)]
 pub struct CoaStats {
     counts: [[AtomicU64; CoaResult::ALL.len()]; 2],
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CoaKind {
-    Coa,
-    Disconnect,
-}
-
-impl CoaKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CoaKind::Coa => "coa",
-            CoaKind::Disconnect => "disconnect",
-        }
-    }
-}
-
-/// How a CoA or Disconnect exchange ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CoaResult {
-    Ack,
-    Nak,
-    Timeout,
-    /// The answer failed its Response Authenticator or Message-Authenticator
-    /// check (usually a wrong secret on one side).
-    BadResponse,
-    /// Not sent: no NAS record, a socket error.
-    Error,
-}
-
-impl CoaResult {
-    pub const ALL: [CoaResult; 5] = [
-        CoaResult::Ack,
-        CoaResult::Nak,
-        CoaResult::Timeout,
-        CoaResult::BadResponse,
-        CoaResult::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CoaResult::Ack => "ack",
-            CoaResult::Nak => "nak",
-            CoaResult::Timeout => "timeout",
-            CoaResult::BadResponse => "bad_response",
-            CoaResult::Error => "error",
-        }
-    }
 }
 
 impl CoaStats {

@@ -118,6 +118,8 @@ pub trait Store: Send {
     /// Inserts all subscribers in one transaction: all or none.
     fn add_subscribers(&mut self, subscribers: &[SubscriberRecord]) -> Result<usize>;
     fn remove_subscriber(&mut self, username: &str) -> Result<bool>;
+    /// Suspends or restores a subscriber; false if there is no such user.
+    fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool>;
     /// Blocks until another client signals a change or `timeout` passes;
     /// true if a change was signalled. Backends without notifications
     /// just sleep and return false (the caller polls anyway).
@@ -142,6 +144,13 @@ pub trait Store: Send {
     fn write_logs(&mut self, entries: &[LogEntry]) -> Result<()>;
     /// The newest `radius_logs` rows: (username, event, result, reason).
     fn recent_logs(&mut self, limit: usize) -> Result<Vec<LogRow>>;
+    /// Open sessions whose subscriber is disabled or expired (last valid
+    /// day before `today`, the server's local date): the expiry job cuts them.
+    fn sessions_to_cut(&mut self, today: chrono::NaiveDate) -> Result<Vec<SessionRow>>;
+    /// Whether this process leads cluster-wide job `job` (one node of
+    /// several on one database runs it): a session-level advisory lock on
+    /// PostgreSQL, always true on the embedded store (one node by nature).
+    fn try_lead(&mut self, job: &str) -> Result<bool>;
     /// How many sessions are open (no stop time), for the metrics.
     fn open_session_count(&mut self) -> Result<u64>;
     /// Sessions, newest first: open ones only unless `all`; optionally one user's.

@@ -556,6 +556,13 @@ impl Store for PgStore {
         Ok(self.execute("DELETE FROM subscribers WHERE username = $1", &[&username])? > 0)
     }
 
+    fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool> {
+        Ok(self.execute(
+            "UPDATE subscribers SET is_active = $2 WHERE username = $1",
+            &[&username, &active],
+        )? > 0)
+    }
+
     fn write_logs(&mut self, entries: &[LogEntry]) -> Result<()> {
         let (runtime, client) = self.conn()?;
         let fut = async {
@@ -726,6 +733,29 @@ impl Store for PgStore {
              WHERE AcctStopTime IS NULL AND COALESCE(AcctUpdateTime, AcctStartTime) < $1",
             &[&before],
         )
+    }
+
+    fn sessions_to_cut(&mut self, today: chrono::NaiveDate) -> Result<Vec<SessionRow>> {
+        Ok(self
+            .query(
+                "SELECT r.*, host(r.NASIPAddress) AS nas_ip, host(r.FramedIPAddress) AS framed_ip
+                 FROM radacct r JOIN subscribers s ON s.username = r.UserName
+                 WHERE r.AcctStopTime IS NULL AND (NOT s.is_active OR s.expiry_date < $1)",
+                &[&today],
+            )?
+            .iter()
+            .map(session_from_pg)
+            .collect())
+    }
+
+    fn try_lead(&mut self, job: &str) -> Result<bool> {
+        // A session-level advisory lock keyed by the job name: it belongs
+        // to this connection, so if the node dies or its connection drops,
+        // another node takes the job over at its next try. Re-taking a lock
+        // this session holds succeeds (and only bumps a local count).
+        let key = 0x5348_0000_0000_i64 | i64::from(crc32fast::hash(job.as_bytes()));
+        let rows = self.query("SELECT pg_try_advisory_lock($1)", &[&key])?;
+        Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
     }
 
     fn open_session_count(&mut self) -> Result<u64> {

@@ -184,9 +184,10 @@ pub struct LogEntry {
     pub at: chrono::DateTime<chrono::Utc>,
     pub nas_ip: IpAddr,
     pub username: String,
-    /// "auth" or "acct".
+    /// "auth", "acct", "coa" or "disconnect".
     pub event: &'static str,
-    /// "accept", "reject", "start", "interim", "stop", "nas-reboot".
+    /// "accept", "reject", "start", "interim", "stop", "nas-reboot"; for
+    /// CoA: "ack", "nak", "timeout", "bad_response", "error".
     pub result: &'static str,
     pub reason: Option<&'static str>,
     pub shard: u16,

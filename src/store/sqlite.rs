@@ -398,6 +398,13 @@ impl Store for SqliteStore {
             > 0)
     }
 
+    fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE subscribers SET is_active = ?2 WHERE username = ?1",
+            params![username, active],
+        )? > 0)
+    }
+
     fn list_subscribers(
         &mut self,
         limit: usize,
@@ -497,6 +504,21 @@ impl Store for SqliteStore {
              WHERE acctstoptime IS NULL AND coalesce(acctupdatetime, acctstarttime) < ?1",
             [sql_time(before)],
         )? as u64)
+    }
+
+    fn sessions_to_cut(&mut self, today: chrono::NaiveDate) -> Result<Vec<SessionRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.* FROM radacct r JOIN subscribers s ON s.username = r.username
+             WHERE r.acctstoptime IS NULL AND (s.is_active = 0 OR s.expiry_date < ?1)",
+        )?;
+        let rows = stmt
+            .query_map([today.format("%Y-%m-%d").to_string()], session_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn try_lead(&mut self, _job: &str) -> Result<bool> {
+        Ok(true)
     }
 
     fn open_session_count(&mut self) -> Result<u64> {

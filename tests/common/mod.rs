@@ -42,5 +42,6 @@ pub fn hex(text: &str) -> Vec<u8> {
 pub fn hex16(text: &str) -> [u8; 16] {
     hex(text).try_into().expect("16 bytes")
 }
+pub mod fake_nas;
 pub mod pg;
 pub mod server;

@@ -1,0 +1,424 @@
+//! Change of Authorization (issue 8): `shardius disconnect|coa`, the admin
+//! API and the expiry/suspension job, against a fake NAS that checks every
+//! request with the shared secret; and radclient's CoA-Request compared
+//! attribute by attribute with ours.
+
+#[macro_use]
+mod common;
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::time::Duration;
+
+use common::fake_nas::{FakeNas, Mode, Received};
+use common::server::{http_request, Backend, Install, Server, SECRET};
+use shardius::nas::{self, AcctRecord, Session};
+use shardius::proto::dict::{acct_status, attr, mikrotik, vendor};
+use shardius::proto::{Code, Secret};
+
+on_both_backends!(
+    the_cli_disconnects_and_changes_speed_and_reports_ack_nak_timeout_and_wrong_secrets,
+    the_admin_api_needs_its_token_and_counts_results,
+    expired_and_disabled_subscribers_are_disconnected_by_the_job,
+);
+
+/// An installation whose NAS 127.0.0.1 (`nas_type`) takes CoA on `coa_port`;
+/// subscribers alice and bob on the 10M service.
+fn install_with_nas(backend: Backend, coa_port: u16, nas_type: &str, config: &str) -> Install {
+    let install = Install::empty_on(backend);
+    install.write_config(&format!(
+        "[database]\nreload_interval_secs = 1\n\n[coa]\ntries = 3\ntimeout_ms = 300\nexpiry_check_interval_secs = 1\n{config}"
+    ));
+    install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
+    install.ok(&[
+        "nas",
+        "add",
+        "--name",
+        "BNG-1",
+        "--ip",
+        "127.0.0.1",
+        "--secret",
+        SECRET,
+        "--type",
+        nas_type,
+        "--coa-port",
+        &coa_port.to_string(),
+    ]);
+    install.ok(&[
+        "service",
+        "add",
+        "--name",
+        "10M",
+        "--download",
+        "10M",
+        "--upload",
+        "2M",
+    ]);
+    for user in ["alice", "bob"] {
+        install.ok(&[
+            "subscriber",
+            "add",
+            "--username",
+            user,
+            "--password",
+            "s3cret",
+            "--service",
+            "10M",
+        ]);
+    }
+    install
+}
+
+/// Sends Accounting-Start for a session and waits until it is durable.
+fn start_session(server: &Server, user: &str, session_id: &str, framed: Ipv4Addr) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let record = AcctRecord {
+        status: acct_status::START,
+        session_id: session_id.as_bytes(),
+        user_name: user.as_bytes(),
+        session_time: 0,
+        input_octets: 0,
+        output_octets: 0,
+        framed_ip: Some(framed),
+        terminate_cause: None,
+        class: None,
+    };
+    let mut buf = [0u8; 4096];
+    let request = nas::accounting_request(
+        &mut buf,
+        rand::random(),
+        &Secret::new(SECRET.as_bytes()),
+        &record,
+        &Session::default(),
+    )
+    .unwrap()
+    .to_vec();
+    socket.send_to(&request, server.acct).unwrap();
+    let mut reply = [0u8; 4096];
+    socket.recv(&mut reply).expect("Accounting-Response");
+}
+
+fn assert_identifies_the_session(r: &Received, user: &str, session_id: &str, framed: Ipv4Addr) {
+    assert!(r.request_authenticator_ok, "Request Authenticator");
+    assert!(r.message_authenticator_ok, "Message-Authenticator");
+    assert_eq!(
+        r.attributes[0].0,
+        attr::MESSAGE_AUTHENTICATOR,
+        "Message-Authenticator first"
+    );
+    assert_eq!(r.attr(attr::USER_NAME), Some(user.as_bytes()));
+    assert_eq!(r.attr(attr::ACCT_SESSION_ID), Some(session_id.as_bytes()));
+    assert_eq!(r.attr(attr::NAS_IP_ADDRESS), Some(&[127, 0, 0, 1][..]));
+    assert_eq!(r.attr(attr::FRAMED_IP_ADDRESS), Some(&framed.octets()[..]));
+    assert!(r.attr(attr::EVENT_TIMESTAMP).is_some());
+}
+
+fn the_cli_disconnects_and_changes_speed_and_reports_ack_nak_timeout_and_wrong_secrets(
+    backend: Backend,
+) {
+    let fake = FakeNas::start(SECRET);
+    let install = install_with_nas(backend, fake.addr.port(), "mikrotik", "");
+    let server = install.serve(1);
+    let framed = Ipv4Addr::new(100, 64, 0, 9);
+    start_session(&server, "alice", "81a00003", framed);
+    let nas = format!("nas={}", fake.addr);
+
+    let out = install.ok(&["disconnect", "--user", "alice"]);
+    assert_eq!(
+        out.trim(),
+        format!("alice session=81a00003 {nas} disconnect: ACK")
+    );
+    let got = fake.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].code, Code::DISCONNECT_REQUEST);
+    assert_identifies_the_session(&got[0], "alice", "81a00003", framed);
+    assert_eq!(
+        got[0].vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT),
+        None
+    );
+
+    fake.clear();
+    let out = install.ok(&["coa", "--user", "alice", "--rate-limit", "2M/10M"]);
+    assert_eq!(out.trim(), format!("alice session=81a00003 {nas} coa: ACK"));
+    let got = fake.received();
+    assert_eq!(got[0].code, Code::COA_REQUEST);
+    assert_identifies_the_session(&got[0], "alice", "81a00003", framed);
+    assert_eq!(
+        got[0].vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT),
+        Some(b"2M/10M".to_vec())
+    );
+
+    // A NAK names its Error-Cause, and the command fails.
+    fake.set_mode(Mode::Nak(503));
+    let out = install.run(&["disconnect", "--user", "alice", "--session", "81a00003"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("disconnect: NAK Session-Context-Not-Found (503)"),
+        "{stdout}"
+    );
+
+    // No answer: three identical transmissions, then "timeout".
+    fake.set_mode(Mode::Silent);
+    fake.clear();
+    let out = install.run(&["disconnect", "--user", "alice"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("disconnect: timeout: no answer to 3 tries"),
+        "{stdout}"
+    );
+    let got = fake.received();
+    assert_eq!(got.len(), 3, "three tries");
+    assert!(got.iter().all(|r| r.bytes == got[0].bytes), "same bytes");
+
+    // A NAS that answers with another secret is detected, not believed.
+    fake.set_mode(Mode::WrongSecret);
+    let out = install.run(&["coa", "--user", "alice", "--rate-limit", "1M/1M"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("wrong secret"), "{stdout}");
+
+    // Bad input and unknown sessions are clear errors.
+    let err = install.fails(&["coa", "--user", "alice", "--rate-limit", "fast"]);
+    assert!(err.contains("--rate-limit"), "{err}");
+    let err = install.fails(&["disconnect", "--user", "carol"]);
+    assert!(err.contains("carol has no open session"), "{err}");
+    let err = install.fails(&["disconnect", "--user", "alice", "--session", "nope"]);
+    assert!(err.contains("no open session nope"), "{err}");
+
+    // Every result is in radius_logs.
+    let mut store =
+        shardius::store::open(&shardius::store::DatabaseUrl::parse(&install.db_url).unwrap())
+            .unwrap();
+    let logs = store.recent_logs(100).unwrap();
+    // (username, event, result, reason)
+    let has = |event: &str, result: &str| {
+        logs.iter()
+            .any(|(user, e, r, _)| user == "alice" && e == event && r == result)
+    };
+    assert!(has("disconnect", "ack"), "{logs:?}");
+    assert!(has("coa", "ack"), "{logs:?}");
+    assert!(has("disconnect", "nak"), "{logs:?}");
+    assert!(has("disconnect", "timeout"), "{logs:?}");
+    assert!(has("coa", "bad_response"), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|(_, _, _, reason)| reason.as_deref() == Some("Session-Context-Not-Found")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn a_generic_nas_gets_a_filter_id() {
+    let fake = FakeNas::start(SECRET);
+    let install = install_with_nas(Backend::Sqlite, fake.addr.port(), "generic", "");
+    let server = install.serve(1);
+    start_session(&server, "bob", "sess-1", Ipv4Addr::new(100, 64, 0, 10));
+    install.ok(&[
+        "coa",
+        "--user",
+        "bob",
+        "--rate-limit",
+        "2M/10M",
+        "--filter-id",
+        "fup-1",
+    ]);
+    let got = fake.received();
+    assert_eq!(got[0].code, Code::COA_REQUEST);
+    assert_eq!(got[0].attr(attr::FILTER_ID), Some(&b"fup-1"[..]));
+    assert_eq!(
+        got[0].vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT),
+        None
+    );
+}
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn post(server: &Server, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    http_request(server.http, "POST", path, &headers, body)
+}
+
+fn the_admin_api_needs_its_token_and_counts_results(backend: Backend) {
+    let fake = FakeNas::start(SECRET);
+    let install = install_with_nas(
+        backend,
+        fake.addr.port(),
+        "mikrotik",
+        &format!("\n[http]\nadmin_token = \"{TOKEN}\"\n"),
+    );
+    let server = install.serve(1);
+    start_session(&server, "alice", "81a00003", Ipv4Addr::new(100, 64, 0, 9));
+
+    let (status, _) = post(&server, "/api/disconnect", None, r#"{"user":"alice"}"#);
+    assert_eq!(status, 401);
+    let (status, _) = post(
+        &server,
+        "/api/disconnect",
+        Some("wrong"),
+        r#"{"user":"alice"}"#,
+    );
+    assert_eq!(status, 401);
+    assert!(fake.received().is_empty(), "nothing sent without the token");
+
+    let (status, body) = post(
+        &server,
+        "/api/coa",
+        Some(TOKEN),
+        r#"{"user":"alice","rate_limit":"2M/10M"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["results"][0]["result"], "ack", "{body}");
+    assert_eq!(v["results"][0]["session_id"], "81a00003");
+    assert_eq!(
+        fake.received()[0].vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT),
+        Some(b"2M/10M".to_vec())
+    );
+
+    fake.set_mode(Mode::Nak(503));
+    let (status, body) = post(
+        &server,
+        "/api/disconnect",
+        Some(TOKEN),
+        r#"{"user":"alice"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["results"][0]["result"], "nak");
+    assert_eq!(v["results"][0]["error_cause"], 503);
+    assert_eq!(
+        v["results"][0]["error_cause_name"],
+        "Session-Context-Not-Found"
+    );
+
+    let (status, body) = post(
+        &server,
+        "/api/disconnect",
+        Some(TOKEN),
+        r#"{"user":"carol"}"#,
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post(
+        &server,
+        "/api/coa",
+        Some(TOKEN),
+        r#"{"user":"alice","rate_limit":"fast"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(&server, "/api/coa", Some(TOKEN), r#"{"usr":"alice"}"#);
+    assert_eq!(status, 400, "{body}");
+
+    let m = |series: &str| server.metric(series);
+    assert_eq!(
+        m("shardius_coa_requests_total{kind=\"coa\",result=\"ack\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("shardius_coa_requests_total{kind=\"disconnect\",result=\"nak\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn without_a_token_the_admin_api_is_off() {
+    let install = Install::new();
+    let server = install.serve(1);
+    let (status, body) = post(
+        &server,
+        "/api/disconnect",
+        Some("anything"),
+        r#"{"user":"alice"}"#,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("http.admin_token"), "{body}");
+}
+
+fn expired_and_disabled_subscribers_are_disconnected_by_the_job(backend: Backend) {
+    let fake = FakeNas::start(SECRET);
+    let install = install_with_nas(backend, fake.addr.port(), "mikrotik", "");
+    // carol's last valid day was yesterday (server local time).
+    let yesterday = (chrono::Local::now().date_naive() - chrono::Days::new(1)).to_string();
+    install.ok(&[
+        "subscriber",
+        "add",
+        "--username",
+        "carol",
+        "--password",
+        "s3cret",
+        "--service",
+        "10M",
+        "--expiry",
+        &yesterday,
+    ]);
+    let mut server = install.serve(1);
+    start_session(&server, "alice", "a-1", Ipv4Addr::new(100, 64, 0, 1));
+    start_session(&server, "carol", "c-1", Ipv4Addr::new(100, 64, 0, 3));
+    // The job runs every second (coa.expiry_check_interval_secs = 1).
+    let got = fake.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].code, Code::DISCONNECT_REQUEST);
+    assert_identifies_the_session(&got[0], "carol", "c-1", Ipv4Addr::new(100, 64, 0, 3));
+    server.wait_for_log("expired or disabled: carol", Duration::from_secs(5));
+
+    // Suspending alice cuts her session too.
+    install.ok(&["subscriber", "disable", "alice"]);
+    let got = fake.wait_for(2, Duration::from_secs(10));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_identifies_the_session(&got[1], "alice", "a-1", Ipv4Addr::new(100, 64, 0, 1));
+    // Each session is asked once, not every second.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(fake.received().len(), 2);
+    assert_eq!(
+        server.metric("shardius_coa_requests_total{kind=\"disconnect\",result=\"ack\"}"),
+        2.0
+    );
+}
+
+/// radclient (FreeRADIUS) builds a CoA-Request from the same attributes:
+/// the fake NAS accepts its signatures, and its attributes are ours, one
+/// by one (except the Message-Authenticator, which differs by nature).
+#[test]
+fn radclient_builds_the_same_coa_request_as_we_do() {
+    let fake = FakeNas::start(SECRET);
+    let install = install_with_nas(Backend::Sqlite, fake.addr.port(), "mikrotik", "");
+    let server = install.serve(1);
+    let framed = Ipv4Addr::new(100, 64, 0, 9);
+    start_session(&server, "alice", "81a00003", framed);
+    install.ok(&["coa", "--user", "alice", "--rate-limit", "2M/10M"]);
+    let ours = fake.received().remove(0);
+    let timestamp = u32::from_be_bytes(
+        ours.attr(attr::EVENT_TIMESTAMP)
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
+
+    fake.clear();
+    let attributes = format!(
+        "Message-Authenticator = 0x00, User-Name = \"alice\", Acct-Session-Id = \"81a00003\", NAS-IP-Address = 127.0.0.1, Framed-IP-Address = {framed}, Event-Timestamp = {timestamp}, Mikrotik-Rate-Limit = \"2M/10M\"\n"
+    );
+    let out = common::server::radclient(fake.addr, "coa", &attributes);
+    assert!(out.contains("CoA-ACK"), "{out}");
+    let theirs = fake.received().remove(0);
+    assert!(theirs.request_authenticator_ok && theirs.message_authenticator_ok);
+    let strip = |r: &Received| -> Vec<(u8, Vec<u8>)> {
+        let mut a: Vec<_> = r
+            .attributes
+            .iter()
+            .filter(|(t, _)| *t != attr::MESSAGE_AUTHENTICATOR)
+            .cloned()
+            .collect();
+        a.sort();
+        a
+    };
+    assert_eq!(strip(&ours), strip(&theirs));
+    assert_eq!(ours.code, theirs.code);
+}
