@@ -122,14 +122,24 @@ impl Report {
             );
         }
         let _ = writeln!(out, "elapsed {:.3} s", secs);
-        if let Some(t) = self.all_authenticated_after {
+        let failed_logins = self
+            .kinds
+            .get(&Kind::Auth)
+            .map_or(0, |k| k.timeouts + k.rejects);
+        if let (Some(t), true) = (self.all_authenticated_after, failed_logins > 0) {
+            let _ = writeln!(
+                out,
+                "storm: every login answered or given up after {:.3} s; {failed_logins} subscribers never authenticated",
+                t.as_secs_f64()
+            );
+        } else if let Some(t) = self.all_authenticated_after {
             let _ = writeln!(
                 out,
                 "storm: every subscriber authenticated after {:.3} s",
                 t.as_secs_f64()
             );
         }
-        if let Some(t) = self.all_started_after {
+        if let (Some(t), 0) = (self.all_started_after, failed_logins) {
             let _ = writeln!(
                 out,
                 "storm: every subscriber authenticated and started after {:.3} s",
