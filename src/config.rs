@@ -22,6 +22,31 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub coa: CoaConfig,
+    pub quota: QuotaConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Local time ("HH:MM") at which daily usage resets, and monthly usage
+    /// on each subscriber's anniversary day.
+    pub daily_reset_time: String,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            daily_reset_time: "00:05".into(),
+        }
+    }
+}
+
+impl QuotaConfig {
+    /// The reset time; validated by [`Config::validate`].
+    pub fn reset_time(&self) -> chrono::NaiveTime {
+        chrono::NaiveTime::parse_from_str(self.daily_reset_time.trim(), "%H:%M")
+            .unwrap_or(chrono::NaiveTime::MIN)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -349,6 +374,7 @@ impl Config {
                         .map_err(|e| bad(format!("not IP:PORT ({e})")))?
                 }
                 "SHARDIUS_HTTP_ADMIN_TOKEN" => self.http.admin_token = Some(value.clone()),
+                "SHARDIUS_QUOTA_DAILY_RESET_TIME" => self.quota.daily_reset_time = value.clone(),
                 "SHARDIUS_COA_TRIES" => self.coa.tries = parse_num(&value).map_err(bad)?,
                 "SHARDIUS_COA_TIMEOUT_MS" => {
                     self.coa.timeout_ms = parse_num(&value).map_err(bad)?
@@ -431,6 +457,12 @@ impl Config {
             return Err(invalid(
                 "database.reload_interval_secs",
                 "must be at least 1",
+            ));
+        }
+        if chrono::NaiveTime::parse_from_str(self.quota.daily_reset_time.trim(), "%H:%M").is_err() {
+            return Err(invalid(
+                "quota.daily_reset_time",
+                "expected HH:MM, e.g. 00:05",
             ));
         }
         if !(1..=10).contains(&self.coa.tries) {

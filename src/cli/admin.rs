@@ -98,6 +98,45 @@ pub enum ServiceCommand {
     List,
     /// Remove a service (refused while subscribers use it)
     Rm { name: String },
+    /// Set a FUP tier: past THRESHOLD of daily or monthly usage, subscribers
+    /// of the service get this speed (by CoA at once, and at every login)
+    Tier {
+        #[arg(long)]
+        service: String,
+        #[arg(long, value_parser = ["daily", "monthly"])]
+        period: String,
+        /// 1..=6; a higher level is a later tier
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=6))]
+        level: u8,
+        /// Usage that reaches the tier: 5G, 500M, 1.5T (powers of 1000) or 5GiB
+        #[arg(long, value_parser = crate::policy::fup::parse_bytes)]
+        threshold: u64,
+        #[arg(long, value_parser = speed::parse_kbps)]
+        download: u32,
+        #[arg(long, value_parser = speed::parse_kbps)]
+        upload: u32,
+        /// Filter-Id for generic NASes [default: the rate limit]
+        #[arg(long)]
+        filter_id: Option<String>,
+    },
+    /// Set free hours: inside the window (local time) only (100 - FREE)% of
+    /// the traffic counts towards quotas
+    FreeHours {
+        #[arg(long)]
+        service: String,
+        /// Start, HH:MM
+        #[arg(long, value_parser = crate::policy::fup::parse_minute_of_day, required_unless_present = "off")]
+        from: Option<u16>,
+        /// End, HH:MM (before the start: the window spans midnight)
+        #[arg(long, value_parser = crate::policy::fup::parse_minute_of_day, required_unless_present = "off")]
+        to: Option<u16>,
+        /// Percent of the traffic that is free, 0..=100
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), required_unless_present = "off")]
+        free: Option<u8>,
+        /// Remove the service's free hours
+        #[arg(long, conflicts_with_all = ["from", "to", "free"])]
+        off: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +175,8 @@ pub enum SubscriberCommand {
     Disable { username: String },
     /// Restore a suspended subscriber
     Enable { username: String },
+    /// Show a subscriber's counted daily and monthly usage and FUP levels
+    Usage { username: String },
     /// Import subscribers from CSV; all lines or none are applied.
     /// Header: username,password,service[,expiry,mac,static_ip,active]
     Import { file: std::path::PathBuf },
@@ -321,6 +362,60 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
             }
             println!("removed service {name}");
         }
+        ServiceCommand::Tier {
+            service,
+            period,
+            level,
+            threshold,
+            download,
+            upload,
+            filter_id,
+        } => {
+            let Some(id) = store.service_id(&service)? else {
+                bail!("--service: no service named {service:?}");
+            };
+            let period = crate::policy::fup::Period::parse(&period).expect("clap checked it");
+            let tier = crate::policy::fup::Tier::new(level, threshold, download, upload, filter_id);
+            store.set_fup_tier(id, period, &tier)?;
+            println!(
+                "service {service}: {} tier {level} from {threshold} bytes: {}",
+                period.as_str(),
+                tier.rate_limit
+            );
+        }
+        ServiceCommand::FreeHours {
+            service,
+            from,
+            to,
+            free,
+            off,
+        } => {
+            let Some(id) = store.service_id(&service)? else {
+                bail!("--service: no service named {service:?}");
+            };
+            let window = match (off, from, to, free) {
+                (false, Some(start_minute), Some(end_minute), Some(free_percent)) => {
+                    Some(crate::policy::fup::FreeHours {
+                        start_minute,
+                        end_minute,
+                        free_percent,
+                    })
+                }
+                _ => None,
+            };
+            store.set_free_hours(id, window)?;
+            match window {
+                Some(w) => println!(
+                    "service {service}: {}% free from {:02}:{:02} to {:02}:{:02}",
+                    w.free_percent,
+                    w.start_minute / 60,
+                    w.start_minute % 60,
+                    w.end_minute / 60,
+                    w.end_minute % 60
+                ),
+                None => println!("service {service}: no free hours"),
+            }
+        }
     }
     Ok(())
 }
@@ -399,6 +494,13 @@ pub fn subscriber(
             }
             println!("enabled subscriber {username}");
         }
+        SubscriberCommand::Usage { username } => match store.usage(&username)? {
+            Some(u) => println!(
+                "{username}: daily {} bytes (tier {}), monthly {} bytes (tier {})",
+                u.daily_bytes, u.levels.daily, u.monthly_bytes, u.levels.monthly
+            ),
+            None => println!("{username}: no usage counted"),
+        },
         SubscriberCommand::Import { file } => {
             let key = PasswordKey::load(&config.security.key_file)?;
             let n = import::import_csv(store, &key, &file)?;

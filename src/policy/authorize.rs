@@ -257,16 +257,18 @@ fn write_accept(
         )?;
     }
     if let Some(service) = accepted.service {
+        // A subscriber already in a FUP tier gets the tier's speed.
+        let tier = ctx.snapshot.fup_tier(&subscriber.username, service.id);
         match ctx.nas.nas_type {
             NasType::Mikrotik if !overridden(vendor::MIKROTIK, mikrotik::RATE_LIMIT) => {
-                w.vendor_attr(
-                    vendor::MIKROTIK,
-                    mikrotik::RATE_LIMIT,
-                    service.rate_limit.as_bytes(),
-                )?;
+                let rate = tier.map_or(&service.rate_limit, |t| &t.rate_limit);
+                w.vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT, rate.as_bytes())?;
             }
             NasType::Generic if !overridden(0, attr::FILTER_ID) => {
-                let filter = service.filter_id.as_deref().unwrap_or(&service.name);
+                let filter = match tier {
+                    Some(t) => t.filter_id.as_deref().unwrap_or(&t.rate_limit),
+                    None => service.filter_id.as_deref().unwrap_or(&service.name),
+                };
                 w.attr(attr::FILTER_ID, filter.as_bytes())?;
             }
             _ => {}

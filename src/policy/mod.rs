@@ -2,6 +2,7 @@
 //! Access-Request decision and reply (SPEC §3).
 
 mod authorize;
+pub mod fup;
 pub mod mac;
 mod snapshot;
 pub mod speed;

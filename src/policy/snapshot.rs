@@ -251,11 +251,22 @@ pub struct Snapshot {
     pub subscribers: HashMap<Arc<[u8]>, Arc<Subscriber>>,
     pub radreply: HashMap<Box<[u8]>, Arc<[ReplyAttr]>>,
     pub preferences: Preferences,
+    /// FUP tiers and free hours, by service id (only services that have them).
+    pub fup: super::fup::FupPolicy,
+    /// The tiers subscribers are in, when not 0 (from `subscriber_usage`).
+    pub fup_levels: HashMap<Box<[u8]>, super::fup::Levels>,
     /// The store's change counters this snapshot reflects.
     pub versions: ChangeVersions,
 }
 
 impl Snapshot {
+    /// The speed that applies to `username` on `service`: the effective
+    /// FUP tier when the subscriber is in one, else `None` (the service's).
+    pub fn fup_tier(&self, username: &[u8], service_id: i64) -> Option<&super::fup::Tier> {
+        let levels = self.fup_levels.get(username)?;
+        self.fup.get(&service_id)?.effective(*levels)
+    }
+
     pub fn subscriber(&self, username: &[u8]) -> Option<&Subscriber> {
         self.subscribers.get(username).map(|s| &**s)
     }

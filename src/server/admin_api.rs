@@ -128,7 +128,7 @@ async fn run(
         user: user.clone(),
         session,
         change,
-        reply,
+        reply: Some(reply),
     };
     if state.admin.jobs.try_send(job).is_err() {
         return error(

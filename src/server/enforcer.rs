@@ -14,16 +14,18 @@ use chrono::Utc;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tracing::{info, warn};
 
-use super::Shared;
+use super::{quota, Shared};
 use crate::coa::{self, Change, Report, Retry};
+use crate::policy::fup::{Levels, Period};
 use crate::store::Store;
 
-/// A request from the admin API.
+/// A change to a user's sessions: from the admin API (which waits for the
+/// reply) or from quota bookkeeping (which does not).
 pub struct Job {
     pub user: String,
     pub session: Option<String>,
     pub change: Change,
-    pub reply: tokio::sync::oneshot::Sender<Result<Vec<Report>, String>>,
+    pub reply: Option<tokio::sync::oneshot::Sender<Result<Vec<Report>, String>>>,
 }
 
 /// A session the job disconnected is not asked again before this: its
@@ -77,6 +79,9 @@ impl Enforcer {
             if Instant::now() >= next_check {
                 next_check = Instant::now() + interval;
                 self.check_expiry();
+                if self.leading {
+                    self.check_resets();
+                }
             }
         }
     }
@@ -97,8 +102,63 @@ impl Enforcer {
                 info!("{}", r.line());
             }
         }
-        // The caller may have given up (its HTTP client went away).
-        let _ = job.reply.send(result);
+        match (job.reply, result) {
+            // The caller may have given up (its HTTP client went away).
+            (Some(reply), result) => {
+                let _ = reply.send(result);
+            }
+            (None, Err(e)) => warn!(user = %job.user, "CoA not sent: {e}"),
+            (None, Ok(_)) => {}
+        }
+    }
+
+    /// Resets daily usage once a day at `quota.daily_reset_time`, and the
+    /// monthly usage of subscribers whose anniversary day it is; whoever
+    /// leaves a tier gets their speed back by CoA.
+    fn check_resets(&mut self) {
+        let now = chrono::Local::now();
+        if now.time() < self.shared.config.quota.reset_time() {
+            return;
+        }
+        let today = now.date_naive();
+        for period in [Period::Daily, Period::Monthly] {
+            let tiered = match self.store.reset_usage(period, today) {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!("{} usage reset: {e}", period.as_str());
+                    continue;
+                }
+            };
+            info!(
+                restored = tiered.len(),
+                "{} usage reset for {today}",
+                period.as_str()
+            );
+            let snapshot = self.shared.snapshot.load_full();
+            for (user, before) in tiered {
+                let Some((service, fup)) = quota::fup_of(&snapshot, &user) else {
+                    continue;
+                };
+                let after = match period {
+                    Period::Daily => Levels { daily: 0, ..before },
+                    Period::Monthly => Levels {
+                        monthly: 0,
+                        ..before
+                    },
+                };
+                let (old, new) = (fup.effective(before), fup.effective(after));
+                if old.map(|t| &t.rate_limit) == new.map(|t| &t.rate_limit) {
+                    continue;
+                }
+                self.handle(Job {
+                    user,
+                    session: None,
+                    change: quota::speed_change(service, new),
+                    reply: None,
+                });
+            }
+        }
     }
 
     /// Disconnects the open sessions of disabled and expired subscribers.

@@ -45,6 +45,7 @@ impl Loader {
         store.subscribers_changed_since(0, &mut |r| snapshot.insert_subscriber(&r))?;
         snapshot.set_radreply(&store.radreply()?, |w| warn!("{w}"));
         snapshot.preferences = Preferences::from_pairs(&store.preferences()?, |w| warn!("{w}"));
+        load_fup(store.as_mut(), &mut snapshot)?;
         Ok(Loader {
             store,
             snapshot: Arc::new(snapshot),
@@ -101,11 +102,25 @@ impl Loader {
             next.preferences =
                 Preferences::from_pairs(&self.store.preferences()?, |w| warn!("{w}"));
         }
+        if versions.fup != old.fup {
+            load_fup(self.store.as_mut(), &mut next)?;
+        }
         next.versions = versions;
         self.cursor = now - OVERLAP_MICROS;
         self.snapshot = Arc::new(next);
         Ok(Some((self.snapshot.clone(), report)))
     }
+}
+
+/// FUP tiers, free hours and the subscribers in a tier.
+fn load_fup(store: &mut dyn Store, snapshot: &mut Snapshot) -> Result<()> {
+    snapshot.fup = store.fup_policy()?;
+    snapshot.fup_levels = store
+        .fup_levels()?
+        .into_iter()
+        .map(|(user, levels)| (user.into_bytes().into_boxed_slice(), levels))
+        .collect();
+    Ok(())
 }
 
 /// Logs the operator-facing line for a (re)load.

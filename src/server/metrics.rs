@@ -46,6 +46,7 @@ pub struct Sources {
     /// A receiver of the writer queue, only to read its length.
     pub queue: crossbeam_channel::Receiver<AcctMessage>,
     pub queue_capacity: usize,
+    pub quota: Arc<super::quota::QuotaStats>,
 }
 
 /// Builds the registry once; each scrape encodes it anew.
@@ -370,6 +371,18 @@ impl Collector for ShardCollector {
             status.uptime.as_secs_f64(),
         )?;
         s.shared.coa.encode(&mut encoder)?;
+        counter(
+            &mut encoder,
+            "shardius_fup_tier_changes",
+            "Subscribers moved into a higher FUP tier by their usage",
+            s.quota.tier_changes.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_quota_usage_errors",
+            "Usage updates that failed after their accounting batch was committed",
+            s.quota.usage_errors.load(Ordering::Relaxed),
+        )?;
         let mut info = encoder.encode_descriptor(
             "shardius_build",
             "Build information",

@@ -9,6 +9,7 @@ mod enforcer;
 mod loader;
 mod logpool;
 pub mod metrics;
+mod quota;
 mod shard;
 pub mod socket;
 pub mod status;
@@ -208,7 +209,7 @@ pub fn serve(
         logpool::spawn(log_stores, log_rx, log_stats.clone())
     };
     let writer_stats = Arc::new(writer::WriterStats::default());
-    let writer_thread = {
+    let mut acct_writer = {
         let spool = crate::accounting::spool::Spool::open(
             &config.accounting.spool_path,
             config.accounting.spool_max_bytes,
@@ -219,7 +220,7 @@ pub fn serve(
                 "accounting spool left from a previous run: replaying it"
             );
         }
-        let w = writer::Writer {
+        writer::Writer {
             store: acct_store,
             spool,
             spooling: false,
@@ -228,11 +229,8 @@ pub fn serve(
             committed: acct_committed.clone(),
             stats: writer_stats.clone(),
             config: config.accounting.clone(),
-        };
-        std::thread::Builder::new()
-            .name("acct-writer".into())
-            .spawn(move || w.run())
-            .map_err(ServeError::Shard)?
+            quota: None,
+        }
     };
 
     let shared = Arc::new(Shared {
@@ -247,6 +245,18 @@ pub fn serve(
         key,
         config,
     });
+    // CoA jobs: from the admin API and from quota bookkeeping.
+    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(1024);
+    let quota_stats = Arc::new(quota::QuotaStats::default());
+    acct_writer.quota = Some(quota::Quota::new(
+        shared.clone(),
+        jobs_tx.clone(),
+        quota_stats.clone(),
+    ));
+    let writer_thread = std::thread::Builder::new()
+        .name("acct-writer".into())
+        .spawn(move || acct_writer.run())
+        .map_err(ServeError::Shard)?;
 
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -282,8 +292,8 @@ pub fn serve(
         logs: log_stats.clone(),
         queue_capacity: shared.config.accounting.queue_capacity,
         queue: queue_watch,
+        quota: quota_stats,
     });
-    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(256);
     let enforcer_thread = {
         let enforcer = enforcer::Enforcer::new(enforcer_store, jobs_rx, shared.clone());
         std::thread::Builder::new()

@@ -82,6 +82,8 @@ pub struct Writer {
     pub committed: Arc<[AtomicU64]>,
     pub stats: Arc<WriterStats>,
     pub config: AccountingConfig,
+    /// Quota/FUP bookkeeping on each committed batch.
+    pub quota: Option<super::quota::Quota>,
 }
 
 const STALE_FIRST_RUN: Duration = Duration::from_secs(10);
@@ -141,6 +143,9 @@ impl Writer {
     /// shards' queue fills, which they count as back-pressure drops.
     fn commit(&mut self, batch: &mut Vec<AcctMessage>) {
         let rows = coalesce(batch.iter().map(|m| &m.event));
+        if let Some(q) = &mut self.quota {
+            q.prime(self.store.as_mut(), batch.iter().map(|m| &m.event));
+        }
         let started = Instant::now();
         let mut wait = Duration::from_millis(50);
         let mut logged = false;
@@ -197,13 +202,20 @@ impl Writer {
         for m in batch.iter() {
             self.committed[m.shard].fetch_max(m.ticket, Ordering::Release);
         }
-        for m in batch.drain(..) {
+        for m in batch.iter() {
             if let Some(socket) = self.sockets.get(m.shard).and_then(|s| s.get(m.socket)) {
                 // A lost response is retransmitted for by the NAS and then
                 // answered from the shard's duplicate cache.
                 let _ = socket.send_to(&m.reply, m.dest);
             }
         }
+        // Usage counts once the batch is in the database, after the NAS has
+        // its answers; a spooled batch is counted by the session's next
+        // event, whose cumulative counters include it.
+        if let (Some(q), false) = (&mut self.quota, self.spooling) {
+            q.account(self.store.as_mut(), batch.iter().map(|m| &m.event));
+        }
+        batch.clear();
     }
 
     /// Writes the spooled batches to the database and empties the spool;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 pub use postgres::PgStore;
 pub use records::{
     Burst, ChangeVersions, LogEntry, LogRow, MaPolicy, NasRecord, NasType, RadreplyRecord,
-    ServiceRecord, SessionRow, SubscriberRecord,
+    ServiceRecord, SessionRow, SubscriberRecord, UsageRow,
 };
 pub use sqlite::SqliteStore;
 
@@ -151,6 +151,43 @@ pub trait Store: Send {
     /// several on one database runs it): a session-level advisory lock on
     /// PostgreSQL, always true on the embedded store (one node by nature).
     fn try_lead(&mut self, job: &str) -> Result<bool>;
+    /// FUP tiers and free hours of every service that has them.
+    fn fup_policy(&mut self) -> Result<crate::policy::fup::FupPolicy>;
+    /// Defines tier `tier.level` of `period` for a service (replacing it).
+    fn set_fup_tier(
+        &mut self,
+        service_id: i64,
+        period: crate::policy::fup::Period,
+        tier: &crate::policy::fup::Tier,
+    ) -> Result<()>;
+    /// Sets (or with `None` removes) a service's free hours.
+    fn set_free_hours(
+        &mut self,
+        service_id: i64,
+        free: Option<crate::policy::fup::FreeHours>,
+    ) -> Result<()>;
+    /// Subscribers in a FUP tier (levels not both 0).
+    fn fup_levels(&mut self) -> Result<Vec<(String, crate::policy::fup::Levels)>>;
+    /// Adds counted bytes to each subscriber's daily and monthly usage in
+    /// one transaction; returns the new totals with the stored levels.
+    fn add_usage(&mut self, deltas: &[(String, u64)]) -> Result<Vec<UsageRow>>;
+    fn set_fup_levels(&mut self, username: &str, levels: crate::policy::fup::Levels) -> Result<()>;
+    /// One subscriber's usage, if any was counted.
+    fn usage(&mut self, username: &str) -> Result<Option<UsageRow>>;
+    /// Resets daily usage (`Daily`), or the monthly usage of subscribers
+    /// whose anniversary day is `today` (`Monthly`; on a month's last day
+    /// also those whose day does not exist in it), at most once per
+    /// `today`. Returns `None` if it already ran today, else the
+    /// subscribers that were in a tier of that period, with their levels
+    /// before the reset.
+    fn reset_usage(
+        &mut self,
+        period: crate::policy::fup::Period,
+        today: chrono::NaiveDate,
+    ) -> Result<Option<Vec<(String, crate::policy::fup::Levels)>>>;
+    /// The stored counters of sessions: (acctuniqueid, input + output
+    /// octets, session time), for the writer's usage deltas.
+    fn session_counters(&mut self, unique_ids: &[String]) -> Result<Vec<(String, u64, u32)>>;
     /// How many sessions are open (no stop time), for the metrics.
     fn open_session_count(&mut self) -> Result<u64>;
     /// Sessions, newest first: open ones only unless `all`; optionally one user's.

@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use futures_util::StreamExt;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -15,6 +17,8 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row};
+
+use crate::policy::fup::{FreeHours, FupPolicy, Levels, Period, ServiceFup, Tier};
 
 use super::records::*;
 use super::{redact_url as redact, Result, Store, StoreError};
@@ -25,6 +29,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/postgres/0001_subscribers.sql")),
     (2, include_str!("migrations/postgres/0002_radacct.sql")),
     (3, include_str!("migrations/postgres/0003_radius_logs.sql")),
+    (4, include_str!("migrations/postgres/0004_fup.sql")),
 ];
 
 const CHANNEL: &str = "shardius_changes";
@@ -333,6 +338,7 @@ impl Store for PgStore {
                 "subscribers" => v.subscribers = n,
                 "radreply" => v.radreply = n,
                 "system_preferences" => v.system_preferences = n,
+                "fup" => v.fup = n,
                 _ => {}
             }
         }
@@ -758,6 +764,225 @@ impl Store for PgStore {
         Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
     }
 
+    fn fup_policy(&mut self) -> Result<FupPolicy> {
+        let mut services: HashMap<i64, ServiceFup> = HashMap::new();
+        for r in self.query(
+            "SELECT service_id, period, level, threshold_bytes, download_kbps, upload_kbps, filter_id
+             FROM service_fup_tiers ORDER BY service_id, period, level",
+            &[],
+        )? {
+            let tier = Tier::new(
+                r.get::<_, i16>(2) as u8,
+                r.get::<_, i64>(3).max(0) as u64,
+                r.get::<_, i32>(4).max(0) as u32,
+                r.get::<_, i32>(5).max(0) as u32,
+                r.get(6),
+            );
+            let fup = services.entry(r.get(0)).or_default();
+            match Period::parse(r.get(1)) {
+                Some(Period::Daily) => fup.daily.push(tier),
+                Some(Period::Monthly) => fup.monthly.push(tier),
+                None => {}
+            }
+        }
+        for r in self.query(
+            "SELECT service_id, start_minute, end_minute, free_percent FROM service_free_hours",
+            &[],
+        )? {
+            services.entry(r.get(0)).or_default().free_hours = Some(FreeHours {
+                start_minute: r.get::<_, i16>(1) as u16,
+                end_minute: r.get::<_, i16>(2) as u16,
+                free_percent: r.get::<_, i16>(3) as u8,
+            });
+        }
+        Ok(services
+            .into_iter()
+            .map(|(id, f)| (id, std::sync::Arc::new(f)))
+            .collect())
+    }
+
+    fn set_fup_tier(&mut self, service_id: i64, period: Period, tier: &Tier) -> Result<()> {
+        self.execute(
+            "INSERT INTO service_fup_tiers (service_id, period, level, threshold_bytes, download_kbps, upload_kbps, filter_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (service_id, period, level) DO UPDATE SET threshold_bytes = EXCLUDED.threshold_bytes,
+                 download_kbps = EXCLUDED.download_kbps, upload_kbps = EXCLUDED.upload_kbps, filter_id = EXCLUDED.filter_id",
+            &[
+                &service_id,
+                &period.as_str(),
+                &i16::from(tier.level),
+                &(tier.threshold_bytes as i64),
+                &(tier.download_kbps as i32),
+                &(tier.upload_kbps as i32),
+                &tier.filter_id,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn set_free_hours(&mut self, service_id: i64, free: Option<FreeHours>) -> Result<()> {
+        match free {
+            Some(f) => self.execute(
+                "INSERT INTO service_free_hours (service_id, start_minute, end_minute, free_percent)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (service_id) DO UPDATE SET start_minute = EXCLUDED.start_minute,
+                     end_minute = EXCLUDED.end_minute, free_percent = EXCLUDED.free_percent",
+                &[
+                    &service_id,
+                    &(f.start_minute as i16),
+                    &(f.end_minute as i16),
+                    &i16::from(f.free_percent),
+                ],
+            )?,
+            None => self.execute(
+                "DELETE FROM service_free_hours WHERE service_id = $1",
+                &[&service_id],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn fup_levels(&mut self) -> Result<Vec<(String, Levels)>> {
+        Ok(self
+            .query(
+                "SELECT username, daily_level, monthly_level FROM subscriber_usage
+                 WHERE daily_level > 0 OR monthly_level > 0",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    Levels {
+                        daily: r.get::<_, i16>(1) as u8,
+                        monthly: r.get::<_, i16>(2) as u8,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    fn add_usage(&mut self, deltas: &[(String, u64)]) -> Result<Vec<UsageRow>> {
+        // One statement over arrays: the whole batch or nothing.
+        let names: Vec<&str> = deltas.iter().map(|(u, _)| u.as_str()).collect();
+        let bytes: Vec<i64> = deltas.iter().map(|(_, b)| *b as i64).collect();
+        Ok(self
+            .query(
+                "INSERT INTO subscriber_usage AS u (username, daily_bytes, monthly_bytes, anniversary_day)
+                 SELECT d.username, d.bytes, d.bytes, coalesce(EXTRACT(DAY FROM s.created_at)::smallint, 1)
+                 FROM unnest($1::text[], $2::bigint[]) AS d (username, bytes)
+                 LEFT JOIN subscribers s ON s.username = d.username
+                 ON CONFLICT (username) DO UPDATE SET daily_bytes = u.daily_bytes + EXCLUDED.daily_bytes,
+                     monthly_bytes = u.monthly_bytes + EXCLUDED.monthly_bytes, updated_at = clock_timestamp()
+                 RETURNING u.username, u.daily_bytes, u.monthly_bytes, u.daily_level, u.monthly_level",
+                &[&names, &bytes],
+            )?
+            .iter()
+            .map(usage_from_pg)
+            .collect())
+    }
+
+    fn set_fup_levels(&mut self, username: &str, levels: Levels) -> Result<()> {
+        self.execute(
+            "INSERT INTO subscriber_usage (username, daily_level, monthly_level) VALUES ($1, $2, $3)
+             ON CONFLICT (username) DO UPDATE SET daily_level = EXCLUDED.daily_level,
+                 monthly_level = EXCLUDED.monthly_level",
+            &[
+                &username,
+                &i16::from(levels.daily),
+                &i16::from(levels.monthly),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn usage(&mut self, username: &str) -> Result<Option<UsageRow>> {
+        Ok(self
+            .query(
+                "SELECT username, daily_bytes, monthly_bytes, daily_level, monthly_level
+                 FROM subscriber_usage WHERE username = $1",
+                &[&username],
+            )?
+            .first()
+            .map(usage_from_pg))
+    }
+
+    fn reset_usage(
+        &mut self,
+        period: Period,
+        today: NaiveDate,
+    ) -> Result<Option<Vec<(String, Levels)>>> {
+        let (bytes, level) = match period {
+            Period::Daily => ("daily_bytes", "daily_level"),
+            Period::Monthly => ("monthly_bytes", "monthly_level"),
+        };
+        let last_day = today.succ_opt().is_none_or(|d| d.month() != today.month());
+        let due = match period {
+            Period::Daily => "true",
+            Period::Monthly => "(anniversary_day = $3 OR ($4 AND anniversary_day > $3))",
+        };
+        // One statement, so claiming the day and resetting are atomic.
+        let sql = format!(
+            "WITH claim AS (
+                 INSERT INTO quota_resets (period, done_on) VALUES ($1, $2)
+                 ON CONFLICT (period) DO UPDATE SET done_on = EXCLUDED.done_on
+                     WHERE quota_resets.done_on < EXCLUDED.done_on
+                 RETURNING 1
+             ), before AS (
+                 SELECT username, daily_level, monthly_level FROM subscriber_usage
+                 WHERE {level} > 0 AND {due} AND EXISTS (SELECT 1 FROM claim)
+             ), reset AS (
+                 UPDATE subscriber_usage SET {bytes} = 0, {level} = 0
+                 WHERE {due} AND ({bytes} <> 0 OR {level} <> 0) AND EXISTS (SELECT 1 FROM claim)
+                 RETURNING 1
+             )
+             SELECT EXISTS (SELECT 1 FROM claim), (SELECT count(*) FROM reset),
+                    b.username, b.daily_level, b.monthly_level
+             FROM (SELECT 1) AS one LEFT JOIN before b ON true"
+        );
+        let day = today.day() as i16;
+        let rows = match period {
+            Period::Daily => self.query(&sql, &[&period.as_str(), &today])?,
+            Period::Monthly => self.query(&sql, &[&period.as_str(), &today, &day, &last_day])?,
+        };
+        if !rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.iter()
+                .filter_map(|r| {
+                    let name: Option<String> = r.get(2);
+                    Some((
+                        name?,
+                        Levels {
+                            daily: r.get::<_, Option<i16>>(3)? as u8,
+                            monthly: r.get::<_, Option<i16>>(4)? as u8,
+                        },
+                    ))
+                })
+                .collect(),
+        ))
+    }
+
+    fn session_counters(&mut self, unique_ids: &[String]) -> Result<Vec<(String, u64, u32)>> {
+        Ok(self
+            .query(
+                "SELECT AcctUniqueId, coalesce(AcctInputOctets, 0) + coalesce(AcctOutputOctets, 0),
+                        coalesce(AcctSessionTime, 0)
+                 FROM radacct WHERE AcctUniqueId = ANY($1)",
+                &[&unique_ids],
+            )?
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get::<_, i64>(1).max(0) as u64,
+                    r.get::<_, i64>(2).max(0) as u32,
+                )
+            })
+            .collect())
+    }
+
     fn open_session_count(&mut self) -> Result<u64> {
         let rows = self.query(
             "SELECT count(*) FROM radacct WHERE AcctStopTime IS NULL",
@@ -821,6 +1046,18 @@ const RADACCT_UPSERT: &str = "INSERT INTO radacct (AcctSessionId, AcctUniqueId, 
         CallingStationId = COALESCE(radacct.CallingStationId, EXCLUDED.CallingStationId),
         CalledStationId = COALESCE(radacct.CalledStationId, EXCLUDED.CalledStationId),
         Class = COALESCE(radacct.Class, EXCLUDED.Class)";
+
+fn usage_from_pg(r: &Row) -> UsageRow {
+    UsageRow {
+        username: r.get(0),
+        daily_bytes: r.get::<_, i64>(1).max(0) as u64,
+        monthly_bytes: r.get::<_, i64>(2).max(0) as u64,
+        levels: Levels {
+            daily: r.get::<_, i16>(3) as u8,
+            monthly: r.get::<_, i16>(4) as u8,
+        },
+    }
+}
 
 fn session_from_pg(r: &Row) -> SessionRow {
     SessionRow {

@@ -159,6 +159,17 @@ pub struct ChangeVersions {
     pub subscribers: i64,
     pub radreply: i64,
     pub system_preferences: i64,
+    /// FUP tiers, free hours and subscribers' tier levels.
+    pub fup: i64,
+}
+
+/// One subscriber's quota usage and tier levels (`subscriber_usage`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRow {
+    pub username: String,
+    pub daily_bytes: u64,
+    pub monthly_bytes: u64,
+    pub levels: crate::policy::fup::Levels,
 }
 
 /// A `radacct` row as `shardius sessions` and the tests read it.

@@ -8,15 +8,21 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
+use std::collections::HashMap;
+
+use chrono::Datelike;
+
 use super::records::*;
 use super::{Result, Store, StoreError};
 use crate::accounting::{AcctEvent, AcctKind};
+use crate::policy::fup::{FreeHours, FupPolicy, Levels, Period, ServiceFup, Tier};
 
 /// Versioned migrations shipped in the binary, applied in order.
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_subscribers.sql")),
     (2, include_str!("migrations/sqlite/0002_radacct.sql")),
     (3, include_str!("migrations/sqlite/0003_radius_logs.sql")),
+    (4, include_str!("migrations/sqlite/0004_fup.sql")),
 ];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
@@ -199,6 +205,7 @@ impl Store for SqliteStore {
             subscribers: self.version("subscribers")?,
             radreply: self.version("radreply")?,
             system_preferences: self.version("system_preferences")?,
+            fup: self.version("fup")?,
         })
     }
 
@@ -521,6 +528,238 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    fn fup_policy(&mut self) -> Result<FupPolicy> {
+        let mut services: HashMap<i64, ServiceFup> = HashMap::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT service_id, period, level, threshold_bytes, download_kbps, upload_kbps, filter_id
+             FROM service_fup_tiers ORDER BY service_id, period, level",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                Tier::new(
+                    r.get::<_, i64>(2)? as u8,
+                    r.get::<_, i64>(3)?.max(0) as u64,
+                    r.get::<_, i64>(4)? as u32,
+                    r.get::<_, i64>(5)? as u32,
+                    r.get(6)?,
+                ),
+            ))
+        })?;
+        for row in rows {
+            let (service, period, tier) = row?;
+            let fup = services.entry(service).or_default();
+            match Period::parse(&period) {
+                Some(Period::Daily) => fup.daily.push(tier),
+                Some(Period::Monthly) => fup.monthly.push(tier),
+                None => {}
+            }
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT service_id, start_minute, end_minute, free_percent FROM service_free_hours",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                FreeHours {
+                    start_minute: r.get::<_, i64>(1)? as u16,
+                    end_minute: r.get::<_, i64>(2)? as u16,
+                    free_percent: r.get::<_, i64>(3)? as u8,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (service, free) = row?;
+            services.entry(service).or_default().free_hours = Some(free);
+        }
+        Ok(services
+            .into_iter()
+            .map(|(id, f)| (id, std::sync::Arc::new(f)))
+            .collect())
+    }
+
+    fn set_fup_tier(&mut self, service_id: i64, period: Period, tier: &Tier) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO service_fup_tiers (service_id, period, level, threshold_bytes, download_kbps, upload_kbps, filter_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (service_id, period, level) DO UPDATE SET threshold_bytes = excluded.threshold_bytes,
+                 download_kbps = excluded.download_kbps, upload_kbps = excluded.upload_kbps, filter_id = excluded.filter_id",
+            params![
+                service_id,
+                period.as_str(),
+                tier.level,
+                tier.threshold_bytes as i64,
+                tier.download_kbps,
+                tier.upload_kbps,
+                tier.filter_id
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn set_free_hours(&mut self, service_id: i64, free: Option<FreeHours>) -> Result<()> {
+        match free {
+            Some(f) => self.conn.execute(
+                "INSERT INTO service_free_hours (service_id, start_minute, end_minute, free_percent)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (service_id) DO UPDATE SET start_minute = excluded.start_minute,
+                     end_minute = excluded.end_minute, free_percent = excluded.free_percent",
+                params![service_id, f.start_minute, f.end_minute, f.free_percent],
+            )?,
+            None => self.conn.execute(
+                "DELETE FROM service_free_hours WHERE service_id = ?1",
+                [service_id],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn fup_levels(&mut self) -> Result<Vec<(String, Levels)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT username, daily_level, monthly_level FROM subscriber_usage
+             WHERE daily_level > 0 OR monthly_level > 0",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    Levels {
+                        daily: r.get::<_, i64>(1)? as u8,
+                        monthly: r.get::<_, i64>(2)? as u8,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn add_usage(&mut self, deltas: &[(String, u64)]) -> Result<Vec<UsageRow>> {
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::with_capacity(deltas.len());
+        {
+            let mut stmt = tx.prepare_cached(&format!(
+                "INSERT INTO subscriber_usage (username, daily_bytes, monthly_bytes, anniversary_day)
+                 VALUES (?1, ?2, ?2, coalesce((SELECT CAST(strftime('%d', created_at / 1000000, 'unixepoch', 'localtime') AS INTEGER)
+                                               FROM subscribers WHERE username = ?1), 1))
+                 ON CONFLICT (username) DO UPDATE SET daily_bytes = daily_bytes + excluded.daily_bytes,
+                     monthly_bytes = monthly_bytes + excluded.monthly_bytes, updated_at = {NOW_MICROS}
+                 RETURNING username, daily_bytes, monthly_bytes, daily_level, monthly_level"
+            ))?;
+            for (username, bytes) in deltas {
+                out.push(stmt.query_row(params![username, *bytes as i64], usage_from_row)?);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn set_fup_levels(&mut self, username: &str, levels: Levels) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO subscriber_usage (username, daily_level, monthly_level) VALUES (?1, ?2, ?3)
+             ON CONFLICT (username) DO UPDATE SET daily_level = excluded.daily_level,
+                 monthly_level = excluded.monthly_level",
+            params![username, levels.daily, levels.monthly],
+        )?;
+        Ok(())
+    }
+
+    fn usage(&mut self, username: &str) -> Result<Option<UsageRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT username, daily_bytes, monthly_bytes, daily_level, monthly_level
+                 FROM subscriber_usage WHERE username = ?1",
+                [username],
+                usage_from_row,
+            )
+            .optional()?)
+    }
+
+    fn reset_usage(
+        &mut self,
+        period: Period,
+        today: NaiveDate,
+    ) -> Result<Option<Vec<(String, Levels)>>> {
+        let day = today.format("%Y-%m-%d").to_string();
+        let tx = self.conn.transaction()?;
+        let claimed = tx.execute(
+            "INSERT INTO quota_resets (period, done_on) VALUES (?1, ?2)
+             ON CONFLICT (period) DO UPDATE SET done_on = excluded.done_on WHERE done_on < excluded.done_on",
+            params![period.as_str(), day],
+        )?;
+        if claimed == 0 {
+            return Ok(None);
+        }
+        let (bytes, level, due) = match period {
+            Period::Daily => ("daily_bytes", "daily_level", "1".to_owned()),
+            Period::Monthly => {
+                let last = today.succ_opt().is_none_or(|d| d.month() != today.month());
+                (
+                    "monthly_bytes",
+                    "monthly_level",
+                    format!(
+                        "(anniversary_day = {} OR ({} AND anniversary_day > {}))",
+                        today.day(),
+                        u8::from(last),
+                        today.day()
+                    ),
+                )
+            }
+        };
+        let tiered: Vec<(String, Levels)> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT username, daily_level, monthly_level FROM subscriber_usage WHERE {level} > 0 AND {due}"
+            ))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        Levels {
+                            daily: r.get::<_, i64>(1)? as u8,
+                            monthly: r.get::<_, i64>(2)? as u8,
+                        },
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            rows
+        };
+        tx.execute(
+            &format!("UPDATE subscriber_usage SET {bytes} = 0 WHERE {due} AND {bytes} <> 0"),
+            [],
+        )?;
+        tx.execute(
+            &format!("UPDATE subscriber_usage SET {level} = 0 WHERE {due} AND {level} > 0"),
+            [],
+        )?;
+        tx.commit()?;
+        Ok(Some(tiered))
+    }
+
+    fn session_counters(&mut self, unique_ids: &[String]) -> Result<Vec<(String, u64, u32)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT acctuniqueid, coalesce(acctinputoctets, 0) + coalesce(acctoutputoctets, 0),
+                    coalesce(acctsessiontime, 0)
+             FROM radacct WHERE acctuniqueid = ?1",
+        )?;
+        let mut out = Vec::new();
+        for id in unique_ids {
+            if let Some(row) = stmt
+                .query_row([id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?.max(0) as u64,
+                        r.get::<_, i64>(2)?.max(0) as u32,
+                    ))
+                })
+                .optional()?
+            {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
     fn open_session_count(&mut self) -> Result<u64> {
         let n: i64 = self.conn.query_row(
             "SELECT count(*) FROM radacct WHERE acctstoptime IS NULL",
@@ -576,6 +815,18 @@ const RADACCT_UPSERT: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, 
         calledstationid = coalesce(radacct.calledstationid, excluded.calledstationid),
         class = coalesce(radacct.class, excluded.class)";
 
+fn usage_from_row(r: &Row<'_>) -> rusqlite::Result<UsageRow> {
+    Ok(UsageRow {
+        username: r.get(0)?,
+        daily_bytes: r.get::<_, i64>(1)?.max(0) as u64,
+        monthly_bytes: r.get::<_, i64>(2)?.max(0) as u64,
+        levels: Levels {
+            daily: r.get::<_, i64>(3)? as u8,
+            monthly: r.get::<_, i64>(4)? as u8,
+        },
+    })
+}
+
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
     Ok(SessionRow {
         unique_id: r.get("acctuniqueid")?,
@@ -600,7 +851,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 3);
+        assert_eq!(s.migrate().unwrap(), 4);
         (dir, s)
     }
 
@@ -629,7 +880,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 3);
+        assert_eq!(s.schema_version().unwrap(), 4);
     }
 
     #[test]

@@ -1,0 +1,354 @@
+//! Quota and fair usage (SPEC §7), as pure functions: which tier a
+//! subscriber's usage has reached, which speed applies, how much of an
+//! interim's traffic counts (free hours, counter resets). The writer and
+//! the enforcer call these; the store keeps the numbers.
+
+use std::collections::HashMap;
+
+use chrono::{NaiveTime, Timelike};
+
+use super::snapshot::rate_limit;
+
+/// At most this many tiers per period.
+pub const MAX_TIERS: u8 = 6;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Period {
+    Daily,
+    Monthly,
+}
+
+impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Daily => "daily",
+            Period::Monthly => "monthly",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Period> {
+        match s {
+            "daily" => Some(Period::Daily),
+            "monthly" => Some(Period::Monthly),
+            _ => None,
+        }
+    }
+}
+
+/// One FUP tier: past `threshold_bytes` of usage in its period, the
+/// subscriber gets this speed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tier {
+    pub level: u8,
+    pub threshold_bytes: u64,
+    pub download_kbps: u32,
+    pub upload_kbps: u32,
+    /// Filter-Id for generic NASes (default: the rate limit).
+    pub filter_id: Option<String>,
+    /// Mikrotik-Rate-Limit "upload/download".
+    pub rate_limit: String,
+}
+
+impl Tier {
+    pub fn new(
+        level: u8,
+        threshold_bytes: u64,
+        download_kbps: u32,
+        upload_kbps: u32,
+        filter_id: Option<String>,
+    ) -> Tier {
+        Tier {
+            level,
+            threshold_bytes,
+            download_kbps,
+            upload_kbps,
+            filter_id,
+            rate_limit: rate_limit(upload_kbps, download_kbps, None),
+        }
+    }
+}
+
+/// A window of the local day in which only `100 - free_percent`% of the
+/// traffic counts. `start == end` is the whole day; `start > end` wraps
+/// past midnight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreeHours {
+    pub start_minute: u16,
+    pub end_minute: u16,
+    pub free_percent: u8,
+}
+
+impl FreeHours {
+    pub fn contains(&self, t: NaiveTime) -> bool {
+        let m = (t.hour() * 60 + t.minute()) as u16;
+        match self.start_minute.cmp(&self.end_minute) {
+            std::cmp::Ordering::Less => (self.start_minute..self.end_minute).contains(&m),
+            std::cmp::Ordering::Greater => m >= self.start_minute || m < self.end_minute,
+            std::cmp::Ordering::Equal => true,
+        }
+    }
+}
+
+/// A service's FUP: tiers per period, ordered by level, and free hours.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceFup {
+    pub daily: Vec<Tier>,
+    pub monthly: Vec<Tier>,
+    pub free_hours: Option<FreeHours>,
+}
+
+/// The tiers a subscriber is in (0 = none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Levels {
+    pub daily: u8,
+    pub monthly: u8,
+}
+
+impl Levels {
+    pub fn is_zero(&self) -> bool {
+        self.daily == 0 && self.monthly == 0
+    }
+}
+
+impl ServiceFup {
+    pub fn tiers(&self, period: Period) -> &[Tier] {
+        match period {
+            Period::Daily => &self.daily,
+            Period::Monthly => &self.monthly,
+        }
+    }
+
+    /// The highest level whose threshold `usage` has reached.
+    pub fn level_for(&self, period: Period, usage: u64) -> u8 {
+        self.tiers(period)
+            .iter()
+            .filter(|t| usage >= t.threshold_bytes)
+            .map(|t| t.level)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn levels_for(&self, daily_bytes: u64, monthly_bytes: u64) -> Levels {
+        Levels {
+            daily: self.level_for(Period::Daily, daily_bytes),
+            monthly: self.level_for(Period::Monthly, monthly_bytes),
+        }
+    }
+
+    fn tier(&self, period: Period, level: u8) -> Option<&Tier> {
+        self.tiers(period).iter().find(|t| t.level == level)
+    }
+
+    /// The tier that sets the speed at `levels`: of the daily and the
+    /// monthly tier reached, the slower one (by download); `None` = the
+    /// service's own speed.
+    pub fn effective(&self, levels: Levels) -> Option<&Tier> {
+        let daily = self.tier(Period::Daily, levels.daily);
+        let monthly = self.tier(Period::Monthly, levels.monthly);
+        match (daily, monthly) {
+            (Some(d), Some(m)) => Some(if m.download_kbps < d.download_kbps {
+                m
+            } else {
+                d
+            }),
+            (d, m) => d.or(m),
+        }
+    }
+
+    /// How many of `bytes` used at local time `at` count.
+    pub fn counted(&self, bytes: u64, at: NaiveTime) -> u64 {
+        match self.free_hours {
+            Some(f) if f.contains(at) => {
+                (bytes as u128 * (100 - f.free_percent.min(100)) as u128 / 100) as u64
+            }
+            _ => bytes,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.daily.is_empty() && self.monthly.is_empty() && self.free_hours.is_none()
+    }
+}
+
+/// Parses a byte count: `5000000000`, `500M`, `5G`, `1.5T` (powers of
+/// 1000, as ISPs sell volume), or `5GiB` (powers of 1024).
+pub fn parse_bytes(input: &str) -> Result<u64, String> {
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "K" | "KB" => 1_000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        "T" | "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{input:?}: unknown unit {other:?} (B, K, M, G, T, KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{input:?} is not a size like 5G or 500M"))?;
+    let bytes = value * factor as f64;
+    if !(1.0..=9.0e18).contains(&bytes) {
+        return Err(format!("{input:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses "HH:MM" into minutes after midnight.
+pub fn parse_minute_of_day(input: &str) -> Result<u16, String> {
+    let t = NaiveTime::parse_from_str(input.trim(), "%H:%M")
+        .map_err(|_| format!("{input:?} is not HH:MM"))?;
+    Ok((t.hour() * 60 + t.minute()) as u16)
+}
+
+/// FUP of every service that has one.
+pub type FupPolicy = HashMap<i64, std::sync::Arc<ServiceFup>>;
+
+/// The traffic a session's new cumulative counters add to what was
+/// counted before (`prev`: octets and session time last counted). Never
+/// negative: counters that went down while the session time did not are a
+/// counter reset (everything since counts); lower counters with a lower
+/// session time are a late, reordered packet (nothing counts).
+pub fn usage_delta(prev: Option<(u64, u32)>, octets: u64, session_time: u32) -> u64 {
+    match prev {
+        None => octets,
+        Some((prev_octets, _)) if octets >= prev_octets => octets - prev_octets,
+        Some((_, prev_time)) if session_time >= prev_time => octets,
+        Some(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: u64 = 1 << 30;
+
+    fn fup() -> ServiceFup {
+        ServiceFup {
+            daily: vec![
+                Tier::new(1, 5 * G, 5000, 1000, None),
+                Tier::new(2, 10 * G, 2000, 512, Some("fup-2".into())),
+            ],
+            monthly: vec![Tier::new(1, 100 * G, 3000, 1000, None)],
+            free_hours: Some(FreeHours {
+                start_minute: 60,
+                end_minute: 7 * 60,
+                free_percent: 100,
+            }),
+        }
+    }
+
+    #[test]
+    fn levels_follow_thresholds() {
+        let f = fup();
+        assert_eq!(f.level_for(Period::Daily, 0), 0);
+        assert_eq!(f.level_for(Period::Daily, 5 * G - 1), 0);
+        assert_eq!(f.level_for(Period::Daily, 5 * G), 1);
+        assert_eq!(f.level_for(Period::Daily, 11 * G), 2);
+        assert_eq!(f.level_for(Period::Monthly, 99 * G), 0);
+        assert_eq!(
+            f.levels_for(6 * G, 100 * G),
+            Levels {
+                daily: 1,
+                monthly: 1
+            }
+        );
+    }
+
+    #[test]
+    fn the_slower_of_the_daily_and_monthly_tier_applies() {
+        let f = fup();
+        assert_eq!(f.effective(Levels::default()), None);
+        assert_eq!(
+            f.effective(Levels {
+                daily: 1,
+                monthly: 0
+            })
+            .unwrap()
+            .rate_limit,
+            "1000k/5000k"
+        );
+        // Monthly tier 1 (3M) is slower than daily tier 1 (5M).
+        assert_eq!(
+            f.effective(Levels {
+                daily: 1,
+                monthly: 1
+            })
+            .unwrap()
+            .download_kbps,
+            3000
+        );
+        // Daily tier 2 (2M) is slower than monthly tier 1.
+        assert_eq!(
+            f.effective(Levels {
+                daily: 2,
+                monthly: 1
+            })
+            .unwrap()
+            .level,
+            2
+        );
+    }
+
+    #[test]
+    fn free_hours_count_only_the_paid_share() {
+        let mut f = fup();
+        let night = NaiveTime::from_hms_opt(3, 0, 0).unwrap();
+        let day = NaiveTime::from_hms_opt(12, 0, 0).unwrap();
+        assert_eq!(f.counted(1000, night), 0);
+        assert_eq!(f.counted(1000, day), 1000);
+        f.free_hours = Some(FreeHours {
+            start_minute: 23 * 60,
+            end_minute: 60,
+            free_percent: 50,
+        });
+        assert_eq!(
+            f.counted(1000, NaiveTime::from_hms_opt(23, 30, 0).unwrap()),
+            500
+        );
+        assert_eq!(
+            f.counted(1000, NaiveTime::from_hms_opt(0, 30, 0).unwrap()),
+            500
+        );
+        assert_eq!(
+            f.counted(1000, NaiveTime::from_hms_opt(1, 0, 0).unwrap()),
+            1000
+        );
+    }
+
+    #[test]
+    fn sizes_parse_in_decimal_and_binary_units() {
+        assert_eq!(parse_bytes("5G"), Ok(5_000_000_000));
+        assert_eq!(parse_bytes("1.5T"), Ok(1_500_000_000_000));
+        assert_eq!(parse_bytes("500M"), Ok(500_000_000));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert!(parse_bytes("5X").is_err());
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("").is_err());
+        assert_eq!(parse_minute_of_day("01:30"), Ok(90));
+        assert!(parse_minute_of_day("25:00").is_err());
+    }
+
+    #[test]
+    fn deltas_are_never_negative_and_survive_counter_resets() {
+        assert_eq!(usage_delta(None, 500, 10), 500);
+        assert_eq!(usage_delta(Some((500, 10)), 800, 40), 300);
+        // A counter reset on the NAS: the session went on, counters restarted.
+        assert_eq!(usage_delta(Some((800, 40)), 100, 70), 100);
+        // A late, reordered interim: older time, lower counters.
+        assert_eq!(usage_delta(Some((800, 40)), 600, 30), 0);
+        assert_eq!(usage_delta(Some((800, 40)), 800, 40), 0);
+    }
+}

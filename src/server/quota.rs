@@ -1,0 +1,205 @@
+//! Quota bookkeeping on the accounting writer's batches (SPEC §7): after a
+//! batch is durable in the database, the traffic each session added since
+//! it was last counted goes to its subscriber's daily and monthly usage in
+//! one statement; a subscriber whose usage crossed a FUP tier gets the new
+//! level recorded and a CoA with the tier's speed (sent by the enforcer,
+//! so the writer never waits on a NAS). Only subscribers whose service has
+//! tiers or free hours are counted; nothing here runs on a shard.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::Local;
+use tracing::{info, warn};
+
+use super::enforcer::Job;
+use super::Shared;
+use crate::accounting::{AcctEvent, AcctKind};
+use crate::coa::Change;
+use crate::policy::fup::{usage_delta, Levels, ServiceFup, Tier};
+use crate::policy::{Service, Snapshot};
+use crate::store::Store;
+
+/// What quota bookkeeping did, for the metrics.
+#[derive(Debug, Default)]
+pub struct QuotaStats {
+    /// Subscribers moved into a higher FUP tier.
+    pub tier_changes: AtomicU64,
+    /// Usage updates that failed (the batch itself was committed).
+    pub usage_errors: AtomicU64,
+}
+
+pub struct Quota {
+    pub shared: Arc<Shared>,
+    pub jobs: crossbeam_channel::Sender<Job>,
+    pub stats: Arc<QuotaStats>,
+    /// Per session (acctuniqueid): the octets and session time last counted.
+    counted: HashMap<String, (u64, u32)>,
+}
+
+/// The speed change that gives `tier` (or, with `None`, the service's own
+/// speed) to a subscriber.
+pub fn speed_change(service: &Service, tier: Option<&Tier>) -> Change {
+    match tier {
+        Some(t) => Change::Speed {
+            rate_limit: t.rate_limit.clone(),
+            filter_id: t.filter_id.clone(),
+        },
+        None => Change::Speed {
+            rate_limit: service.rate_limit.clone(),
+            filter_id: Some(
+                service
+                    .filter_id
+                    .clone()
+                    .unwrap_or_else(|| service.name.clone()),
+            ),
+        },
+    }
+}
+
+/// The subscriber's service and its FUP, when it has one.
+pub fn fup_of<'s>(snapshot: &'s Snapshot, username: &str) -> Option<(&'s Service, &'s ServiceFup)> {
+    let service_id = snapshot.subscriber(username.as_bytes())?.service_id?;
+    let fup = snapshot.fup.get(&service_id)?;
+    Some((snapshot.services.get(&service_id)?, fup))
+}
+
+fn octets(e: &AcctEvent) -> u64 {
+    e.input_octets
+        .unwrap_or(0)
+        .saturating_add(e.output_octets.unwrap_or(0))
+}
+
+impl Quota {
+    pub fn new(
+        shared: Arc<Shared>,
+        jobs: crossbeam_channel::Sender<Job>,
+        stats: Arc<QuotaStats>,
+    ) -> Quota {
+        Quota {
+            shared,
+            jobs,
+            stats,
+            counted: HashMap::new(),
+        }
+    }
+
+    /// Before a batch is written: learns what was already counted for
+    /// sessions not seen since start (their radacct row holds it).
+    pub fn prime<'a>(
+        &mut self,
+        store: &mut dyn Store,
+        events: impl Iterator<Item = &'a AcctEvent>,
+    ) {
+        let snapshot = self.shared.snapshot.load();
+        let unknown: Vec<String> = events
+            .filter(|e| e.kind != AcctKind::NasReboot)
+            .filter(|e| !self.counted.contains_key(&e.unique_id))
+            .filter(|e| fup_of(&snapshot, &e.username).is_some())
+            .map(|e| e.unique_id.clone())
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        match store.session_counters(&unknown) {
+            Ok(rows) => {
+                for (id, octets, time) in rows {
+                    self.counted.insert(id, (octets, time));
+                }
+            }
+            Err(e) => warn!("quota: cannot read session counters: {e}"),
+        }
+    }
+
+    /// After a batch is durable in the database: adds its traffic to the
+    /// subscribers' usage and raises tiers that were crossed.
+    pub fn account<'a>(
+        &mut self,
+        store: &mut dyn Store,
+        events: impl Iterator<Item = &'a AcctEvent>,
+    ) {
+        let snapshot = self.shared.snapshot.load_full();
+        let mut per_user: HashMap<String, u64> = HashMap::new();
+        for e in events {
+            if e.kind == AcctKind::NasReboot {
+                continue;
+            }
+            let Some((_, fup)) = fup_of(&snapshot, &e.username) else {
+                continue;
+            };
+            let (octets, time) = (octets(e), e.session_time.unwrap_or(0));
+            let prev = self.counted.get(&e.unique_id).copied();
+            let delta = usage_delta(prev, octets, time);
+            if e.kind == AcctKind::Stop {
+                self.counted.remove(&e.unique_id);
+            } else if delta > 0 || prev.is_none() {
+                self.counted.insert(e.unique_id.clone(), (octets, time));
+            }
+            let at = e.event_time.with_timezone(&Local).time();
+            let counted = fup.counted(delta, at);
+            if counted > 0 {
+                *per_user.entry(e.username.clone()).or_default() += counted;
+            }
+        }
+        if per_user.is_empty() {
+            return;
+        }
+        let deltas: Vec<(String, u64)> = per_user.into_iter().collect();
+        let rows = match store.add_usage(&deltas) {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.stats.usage_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "quota: usage of {} subscribers not counted: {e}",
+                    deltas.len()
+                );
+                return;
+            }
+        };
+        for row in rows {
+            let Some((service, fup)) = fup_of(&snapshot, &row.username) else {
+                continue;
+            };
+            let reached = fup.levels_for(row.daily_bytes, row.monthly_bytes);
+            // Levels only go up here; the resets bring them down.
+            let raised = Levels {
+                daily: reached.daily.max(row.levels.daily),
+                monthly: reached.monthly.max(row.levels.monthly),
+            };
+            if raised == row.levels {
+                continue;
+            }
+            if let Err(e) = store.set_fup_levels(&row.username, raised) {
+                self.stats.usage_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "quota: cannot record the FUP level of {}: {e}",
+                    row.username
+                );
+                continue;
+            }
+            self.stats.tier_changes.fetch_add(1, Ordering::Relaxed);
+            let before = fup.effective(row.levels);
+            let after = fup.effective(raised);
+            info!(
+                user = %row.username,
+                daily_bytes = row.daily_bytes,
+                monthly_bytes = row.monthly_bytes,
+                daily_level = raised.daily,
+                monthly_level = raised.monthly,
+                "FUP tier reached"
+            );
+            if before.map(|t| &t.rate_limit) != after.map(|t| &t.rate_limit) {
+                let job = Job {
+                    user: row.username.clone(),
+                    session: None,
+                    change: speed_change(service, after),
+                    reply: None,
+                };
+                if self.jobs.try_send(job).is_err() {
+                    warn!(user = %row.username, "quota: CoA queue full, the tier speed applies at the next login");
+                }
+            }
+        }
+    }
+}

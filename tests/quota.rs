@@ -1,0 +1,426 @@
+//! Quota and FUP (issue 8): interim updates add to usage, crossing a tier
+//! sends exactly one CoA with the tier's speed, an Access-Accept carries
+//! the tier speed, counter resets and reordered interims are handled, free
+//! hours count only the paid share, and the daily reset restores the speed.
+
+#[macro_use]
+mod common;
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::fake_nas::{FakeNas, Received};
+use common::server::{Backend, Install, Server, TestNas, SECRET};
+use shardius::nas::{self, AcctRecord, Credentials, Session};
+use shardius::proto::dict::{acct_status, mikrotik, vendor};
+use shardius::proto::{Code, Packet, Secret};
+
+on_both_backends!(tiers_are_crossed_once_each_carried_at_login_and_reset_daily);
+
+/// Runs SQL on the installation's database, the way a billing panel would.
+fn sql(install: &Install, statement: &str) {
+    if let Some(path) = install.db_url.strip_prefix("sqlite:") {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch(statement)
+            .unwrap();
+    } else {
+        let db = install.db_url.rsplit('/').next().unwrap().to_owned();
+        common::pg::shared()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .psql(&db, statement);
+    }
+}
+
+fn accounting(server: &Server, status: u32, user: &str, sid: &str, secs: u32, each_way: u64) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let record = AcctRecord {
+        status,
+        session_id: sid.as_bytes(),
+        user_name: user.as_bytes(),
+        session_time: secs,
+        input_octets: each_way,
+        output_octets: each_way,
+        framed_ip: Some(Ipv4Addr::new(100, 64, 0, 9)),
+        terminate_cause: None,
+        class: None,
+    };
+    let mut buf = [0u8; 4096];
+    let request = nas::accounting_request(
+        &mut buf,
+        rand::random(),
+        &Secret::new(SECRET.as_bytes()),
+        &record,
+        &Session::default(),
+    )
+    .unwrap()
+    .to_vec();
+    socket.send_to(&request, server.acct).unwrap();
+    let mut reply = [0u8; 4096];
+    socket.recv(&mut reply).expect("Accounting-Response");
+}
+
+fn rate(r: &Received) -> String {
+    String::from_utf8(
+        r.vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The Mikrotik-Rate-Limit of alice's Access-Accept.
+fn login_rate(server: &Server) -> String {
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    let (_, _, reply) = nas.exchange(
+        server.auth,
+        "alice",
+        &Credentials::Pap {
+            password: b"s3cret",
+        },
+        &Session::default(),
+    );
+    let reply = reply.expect("an answer");
+    let p = Packet::parse(&reply).unwrap();
+    assert_eq!(p.code(), Code::ACCESS_ACCEPT);
+    String::from_utf8(
+        p.vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT)
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+/// Usage is counted just after the Accounting-Response is sent.
+fn assert_usage(install: &Install, want: &str) {
+    let mut last = String::new();
+    let ok = eventually(Duration::from_secs(5), || {
+        last = install
+            .ok(&["subscriber", "usage", "alice"])
+            .trim()
+            .to_owned();
+        last == want
+    });
+    assert!(ok, "usage: {last}\nwanted: {want}");
+}
+
+fn setup(backend: Backend) -> (FakeNas, Install) {
+    let fake = FakeNas::start(SECRET);
+    let install = Install::empty_on(backend);
+    install.write_config(
+        "[database]\nreload_interval_secs = 1\n\n[coa]\ntimeout_ms = 300\nexpiry_check_interval_secs = 1\n\n[quota]\ndaily_reset_time = \"00:00\"\n",
+    );
+    install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
+    install.ok(&[
+        "nas",
+        "add",
+        "--name",
+        "BNG-1",
+        "--ip",
+        "127.0.0.1",
+        "--secret",
+        SECRET,
+        "--type",
+        "mikrotik",
+        "--coa-port",
+        &fake.addr.port().to_string(),
+    ]);
+    install.ok(&[
+        "service",
+        "add",
+        "--name",
+        "10M",
+        "--download",
+        "10M",
+        "--upload",
+        "2M",
+    ]);
+    install.ok(&[
+        "service",
+        "tier",
+        "--service",
+        "10M",
+        "--period",
+        "daily",
+        "--level",
+        "1",
+        "--threshold",
+        "1M",
+        "--download",
+        "5M",
+        "--upload",
+        "1M",
+    ]);
+    install.ok(&[
+        "service",
+        "tier",
+        "--service",
+        "10M",
+        "--period",
+        "daily",
+        "--level",
+        "2",
+        "--threshold",
+        "2M",
+        "--download",
+        "2M",
+        "--upload",
+        "512k",
+    ]);
+    install.ok(&[
+        "subscriber",
+        "add",
+        "--username",
+        "alice",
+        "--password",
+        "s3cret",
+        "--service",
+        "10M",
+    ]);
+    (fake, install)
+}
+
+fn tiers_are_crossed_once_each_carried_at_login_and_reset_daily(backend: Backend) {
+    let (fake, install) = setup(backend);
+    let mut server = install.serve(1);
+    // The first check claims today's (empty) reset; wait for it so it does
+    // not zero the usage below.
+    server.wait_for_log("monthly usage reset for", Duration::from_secs(10));
+    assert_eq!(login_rate(&server), "2000k/10000k");
+
+    accounting(&server, acct_status::START, "alice", "s1", 0, 0);
+    accounting(
+        &server,
+        acct_status::INTERIM_UPDATE,
+        "alice",
+        "s1",
+        30,
+        300_000,
+    ); // 600 kB
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(fake.received().is_empty(), "below tier 1: no CoA");
+    accounting(
+        &server,
+        acct_status::INTERIM_UPDATE,
+        "alice",
+        "s1",
+        60,
+        500_000,
+    ); // 1.0 MB: tier 1
+    let got = fake.wait_for(1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].code, Code::COA_REQUEST);
+    assert_eq!(rate(&got[0]), "1000k/5000k");
+    accounting(
+        &server,
+        acct_status::INTERIM_UPDATE,
+        "alice",
+        "s1",
+        90,
+        800_000,
+    ); // 1.6 MB
+    accounting(
+        &server,
+        acct_status::INTERIM_UPDATE,
+        "alice",
+        "s1",
+        120,
+        1_100_000,
+    ); // 2.2 MB: tier 2
+    let got = fake.wait_for(2, Duration::from_secs(5));
+    assert_eq!(got.len(), 2);
+    assert_eq!(rate(&got[1]), "512k/2000k");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fake.received().len(), 2, "exactly two CoAs");
+
+    // A login now gets the tier speed.
+    assert!(
+        eventually(Duration::from_secs(5), || login_rate(&server)
+            == "512k/2000k"),
+        "the Access-Accept carries the tier speed"
+    );
+
+    // The NAS reset its counters (session time went on): 200 kB counts.
+    accounting(
+        &server,
+        acct_status::INTERIM_UPDATE,
+        "alice",
+        "s1",
+        150,
+        100_000,
+    );
+    // A late, reordered interim (older session time) counts nothing.
+    accounting(
+        &server,
+        acct_status::INTERIM_UPDATE,
+        "alice",
+        "s1",
+        140,
+        50_000,
+    );
+    assert_usage(
+        &install,
+        "alice: daily 2400000 bytes (tier 2), monthly 2400000 bytes (tier 0)",
+    );
+
+    // The daily reset (pretend it last ran long ago) restores the speed.
+    sql(
+        &install,
+        "UPDATE quota_resets SET done_on = '2000-01-01' WHERE period = 'daily'",
+    );
+    let got = fake.wait_for(3, Duration::from_secs(10));
+    assert_eq!(got.len(), 3, "a CoA restoring the speed");
+    assert_eq!(rate(&got[2]), "2000k/10000k");
+    assert_usage(
+        &install,
+        "alice: daily 0 bytes (tier 0), monthly 2400000 bytes (tier 0)",
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || login_rate(&server)
+            == "2000k/10000k"),
+        "full speed at login again"
+    );
+    assert_eq!(server.metric("shardius_fup_tier_changes_total"), 2.0);
+    assert_eq!(
+        server.metric("shardius_coa_requests_total{kind=\"coa\",result=\"ack\"}"),
+        3.0
+    );
+}
+
+#[test]
+fn free_hours_count_only_the_paid_share() {
+    let (fake, install) = setup(Backend::Sqlite);
+    // The whole day (from == to) is a free-hours window at 50%.
+    install.ok(&[
+        "service",
+        "free-hours",
+        "--service",
+        "10M",
+        "--from",
+        "00:00",
+        "--to",
+        "00:00",
+        "--free",
+        "50",
+    ]);
+    let mut server = install.serve(1);
+    server.wait_for_log("monthly usage reset for", Duration::from_secs(10));
+    accounting(&server, acct_status::START, "alice", "s1", 0, 0);
+    // 1.2 MB of traffic counts as 600 kB: below tier 1.
+    accounting(
+        &server,
+        acct_status::INTERIM_UPDATE,
+        "alice",
+        "s1",
+        30,
+        600_000,
+    );
+    assert_usage(
+        &install,
+        "alice: daily 600000 bytes (tier 0), monthly 600000 bytes (tier 0)",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(fake.received().is_empty());
+    let err = install.fails(&[
+        "service",
+        "free-hours",
+        "--service",
+        "10M",
+        "--from",
+        "25:00",
+        "--to",
+        "01:00",
+        "--free",
+        "10",
+    ]);
+    assert!(err.contains("HH:MM"), "{err}");
+    let err = install.fails(&[
+        "service",
+        "tier",
+        "--service",
+        "10M",
+        "--period",
+        "daily",
+        "--level",
+        "7",
+        "--threshold",
+        "1G",
+        "--download",
+        "1M",
+        "--upload",
+        "1M",
+    ]);
+    assert!(err.contains("--level"), "{err}");
+}
+
+on_both_backends!(monthly_resets_follow_the_anniversary_day_once_per_day);
+
+fn monthly_resets_follow_the_anniversary_day_once_per_day(backend: Backend) {
+    use chrono::NaiveDate;
+    use shardius::policy::fup::{Levels, Period};
+    let install = Install::empty_on(backend);
+    let url = shardius::store::DatabaseUrl::parse(&install.db_url).unwrap();
+    let mut store = shardius::store::open(&url).unwrap();
+    store.migrate().unwrap();
+    let deltas: Vec<(String, u64)> = ["d15", "d31", "d1"]
+        .iter()
+        .map(|u| (u.to_string(), 1000))
+        .collect();
+    store.add_usage(&deltas).unwrap();
+    sql(
+        &install,
+        "UPDATE subscriber_usage SET anniversary_day = 15 WHERE username = 'd15'",
+    );
+    sql(
+        &install,
+        "UPDATE subscriber_usage SET anniversary_day = 31 WHERE username = 'd31'",
+    );
+    let tiered = Levels {
+        daily: 0,
+        monthly: 2,
+    };
+    store.set_fup_levels("d15", tiered).unwrap();
+    let monthly = |store: &mut Box<dyn shardius::store::Store>, u: &str| {
+        let row = store.usage(u).unwrap().unwrap();
+        (row.monthly_bytes, row.levels.monthly)
+    };
+
+    // 15 March: d15's anniversary.
+    let march15 = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
+    let reset = store.reset_usage(Period::Monthly, march15).unwrap();
+    assert_eq!(reset, Some(vec![("d15".to_string(), tiered)]));
+    assert_eq!(monthly(&mut store, "d15"), (0, 0));
+    assert_eq!(monthly(&mut store, "d31"), (1000, 0));
+    assert_eq!(monthly(&mut store, "d1"), (1000, 0));
+    // Once per day.
+    assert_eq!(store.reset_usage(Period::Monthly, march15).unwrap(), None);
+
+    // 28 February (the last day): day 31 does not exist, so d31 resets.
+    let feb28 = NaiveDate::from_ymd_opt(2027, 2, 28).unwrap();
+    assert_eq!(
+        store.reset_usage(Period::Monthly, feb28).unwrap(),
+        Some(vec![])
+    );
+    assert_eq!(monthly(&mut store, "d31"), (0, 0));
+    assert_eq!(monthly(&mut store, "d1"), (1000, 0));
+
+    // Daily: everyone, daily counters only.
+    assert!(store.reset_usage(Period::Daily, feb28).unwrap().is_some());
+    assert_eq!(store.usage("d1").unwrap().unwrap().daily_bytes, 0);
+    assert_eq!(store.usage("d1").unwrap().unwrap().monthly_bytes, 1000);
+    assert_eq!(store.reset_usage(Period::Daily, feb28).unwrap(), None);
+}
