@@ -6,14 +6,15 @@
 #[macro_use]
 mod common;
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::fake_nas::{FakeNas, Mode, Received};
-use common::server::{http_request, Backend, Install, Server, SECRET};
-use shardius::nas::{self, AcctRecord, Session};
+use common::server::{
+    acct_record, http_request, send_accounting, Backend, Install, Server, SECRET,
+};
 use shardius::proto::dict::{acct_status, attr, mikrotik, vendor};
-use shardius::proto::{Code, Secret};
+use shardius::proto::Code;
 
 on_both_backends!(
     the_cli_disconnects_and_changes_speed_and_reports_ack_nak_timeout_and_wrong_secrets,
@@ -28,31 +29,7 @@ fn install_with_nas(backend: Backend, coa_port: u16, nas_type: &str, config: &st
     install.write_config(&format!(
         "[database]\nreload_interval_secs = 1\n\n[coa]\ntries = 3\ntimeout_ms = 300\nexpiry_check_interval_secs = 1\n{config}"
     ));
-    install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
-    install.ok(&[
-        "nas",
-        "add",
-        "--name",
-        "BNG-1",
-        "--ip",
-        "127.0.0.1",
-        "--secret",
-        SECRET,
-        "--type",
-        nas_type,
-        "--coa-port",
-        &coa_port.to_string(),
-    ]);
-    install.ok(&[
-        "service",
-        "add",
-        "--name",
-        "10M",
-        "--download",
-        "10M",
-        "--upload",
-        "2M",
-    ]);
+    install.provision_nas(nas_type, coa_port);
     for user in ["alice", "bob"] {
         install.ok(&[
             "subscriber",
@@ -70,34 +47,10 @@ fn install_with_nas(backend: Backend, coa_port: u16, nas_type: &str, config: &st
 
 /// Sends Accounting-Start for a session and waits until it is durable.
 fn start_session(server: &Server, user: &str, session_id: &str, framed: Ipv4Addr) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let record = AcctRecord {
-        status: acct_status::START,
-        session_id: session_id.as_bytes(),
-        user_name: user.as_bytes(),
-        session_time: 0,
-        input_octets: 0,
-        output_octets: 0,
-        framed_ip: Some(framed),
-        terminate_cause: None,
-        class: None,
-    };
-    let mut buf = [0u8; 4096];
-    let request = nas::accounting_request(
-        &mut buf,
-        rand::random(),
-        &Secret::new(SECRET.as_bytes()),
-        &record,
-        &Session::default(),
-    )
-    .unwrap()
-    .to_vec();
-    socket.send_to(&request, server.acct).unwrap();
-    let mut reply = [0u8; 4096];
-    socket.recv(&mut reply).expect("Accounting-Response");
+    send_accounting(
+        server.acct,
+        &acct_record(acct_status::START, user, session_id, 0, 0, Some(framed)),
+    );
 }
 
 fn assert_identifies_the_session(r: &Received, user: &str, session_id: &str, framed: Ipv4Addr) {

@@ -5,15 +5,16 @@
 #[macro_use]
 mod common;
 
-use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{metric_value, Backend, Install, Server, TestNas, SECRET};
-use shardius::nas::{self, AcctRecord, Credentials, Session};
+use common::server::{
+    acct_record, metric_value, send_accounting, Backend, Install, Server, TestNas, SECRET,
+};
+use shardius::nas::{Credentials, Session};
 use shardius::proto::dict::acct_status;
-use shardius::proto::{Code, Secret};
+use shardius::proto::Code;
 
 on_both_backends!(metrics_count_exactly_what_was_sent);
 
@@ -91,38 +92,13 @@ fn metrics_count_exactly_what_was_sent(backend: Backend) {
         None
     );
     // One accounting Start: written, committed, one open session.
-    let acct = UdpSocket::bind("127.0.0.1:0").unwrap();
-    acct.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 4096];
-    let record = AcctRecord {
-        status: acct_status::START,
-        session_id: b"81a00001",
-        user_name: b"alice",
-        session_time: 0,
-        input_octets: 0,
-        output_octets: 0,
-        framed_ip: None,
-        terminate_cause: None,
-        class: None,
-    };
-    let request = nas::accounting_request(
-        &mut buf,
-        7,
-        &Secret::new(SECRET.as_bytes()),
-        &record,
-        &Session::default(),
-    )
-    .unwrap()
-    .to_vec();
-    acct.send_to(&request, server.acct).unwrap();
-    let mut reply = [0u8; 4096];
-    acct.recv(&mut reply).expect("Accounting-Response");
+    send_accounting(
+        server.acct,
+        &acct_record(acct_status::START, "alice", "81a00001", 0, 0, None),
+    );
 
-    let body = wait_for_metric(&server, "shardius_open_sessions", 1.0);
-    let body = {
-        let _ = body;
-        wait_for_metric(&server, "shardius_unknown_nas_packets_total", 1.0)
-    };
+    wait_for_metric(&server, "shardius_open_sessions", 1.0);
+    let body = wait_for_metric(&server, "shardius_unknown_nas_packets_total", 1.0);
     let m = |series: &str| metric_value(&body, series);
     assert_eq!(m("shardius_access_accepts_total"), 100.0, "{body}");
     assert_eq!(

@@ -6,14 +6,15 @@
 #[macro_use]
 mod common;
 
-use std::net::{Ipv4Addr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use common::fake_nas::{FakeNas, Received};
-use common::server::{Backend, Install, Server, TestNas, SECRET};
-use shardius::nas::{self, AcctRecord, Credentials, Session};
+use common::pg::eventually;
+use common::server::{acct_record, send_accounting, Backend, Install, Server, TestNas, SECRET};
+use shardius::nas::{Credentials, Session};
 use shardius::proto::dict::{acct_status, mikrotik, vendor};
-use shardius::proto::{Code, Packet, Secret};
+use shardius::proto::{Code, Packet};
 
 on_both_backends!(tiers_are_crossed_once_each_carried_at_login_and_reset_daily);
 
@@ -34,34 +35,11 @@ fn sql(install: &Install, statement: &str) {
 }
 
 fn accounting(server: &Server, status: u32, user: &str, sid: &str, secs: u32, each_way: u64) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let record = AcctRecord {
-        status,
-        session_id: sid.as_bytes(),
-        user_name: user.as_bytes(),
-        session_time: secs,
-        input_octets: each_way,
-        output_octets: each_way,
-        framed_ip: Some(Ipv4Addr::new(100, 64, 0, 9)),
-        terminate_cause: None,
-        class: None,
-    };
-    let mut buf = [0u8; 4096];
-    let request = nas::accounting_request(
-        &mut buf,
-        rand::random(),
-        &Secret::new(SECRET.as_bytes()),
-        &record,
-        &Session::default(),
-    )
-    .unwrap()
-    .to_vec();
-    socket.send_to(&request, server.acct).unwrap();
-    let mut reply = [0u8; 4096];
-    socket.recv(&mut reply).expect("Accounting-Response");
+    let framed = Some(Ipv4Addr::new(100, 64, 0, 9));
+    send_accounting(
+        server.acct,
+        &acct_record(status, user, sid, secs, each_way, framed),
+    );
 }
 
 fn rate(r: &Received) -> String {
@@ -92,17 +70,6 @@ fn login_rate(server: &Server) -> String {
             .to_vec(),
     )
     .unwrap()
-}
-
-fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    check()
 }
 
 /// Usage is counted just after the Accounting-Response is sent.

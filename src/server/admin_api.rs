@@ -77,32 +77,39 @@ fn authorize(admin: &Admin, headers: &HeaderMap) -> Result<(), (StatusCode, &'st
     }
 }
 
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// The token first (a wrong one learns nothing about the body), then the
+/// body; the error is the status and message to answer with.
+fn accept<T>(
+    state: &ControlState,
+    headers: &HeaderMap,
+    body: Body<T>,
+) -> Result<T, (StatusCode, String)> {
+    authorize(&state.admin, headers).map_err(|(code, message)| (code, message.to_owned()))?;
+    body.map(|Json(b)| b)
+        .map_err(|e| (StatusCode::BAD_REQUEST, e.body_text()))
+}
+
 async fn disconnect(
     State(state): State<Arc<ControlState>>,
     headers: HeaderMap,
-    body: Result<Json<DisconnectBody>, axum::extract::rejection::JsonRejection>,
+    body: Body<DisconnectBody>,
 ) -> Response {
-    if let Err((code, message)) = authorize(&state.admin, &headers) {
-        return error(code, message);
+    match accept(&state, &headers, body) {
+        Ok(body) => run(&state, body.user, body.session, Change::Disconnect).await,
+        Err((code, message)) => error(code, &message),
     }
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
-    };
-    run(&state, body.user, body.session, Change::Disconnect).await
 }
 
 async fn coa(
     State(state): State<Arc<ControlState>>,
     headers: HeaderMap,
-    body: Result<Json<CoaBody>, axum::extract::rejection::JsonRejection>,
+    body: Body<CoaBody>,
 ) -> Response {
-    if let Err((code, message)) = authorize(&state.admin, &headers) {
-        return error(code, message);
-    }
-    let Json(body) = match body {
+    let body = match accept(&state, &headers, body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+        Err((code, message)) => return error(code, &message),
     };
     if let Err(e) = crate::coa::validate_rate_limit(&body.rate_limit) {
         return error(StatusCode::BAD_REQUEST, &format!("rate_limit: {e}"));

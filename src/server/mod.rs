@@ -114,6 +114,7 @@ pub fn serve(
     let store = open_store()?;
     let acct_store = open_store()?;
     let enforcer_store = open_store()?;
+    let usage_store = open_store()?;
     let log_stores = if config.log.radius_logs {
         (0..config.log.workers)
             .map(|_| open_store())
@@ -248,11 +249,21 @@ pub fn serve(
     // CoA jobs: from the admin API and from quota bookkeeping.
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(1024);
     let quota_stats = Arc::new(quota::QuotaStats::default());
-    acct_writer.quota = Some(quota::Quota::new(
-        shared.clone(),
-        jobs_tx.clone(),
-        quota_stats.clone(),
-    ));
+    let (usage_tx, usage_rx) = quota::channel();
+    acct_writer.quota = Some(quota::Quota::new(shared.clone(), usage_tx));
+    let usage_thread = {
+        let worker = quota::UsageWorker {
+            store: usage_store,
+            shared: shared.clone(),
+            rx: usage_rx,
+            jobs: jobs_tx.clone(),
+            stats: quota_stats.clone(),
+        };
+        std::thread::Builder::new()
+            .name("usage".into())
+            .spawn(move || worker.run())
+            .map_err(ServeError::Shard)?
+    };
     let writer_thread = std::thread::Builder::new()
         .name("acct-writer".into())
         .spawn(move || acct_writer.run())
@@ -365,6 +376,10 @@ pub fn serve(
     // answers what is still queued, then ends.
     if writer_thread.join().is_err() {
         error!("accounting writer panicked");
+    }
+    // The writer handed over its last sums; the usage thread counts them.
+    if usage_thread.join().is_err() {
+        error!("usage thread panicked");
     }
     let had_log_workers = !log_workers.is_empty();
     for w in log_workers {

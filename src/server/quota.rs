@@ -1,10 +1,13 @@
-//! Quota bookkeeping on the accounting writer's batches (SPEC §7): after a
-//! batch is durable in the database, the traffic each session added since
-//! it was last counted goes to its subscriber's daily and monthly usage in
-//! one statement; a subscriber whose usage crossed a FUP tier gets the new
-//! level recorded and a CoA with the tier's speed (sent by the enforcer,
-//! so the writer never waits on a NAS). Only subscribers whose service has
-//! tiers or free hours are counted; nothing here runs on a shard.
+//! Quota bookkeeping on the accounting writer's batches (SPEC §7). After a
+//! batch is durable in the database, the writer works out in memory the
+//! traffic each session added since it was last counted ([`Quota`]) and
+//! hands the per-subscriber sums to the usage thread ([`UsageWorker`]),
+//! which adds them to the daily and monthly usage in one statement, and
+//! for a subscriber whose usage crossed a FUP tier records the new level
+//! and queues a CoA with the tier's speed for the enforcer. So the
+//! accounting path never waits for usage updates or for a NAS: while the
+//! usage thread is busy, the writer keeps summing. Only subscribers whose
+//! service has tiers or free hours are counted; nothing runs on a shard.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,12 +33,24 @@ pub struct QuotaStats {
     pub usage_errors: AtomicU64,
 }
 
+/// The writer's side: what each session has been counted for, and the
+/// sums not yet handed over.
 pub struct Quota {
-    pub shared: Arc<Shared>,
-    pub jobs: crossbeam_channel::Sender<Job>,
-    pub stats: Arc<QuotaStats>,
+    shared: Arc<Shared>,
+    /// To the usage thread; capacity 1, so sums pile up here while it works.
+    usage: crossbeam_channel::Sender<HashMap<String, u64>>,
     /// Per session (acctuniqueid): the octets and session time last counted.
     counted: HashMap<String, (u64, u32)>,
+    pending: HashMap<String, u64>,
+}
+
+/// The usage thread: owns a store connection for usage and tier levels.
+pub struct UsageWorker {
+    pub store: Box<dyn Store>,
+    pub shared: Arc<Shared>,
+    pub rx: crossbeam_channel::Receiver<HashMap<String, u64>>,
+    pub jobs: crossbeam_channel::Sender<Job>,
+    pub stats: Arc<QuotaStats>,
 }
 
 /// The speed change that gives `tier` (or, with `None`, the service's own
@@ -71,17 +86,24 @@ fn octets(e: &AcctEvent) -> u64 {
         .saturating_add(e.output_octets.unwrap_or(0))
 }
 
+/// The writer's half and the usage thread's channel.
+pub fn channel() -> (
+    crossbeam_channel::Sender<HashMap<String, u64>>,
+    crossbeam_channel::Receiver<HashMap<String, u64>>,
+) {
+    crossbeam_channel::bounded(1)
+}
+
 impl Quota {
     pub fn new(
         shared: Arc<Shared>,
-        jobs: crossbeam_channel::Sender<Job>,
-        stats: Arc<QuotaStats>,
+        usage: crossbeam_channel::Sender<HashMap<String, u64>>,
     ) -> Quota {
         Quota {
             shared,
-            jobs,
-            stats,
+            usage,
             counted: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -112,15 +134,10 @@ impl Quota {
         }
     }
 
-    /// After a batch is durable in the database: adds its traffic to the
-    /// subscribers' usage and raises tiers that were crossed.
-    pub fn account<'a>(
-        &mut self,
-        store: &mut dyn Store,
-        events: impl Iterator<Item = &'a AcctEvent>,
-    ) {
-        let snapshot = self.shared.snapshot.load_full();
-        let mut per_user: HashMap<String, u64> = HashMap::new();
+    /// After a batch is durable in the database: sums its traffic per
+    /// subscriber and hands the sums to the usage thread when it is free.
+    pub fn account<'a>(&mut self, events: impl Iterator<Item = &'a AcctEvent>) {
+        let snapshot = self.shared.snapshot.load();
         for e in events {
             if e.kind == AcctKind::NasReboot {
                 continue;
@@ -139,14 +156,39 @@ impl Quota {
             let at = e.event_time.with_timezone(&Local).time();
             let counted = fup.counted(delta, at);
             if counted > 0 {
-                *per_user.entry(e.username.clone()).or_default() += counted;
+                *self.pending.entry(e.username.clone()).or_default() += counted;
             }
         }
-        if per_user.is_empty() {
+        if self.pending.is_empty() {
             return;
         }
-        let deltas: Vec<(String, u64)> = per_user.into_iter().collect();
-        let rows = match store.add_usage(&deltas) {
+        match self.usage.try_send(std::mem::take(&mut self.pending)) {
+            Ok(()) => {}
+            // Busy: keep summing, hand over after a later batch.
+            Err(crossbeam_channel::TrySendError::Full(back)) => self.pending = back,
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// At shutdown: hands over what is still pending.
+    pub fn finish(mut self) {
+        if !self.pending.is_empty() {
+            let _ = self.usage.send(std::mem::take(&mut self.pending));
+        }
+    }
+}
+
+impl UsageWorker {
+    /// Runs until the writer's sender is gone and everything is counted.
+    pub fn run(mut self) {
+        while let Ok(sums) = self.rx.recv() {
+            self.count(sums);
+        }
+    }
+
+    fn count(&mut self, sums: HashMap<String, u64>) {
+        let deltas: Vec<(String, u64)> = sums.into_iter().collect();
+        let rows = match self.store.add_usage(&deltas) {
             Ok(rows) => rows,
             Err(e) => {
                 self.stats.usage_errors.fetch_add(1, Ordering::Relaxed);
@@ -157,6 +199,7 @@ impl Quota {
                 return;
             }
         };
+        let snapshot = self.shared.snapshot.load_full();
         for row in rows {
             let Some((service, fup)) = fup_of(&snapshot, &row.username) else {
                 continue;
@@ -170,7 +213,7 @@ impl Quota {
             if raised == row.levels {
                 continue;
             }
-            if let Err(e) = store.set_fup_levels(&row.username, raised) {
+            if let Err(e) = self.store.set_fup_levels(&row.username, raised) {
                 self.stats.usage_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(
                     "quota: cannot record the FUP level of {}: {e}",

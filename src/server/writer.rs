@@ -127,6 +127,9 @@ impl Writer {
         if !self.spool.is_empty() {
             self.replay_spool();
         }
+        if let Some(q) = self.quota.take() {
+            q.finish();
+        }
         info!(
             "writer stopped: events={} batches={} rows={} spooled_batches={} spool_bytes={}",
             self.stats.events.load(Ordering::Relaxed),
@@ -213,7 +216,7 @@ impl Writer {
         // its answers; a spooled batch is counted by the session's next
         // event, whose cumulative counters include it.
         if let (Some(q), false) = (&mut self.quota, self.spooling) {
-            q.account(self.store.as_mut(), batch.iter().map(|m| &m.event));
+            q.account(batch.iter().map(|m| &m.event));
         }
         batch.clear();
     }

@@ -621,15 +621,7 @@ impl Store for SqliteStore {
              WHERE daily_level > 0 OR monthly_level > 0",
         )?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    Levels {
-                        daily: r.get::<_, i64>(1)? as u8,
-                        monthly: r.get::<_, i64>(2)? as u8,
-                    },
-                ))
-            })?
+            .query_map([], user_levels)?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
@@ -712,15 +704,7 @@ impl Store for SqliteStore {
                 "SELECT username, daily_level, monthly_level FROM subscriber_usage WHERE {level} > 0 AND {due}"
             ))?;
             let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        Levels {
-                            daily: r.get::<_, i64>(1)? as u8,
-                            monthly: r.get::<_, i64>(2)? as u8,
-                        },
-                    ))
-                })?
+                .query_map([], user_levels)?
                 .collect::<rusqlite::Result<_>>()?;
             rows
         };
@@ -814,6 +798,17 @@ const RADACCT_UPSERT: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, 
         callingstationid = coalesce(radacct.callingstationid, excluded.callingstationid),
         calledstationid = coalesce(radacct.calledstationid, excluded.calledstationid),
         class = coalesce(radacct.class, excluded.class)";
+
+/// (username, daily_level, monthly_level).
+fn user_levels(r: &Row<'_>) -> rusqlite::Result<(String, Levels)> {
+    Ok((
+        r.get(0)?,
+        Levels {
+            daily: r.get::<_, i64>(1)? as u8,
+            monthly: r.get::<_, i64>(2)? as u8,
+        },
+    ))
+}
 
 fn usage_from_row(r: &Row<'_>) -> rusqlite::Result<UsageRow> {
     Ok(UsageRow {

@@ -82,6 +82,36 @@ impl Install {
         ]);
     }
 
+    /// A key, the NAS BNG-1 for 127.0.0.1 of `nas_type` taking CoA on
+    /// `coa_port`, and the 10M service (no subscribers).
+    pub fn provision_nas(&self, nas_type: &str, coa_port: u16) {
+        self.ok(&["keygen", "--out", self.key().to_str().unwrap()]);
+        self.ok(&[
+            "nas",
+            "add",
+            "--name",
+            "BNG-1",
+            "--ip",
+            "127.0.0.1",
+            "--secret",
+            SECRET,
+            "--type",
+            nas_type,
+            "--coa-port",
+            &coa_port.to_string(),
+        ]);
+        self.ok(&[
+            "service",
+            "add",
+            "--name",
+            "10M",
+            "--download",
+            "10M",
+            "--upload",
+            "2M",
+        ]);
+    }
+
     /// Config and directory only.
     pub fn empty() -> Install {
         Install::empty_on(Backend::Sqlite)
@@ -488,4 +518,48 @@ pub fn metric_value(exposition: &str, series: &str) -> f64 {
             (name == series).then(|| value.parse().unwrap())
         })
         .unwrap_or(0.0)
+}
+
+/// One accounting event for a session: `each_way` octets in and out.
+pub fn acct_record<'a>(
+    status: u32,
+    user: &'a str,
+    session_id: &'a str,
+    session_time: u32,
+    each_way: u64,
+    framed_ip: Option<std::net::Ipv4Addr>,
+) -> nas::AcctRecord<'a> {
+    nas::AcctRecord {
+        status,
+        session_id: session_id.as_bytes(),
+        user_name: user.as_bytes(),
+        session_time,
+        input_octets: each_way,
+        output_octets: each_way,
+        framed_ip,
+        terminate_cause: None,
+        class: None,
+    }
+}
+
+/// Sends one Accounting-Request from a fresh socket and waits for its
+/// Accounting-Response (sent only once the event is durable).
+pub fn send_accounting(to: SocketAddr, record: &nas::AcctRecord<'_>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let request = nas::accounting_request(
+        &mut buf,
+        rand::random(),
+        &Secret::new(SECRET.as_bytes()),
+        record,
+        &Session::default(),
+    )
+    .unwrap()
+    .to_vec();
+    socket.send_to(&request, to).unwrap();
+    let mut reply = [0u8; 4096];
+    socket.recv(&mut reply).expect("Accounting-Response");
 }
