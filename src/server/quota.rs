@@ -38,17 +38,17 @@ pub struct QuotaStats {
 pub struct Quota {
     shared: Arc<Shared>,
     /// To the usage thread; capacity 1, so sums pile up here while it works.
-    usage: crossbeam_channel::Sender<HashMap<String, u64>>,
+    usage: crossbeam_channel::Sender<Sums>,
     /// Per session (acctuniqueid): the octets and session time last counted.
     counted: HashMap<String, (u64, u32)>,
-    pending: HashMap<String, u64>,
+    pending: Sums,
 }
 
 /// The usage thread: owns a store connection for usage and tier levels.
 pub struct UsageWorker {
     pub store: Box<dyn Store>,
     pub shared: Arc<Shared>,
-    pub rx: crossbeam_channel::Receiver<HashMap<String, u64>>,
+    pub rx: crossbeam_channel::Receiver<Sums>,
     pub jobs: crossbeam_channel::Sender<Job>,
     pub stats: Arc<QuotaStats>,
 }
@@ -86,19 +86,19 @@ fn octets(e: &AcctEvent) -> u64 {
         .saturating_add(e.output_octets.unwrap_or(0))
 }
 
+/// Counted bytes per subscriber, from the writer to the usage thread.
+pub type Sums = HashMap<String, u64>;
+
 /// The writer's half and the usage thread's channel.
 pub fn channel() -> (
-    crossbeam_channel::Sender<HashMap<String, u64>>,
-    crossbeam_channel::Receiver<HashMap<String, u64>>,
+    crossbeam_channel::Sender<Sums>,
+    crossbeam_channel::Receiver<Sums>,
 ) {
     crossbeam_channel::bounded(1)
 }
 
 impl Quota {
-    pub fn new(
-        shared: Arc<Shared>,
-        usage: crossbeam_channel::Sender<HashMap<String, u64>>,
-    ) -> Quota {
+    pub fn new(shared: Arc<Shared>, usage: crossbeam_channel::Sender<Sums>) -> Quota {
         Quota {
             shared,
             usage,
@@ -186,7 +186,7 @@ impl UsageWorker {
         }
     }
 
-    fn count(&mut self, sums: HashMap<String, u64>) {
+    fn count(&mut self, sums: Sums) {
         let deltas: Vec<(String, u64)> = sums.into_iter().collect();
         let rows = match self.store.add_usage(&deltas) {
             Ok(rows) => rows,
