@@ -42,34 +42,10 @@ impl Install {
         install
     }
 
-    /// Adds a key, the NAS BNG-1 for 127.0.0.1, the 10M service and
-    /// alice/s3cret.
+    /// Adds a key, the MikroTik NAS BNG-1 for 127.0.0.1, the 10M service
+    /// and alice/s3cret.
     pub fn provision(&self) {
-        self.ok(&["keygen", "--out", self.key().to_str().unwrap()]);
-        self.ok(&[
-            "nas",
-            "add",
-            "--name",
-            "BNG-1",
-            "--ip",
-            "127.0.0.1",
-            "--secret",
-            SECRET,
-            "--type",
-            "mikrotik",
-        ]);
-        self.ok(&[
-            "service",
-            "add",
-            "--name",
-            "10M",
-            "--download",
-            "10M",
-            "--upload",
-            "2M",
-            "--pool",
-            "pppoe-pool",
-        ]);
+        self.provision_nas("mikrotik", 1700);
         self.ok(&[
             "subscriber",
             "add",
@@ -83,7 +59,7 @@ impl Install {
     }
 
     /// A key, the NAS BNG-1 for 127.0.0.1 of `nas_type` taking CoA on
-    /// `coa_port`, and the 10M service (no subscribers).
+    /// `coa_port`, and the 10M service with pool pppoe-pool (no subscribers).
     pub fn provision_nas(&self, nas_type: &str, coa_port: u16) {
         self.ok(&["keygen", "--out", self.key().to_str().unwrap()]);
         self.ok(&[
@@ -109,6 +85,8 @@ impl Install {
             "10M",
             "--upload",
             "2M",
+            "--pool",
+            "pppoe-pool",
         ]);
     }
 
