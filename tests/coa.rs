@@ -19,7 +19,7 @@ use shardius::proto::Code;
 on_both_backends!(
     the_cli_disconnects_and_changes_speed_and_reports_ack_nak_timeout_and_wrong_secrets,
     the_admin_api_needs_its_token_and_counts_results,
-    expired_and_disabled_subscribers_are_disconnected_by_the_job,
+    expired_disabled_and_deleted_subscribers_are_disconnected_by_the_job,
 );
 
 /// An installation whose NAS 127.0.0.1 (`nas_type`) takes CoA on `coa_port`;
@@ -294,7 +294,7 @@ fn without_a_token_the_admin_api_is_off() {
     assert!(body.contains("http.admin_token"), "{body}");
 }
 
-fn expired_and_disabled_subscribers_are_disconnected_by_the_job(backend: Backend) {
+fn expired_disabled_and_deleted_subscribers_are_disconnected_by_the_job(backend: Backend) {
     let fake = FakeNas::start(SECRET);
     let install = install_with_nas(backend, fake.addr.port(), "mikrotik", "");
     // carol's last valid day was yesterday (server local time).
@@ -326,12 +326,18 @@ fn expired_and_disabled_subscribers_are_disconnected_by_the_job(backend: Backend
     let got = fake.wait_for(2, Duration::from_secs(10));
     assert_eq!(got.len(), 2, "{got:?}");
     assert_identifies_the_session(&got[1], "alice", "a-1", Ipv4Addr::new(100, 64, 0, 1));
+    // Deleting bob cuts his.
+    start_session(&server, "bob", "b-1", Ipv4Addr::new(100, 64, 0, 2));
+    install.ok(&["subscriber", "rm", "bob"]);
+    let got = fake.wait_for(3, Duration::from_secs(10));
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_identifies_the_session(&got[2], "bob", "b-1", Ipv4Addr::new(100, 64, 0, 2));
     // Each session is asked once, not every second.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(fake.received().len(), 2);
+    assert_eq!(fake.received().len(), 3);
     assert_eq!(
         server.metric("shardius_coa_requests_total{kind=\"disconnect\",result=\"ack\"}"),
-        2.0
+        3.0
     );
 }
 

@@ -144,8 +144,9 @@ pub trait Store: Send {
     fn write_logs(&mut self, entries: &[LogEntry]) -> Result<()>;
     /// The newest `radius_logs` rows: (username, event, result, reason).
     fn recent_logs(&mut self, limit: usize) -> Result<Vec<LogRow>>;
-    /// Open sessions whose subscriber is disabled or expired (last valid
-    /// day before `today`, the server's local date): the expiry job cuts them.
+    /// Open sessions whose subscriber is disabled, expired (last valid
+    /// day before `today`, the server's local date) or deleted (a tombstone
+    /// and no subscriber of that name): the expiry job cuts them.
     fn sessions_to_cut(&mut self, today: chrono::NaiveDate) -> Result<Vec<SessionRow>>;
     /// Whether this process leads cluster-wide job `job` (one node of
     /// several on one database runs it): a session-level advisory lock on

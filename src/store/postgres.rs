@@ -745,8 +745,10 @@ impl Store for PgStore {
         Ok(self
             .query(
                 "SELECT r.*, host(r.NASIPAddress) AS nas_ip, host(r.FramedIPAddress) AS framed_ip
-                 FROM radacct r JOIN subscribers s ON s.username = r.UserName
-                 WHERE r.AcctStopTime IS NULL AND (NOT s.is_active OR s.expiry_date < $1)",
+                 FROM radacct r LEFT JOIN subscribers s ON s.username = r.UserName
+                 WHERE r.AcctStopTime IS NULL
+                   AND (NOT s.is_active OR s.expiry_date < $1
+                        OR (s.id IS NULL AND r.UserName IN (SELECT username FROM deleted_subscribers)))",
                 &[&today],
             )?
             .iter()

@@ -515,8 +515,10 @@ impl Store for SqliteStore {
 
     fn sessions_to_cut(&mut self, today: chrono::NaiveDate) -> Result<Vec<SessionRow>> {
         let mut stmt = self.conn.prepare(
-            "SELECT r.* FROM radacct r JOIN subscribers s ON s.username = r.username
-             WHERE r.acctstoptime IS NULL AND (s.is_active = 0 OR s.expiry_date < ?1)",
+            "SELECT r.* FROM radacct r LEFT JOIN subscribers s ON s.username = r.username
+             WHERE r.acctstoptime IS NULL
+               AND (s.is_active = 0 OR s.expiry_date < ?1
+                    OR (s.id IS NULL AND r.username IN (SELECT username FROM deleted_subscribers)))",
         )?;
         let rows = stmt
             .query_map([today.format("%Y-%m-%d").to_string()], session_from_row)?
