@@ -278,6 +278,36 @@ fn the_admin_api_needs_its_token_and_counts_results(backend: Backend) {
         m("shardius_coa_requests_total{kind=\"disconnect\",result=\"nak\"}"),
         1.0
     );
+
+    // With the token configured, the CLI goes through the running server,
+    // so its CoA is counted there too.
+    fake.set_mode(Mode::Ack);
+    let out = install
+        .command(&["coa", "--user", "alice", "--rate-limit", "3M/3M"])
+        .env("SHARDIUS_HTTP_LISTEN", server.http.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        format!("alice session=81a00003 nas={} coa: ACK", fake.addr)
+    );
+    assert_eq!(
+        m("shardius_coa_requests_total{kind=\"coa\",result=\"ack\"}"),
+        2.0
+    );
+    let out = install
+        .command(&["disconnect", "--user", "carol"])
+        .env("SHARDIUS_HTTP_LISTEN", server.http.to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("carol has no open session"));
 }
 
 #[test]

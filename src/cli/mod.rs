@@ -77,7 +77,8 @@ pub enum Command {
     #[command(after_help = "Prints one line per session, e.g.\n  \
         alice session=81a00003 nas=10.0.0.1:1700 disconnect: ACK\n  \
         alice session=81a00004 nas=10.0.0.2:1700 disconnect: NAK Session-Context-Not-Found (503)\n\
-        Exit status 0 when every session answered ACK.")]
+        Exit status 0 when every session answered ACK. With http.admin_token set and the server \
+        running, the request goes through the server (and is counted in its metrics).")]
     Disconnect {
         /// The subscriber (User-Name as in radacct)
         #[arg(long)]
@@ -192,7 +193,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             admin::subscriber(&mut *store, &config, cmd)
         }
         Command::Disconnect { user, session } => admin::change_sessions(
-            &mut *open_migrated(&config)?,
+            || open_migrated(&config),
             &config,
             &user,
             session.as_deref(),
@@ -207,7 +208,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::coa::validate_rate_limit(&rate_limit)
                 .map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
             admin::change_sessions(
-                &mut *open_migrated(&config)?,
+                || open_migrated(&config),
                 &config,
                 &user,
                 session.as_deref(),

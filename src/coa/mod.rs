@@ -138,6 +138,7 @@ impl Report {
             Err(e) => (self.result.as_str(), None, Some(e.clone())),
         };
         serde_json::json!({
+            "line": self.line(),
             "username": self.username,
             "session_id": self.session_id,
             "nas": self.nas,
