@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Local;
 use tracing::{info, warn};
@@ -23,6 +24,9 @@ use crate::coa::Change;
 use crate::policy::fup::{usage_delta, Levels, ServiceFup, Tier};
 use crate::policy::{Service, Snapshot};
 use crate::store::Store;
+
+/// How often sessions that ended without a Stop are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// What quota bookkeeping did, for the metrics.
 #[derive(Debug, Default)]
@@ -39,9 +43,12 @@ pub struct Quota {
     shared: Arc<Shared>,
     /// To the usage thread; capacity 1, so sums pile up here while it works.
     usage: crossbeam_channel::Sender<Sums>,
-    /// Per session (acctuniqueid): the octets and session time last counted.
-    counted: HashMap<String, (u64, u32)>,
+    /// Per session (acctuniqueid): the octets and session time last
+    /// counted, and when. Sessions that end without a Stop (NAS reboot,
+    /// stale) are pruned after `accounting.stale_after_secs`.
+    counted: HashMap<String, (u64, u32, Instant)>,
     pending: Sums,
+    next_prune: Instant,
 }
 
 /// The usage thread: owns a store connection for usage and tier levels.
@@ -104,6 +111,7 @@ impl Quota {
             usage,
             counted: HashMap::new(),
             pending: HashMap::new(),
+            next_prune: Instant::now() + PRUNE_EVERY,
         }
     }
 
@@ -126,8 +134,9 @@ impl Quota {
         }
         match store.session_counters(&unknown) {
             Ok(rows) => {
+                let now = Instant::now();
                 for (id, octets, time) in rows {
-                    self.counted.insert(id, (octets, time));
+                    self.counted.insert(id, (octets, time, now));
                 }
             }
             Err(e) => warn!("quota: cannot read session counters: {e}"),
@@ -138,6 +147,13 @@ impl Quota {
     /// subscriber and hands the sums to the usage thread when it is free.
     pub fn account<'a>(&mut self, events: impl Iterator<Item = &'a AcctEvent>) {
         let snapshot = self.shared.snapshot.load();
+        let now = Instant::now();
+        if now >= self.next_prune {
+            self.next_prune = now + PRUNE_EVERY;
+            let keep = Duration::from_secs(self.shared.config.accounting.stale_after_secs);
+            self.counted
+                .retain(|_, (_, _, at)| now.duration_since(*at) < keep);
+        }
         for e in events {
             if e.kind == AcctKind::NasReboot {
                 continue;
@@ -146,12 +162,15 @@ impl Quota {
                 continue;
             };
             let (octets, time) = (octets(e), e.session_time.unwrap_or(0));
-            let prev = self.counted.get(&e.unique_id).copied();
+            let prev = self.counted.get(&e.unique_id).map(|&(o, t, _)| (o, t));
             let delta = usage_delta(prev, octets, time);
             if e.kind == AcctKind::Stop {
                 self.counted.remove(&e.unique_id);
             } else if delta > 0 || prev.is_none() {
-                self.counted.insert(e.unique_id.clone(), (octets, time));
+                self.counted
+                    .insert(e.unique_id.clone(), (octets, time, now));
+            } else if let Some(entry) = self.counted.get_mut(&e.unique_id) {
+                entry.2 = now;
             }
             let at = e.event_time.with_timezone(&Local).time();
             let counted = fup.counted(delta, at);
