@@ -263,8 +263,9 @@ impl Snapshot {
     /// The speed that applies to `username` on `service`: the effective
     /// FUP tier when the subscriber is in one, else `None` (the service's).
     pub fn fup_tier(&self, username: &[u8], service_id: i64) -> Option<&super::fup::Tier> {
-        let levels = self.fup_levels.get(username)?;
-        self.fup.get(&service_id)?.effective(*levels)
+        // Most services have no tiers: skip hashing the username for them.
+        let fup = self.fup.get(&service_id)?;
+        fup.effective(*self.fup_levels.get(username)?)
     }
 
     pub fn subscriber(&self, username: &[u8]) -> Option<&Subscriber> {
