@@ -343,11 +343,11 @@ fn monthly_resets_follow_the_anniversary_day_once_per_day(backend: Backend) {
     let url = shardius::store::DatabaseUrl::parse(&install.db_url).unwrap();
     let mut store = shardius::store::open(&url).unwrap();
     store.migrate().unwrap();
-    let deltas: Vec<(String, u64)> = ["d15", "d31", "d1"]
-        .iter()
-        .map(|u| (u.to_string(), 1000))
-        .collect();
-    store.add_usage(&deltas).unwrap();
+    let usage = |store: &mut Box<dyn shardius::store::Store>, users: &[&str]| {
+        let deltas: Vec<(String, u64)> = users.iter().map(|u| (u.to_string(), 1000)).collect();
+        store.add_usage(&deltas).unwrap();
+    };
+    usage(&mut store, &["d15", "d31", "d1"]);
     sql(
         &install,
         "UPDATE subscriber_usage SET anniversary_day = 15 WHERE username = 'd15'",
@@ -355,6 +355,11 @@ fn monthly_resets_follow_the_anniversary_day_once_per_day(backend: Backend) {
     sql(
         &install,
         "UPDATE subscriber_usage SET anniversary_day = 31 WHERE username = 'd31'",
+    );
+    // Counting began on 1 March.
+    sql(
+        &install,
+        "UPDATE subscriber_usage SET monthly_reset_on = '2026-03-01'",
     );
     let tiered = Levels {
         daily: 0,
@@ -365,29 +370,53 @@ fn monthly_resets_follow_the_anniversary_day_once_per_day(backend: Backend) {
         let row = store.usage(u).unwrap().unwrap();
         (row.monthly_bytes, row.levels.monthly)
     };
+    let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
 
     // 15 March: d15's anniversary.
-    let march15 = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
-    let reset = store.reset_usage(Period::Monthly, march15).unwrap();
+    let reset = store.reset_usage(Period::Monthly, d(2026, 3, 15)).unwrap();
     assert_eq!(reset, Some(vec![("d15".to_string(), tiered)]));
     assert_eq!(monthly(&mut store, "d15"), (0, 0));
     assert_eq!(monthly(&mut store, "d31"), (1000, 0));
     assert_eq!(monthly(&mut store, "d1"), (1000, 0));
     // Once per day.
-    assert_eq!(store.reset_usage(Period::Monthly, march15).unwrap(), None);
-
-    // 28 February (the last day): day 31 does not exist, so d31 resets.
-    let feb28 = NaiveDate::from_ymd_opt(2027, 2, 28).unwrap();
     assert_eq!(
-        store.reset_usage(Period::Monthly, feb28).unwrap(),
+        store.reset_usage(Period::Monthly, d(2026, 3, 15)).unwrap(),
+        None
+    );
+
+    // 31 March: d31's.
+    assert_eq!(
+        store.reset_usage(Period::Monthly, d(2026, 3, 31)).unwrap(),
         Some(vec![])
     );
     assert_eq!(monthly(&mut store, "d31"), (0, 0));
     assert_eq!(monthly(&mut store, "d1"), (1000, 0));
 
-    // Daily: everyone, daily counters only.
-    assert!(store.reset_usage(Period::Daily, feb28).unwrap().is_some());
+    // The server was down all of 1 April, d1's anniversary: caught up on the 2nd.
+    store.reset_usage(Period::Monthly, d(2026, 4, 2)).unwrap();
+    assert_eq!(monthly(&mut store, "d1"), (0, 0));
+
+    // 28 February is d31's anniversary in a month without a 31st.
+    usage(&mut store, &["d31"]);
+    sql(
+        &install,
+        "UPDATE subscriber_usage SET monthly_reset_on = '2027-01-31' WHERE username = 'd31'",
+    );
+    store.reset_usage(Period::Monthly, d(2027, 2, 27)).unwrap();
+    assert_eq!(monthly(&mut store, "d31"), (1000, 0));
+    store.reset_usage(Period::Monthly, d(2027, 2, 28)).unwrap();
+    assert_eq!(monthly(&mut store, "d31"), (0, 0));
+
+    // Daily: everyone, daily counters only, once per day.
+    usage(&mut store, &["d1"]);
+    assert!(store
+        .reset_usage(Period::Daily, d(2027, 2, 28))
+        .unwrap()
+        .is_some());
     assert_eq!(store.usage("d1").unwrap().unwrap().daily_bytes, 0);
     assert_eq!(store.usage("d1").unwrap().unwrap().monthly_bytes, 1000);
-    assert_eq!(store.reset_usage(Period::Daily, feb28).unwrap(), None);
+    assert_eq!(
+        store.reset_usage(Period::Daily, d(2027, 2, 28)).unwrap(),
+        None
+    );
 }

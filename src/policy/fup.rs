@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{NaiveTime, Timelike};
+use chrono::{Datelike, NaiveDate, NaiveTime, Timelike};
 
 use super::snapshot::rate_limit;
 
@@ -170,6 +170,38 @@ impl ServiceFup {
     }
 }
 
+/// The most recent anniversary on or before `today` for a monthly cycle
+/// starting on day `day` of the month (a day the month lacks is its last
+/// day: 31 → 28 February).
+pub fn last_anniversary(today: NaiveDate, day: u8) -> NaiveDate {
+    let in_month = |year: i32, month: u32| {
+        let first = NaiveDate::from_ymd_opt(year, month, 1).expect("valid month");
+        let days = first
+            .checked_add_months(chrono::Months::new(1))
+            .map_or(31, |next| (next - first).num_days() as u32);
+        first
+            .with_day(u32::from(day.max(1)).min(days))
+            .expect("clamped to the month")
+    };
+    let this = in_month(today.year(), today.month());
+    if this <= today {
+        this
+    } else {
+        let prev = today
+            .with_day(1)
+            .and_then(|d| d.checked_sub_months(chrono::Months::new(1)))
+            .expect("a previous month");
+        in_month(prev.year(), prev.month())
+    }
+}
+
+/// Whether monthly usage last reset on `last_reset` is due for a reset on
+/// `today`: an anniversary passed since. A reset missed while the server
+/// was down is caught up at the next check.
+pub fn monthly_reset_due(today: NaiveDate, day: u8, last_reset: NaiveDate) -> bool {
+    last_anniversary(today, day) > last_reset
+}
+
 /// Parses a byte count: `5000000000`, `500M`, `5G`, `1.5T` (powers of
 /// 1000, as ISPs sell volume), or `5GiB` (powers of 1024).
 pub fn parse_bytes(input: &str) -> Result<u64, String> {
@@ -325,6 +357,24 @@ mod tests {
             f.counted(1000, NaiveTime::from_hms_opt(1, 0, 0).unwrap()),
             1000
         );
+    }
+
+    #[test]
+    fn anniversaries_clamp_to_short_months_and_missed_resets_are_caught_up() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        assert_eq!(last_anniversary(d(2026, 3, 15), 15), d(2026, 3, 15));
+        assert_eq!(last_anniversary(d(2026, 3, 14), 15), d(2026, 2, 15));
+        assert_eq!(last_anniversary(d(2027, 2, 28), 31), d(2027, 2, 28));
+        assert_eq!(last_anniversary(d(2027, 3, 30), 31), d(2027, 2, 28));
+        assert_eq!(last_anniversary(d(2027, 1, 5), 10), d(2026, 12, 10));
+        // Reset on the 15th: not due again until the next 15th.
+        assert!(!monthly_reset_due(d(2026, 3, 20), 15, d(2026, 3, 15)));
+        assert!(monthly_reset_due(d(2026, 4, 15), 15, d(2026, 3, 15)));
+        // The server was down all of 15 April: caught up on the 16th.
+        assert!(monthly_reset_due(d(2026, 4, 16), 15, d(2026, 3, 15)));
+        // Counting began on the 20th: the first reset is the next 15th.
+        assert!(!monthly_reset_due(d(2026, 3, 25), 15, d(2026, 3, 20)));
+        assert!(monthly_reset_due(d(2026, 4, 15), 15, d(2026, 3, 20)));
     }
 
     #[test]

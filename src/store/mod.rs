@@ -176,8 +176,8 @@ pub trait Store: Send {
     /// One subscriber's usage, if any was counted.
     fn usage(&mut self, username: &str) -> Result<Option<UsageRow>>;
     /// Resets daily usage (`Daily`), or the monthly usage of subscribers
-    /// whose anniversary day is `today` (`Monthly`; on a month's last day
-    /// also those whose day does not exist in it), at most once per
+    /// with an anniversary since their last monthly reset (`Monthly`, see
+    /// [`crate::policy::fup::monthly_reset_due`]), at most once per
     /// `today`. Returns `None` if it already ran today, else the
     /// subscribers that were in a tier of that period, with their levels
     /// before the reset.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::StreamExt;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -18,7 +18,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row};
 
-use crate::policy::fup::{FreeHours, FupPolicy, Levels, Period, ServiceFup, Tier};
+use crate::policy::fup::{
+    monthly_reset_due, FreeHours, FupPolicy, Levels, Period, ServiceFup, Tier,
+};
 
 use super::records::*;
 use super::{redact_url as redact, Result, Store, StoreError};
@@ -154,6 +156,92 @@ impl PgStore {
     ) -> Result<u64> {
         let (runtime, client) = self.conn()?;
         Ok(runtime.block_on(client.execute(sql, params))?)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        let (runtime, client) = self.conn()?;
+        Ok(runtime.block_on(client.batch_execute(sql))?)
+    }
+
+    /// Claims today's daily reset and resets in one statement.
+    fn reset_daily(&mut self, today: NaiveDate) -> Result<Option<Vec<(String, Levels)>>> {
+        let rows = self.query(
+            "WITH claim AS (
+                 INSERT INTO quota_resets (period, done_on) VALUES ('daily', $1)
+                 ON CONFLICT (period) DO UPDATE SET done_on = EXCLUDED.done_on
+                     WHERE quota_resets.done_on < EXCLUDED.done_on
+                 RETURNING 1
+             ), before AS (
+                 SELECT username, daily_level, monthly_level FROM subscriber_usage
+                 WHERE daily_level > 0 AND EXISTS (SELECT 1 FROM claim)
+             ), reset AS (
+                 UPDATE subscriber_usage SET daily_bytes = 0, daily_level = 0
+                 WHERE (daily_bytes <> 0 OR daily_level <> 0) AND EXISTS (SELECT 1 FROM claim)
+                 RETURNING 1
+             )
+             SELECT EXISTS (SELECT 1 FROM claim), (SELECT count(*) FROM reset),
+                    b.username, b.daily_level, b.monthly_level
+             FROM (SELECT 1) AS one LEFT JOIN before b ON true",
+            &[&today],
+        )?;
+        if !rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.iter()
+                .filter_map(|r| {
+                    let name: Option<String> = r.get(2);
+                    Some((
+                        name?,
+                        Levels {
+                            daily: r.get::<_, Option<i16>>(3)? as u8,
+                            monthly: r.get::<_, Option<i16>>(4)? as u8,
+                        },
+                    ))
+                })
+                .collect(),
+        ))
+    }
+
+    /// Inside a transaction: claims today's monthly check, then resets
+    /// every subscriber with an anniversary since their last reset.
+    fn reset_monthly(&mut self, today: NaiveDate) -> Result<Option<Vec<(String, Levels)>>> {
+        let claimed = self.execute(
+            "INSERT INTO quota_resets (period, done_on) VALUES ('monthly', $1)
+             ON CONFLICT (period) DO UPDATE SET done_on = EXCLUDED.done_on
+                 WHERE quota_resets.done_on < EXCLUDED.done_on",
+            &[&today],
+        )?;
+        if claimed == 0 {
+            return Ok(None);
+        }
+        let mut due = Vec::new();
+        let mut tiered = Vec::new();
+        for r in self.query(
+            "SELECT username, daily_level, monthly_level, anniversary_day, monthly_reset_on
+             FROM subscriber_usage",
+            &[],
+        )? {
+            let day = r.get::<_, i16>(3).clamp(1, 31) as u8;
+            if !monthly_reset_due(today, day, r.get(4)) {
+                continue;
+            }
+            let user: String = r.get(0);
+            let levels = Levels {
+                daily: r.get::<_, i16>(1) as u8,
+                monthly: r.get::<_, i16>(2) as u8,
+            };
+            if levels.monthly > 0 {
+                tiered.push((user.clone(), levels));
+            }
+            due.push(user);
+        }
+        self.execute(
+            "UPDATE subscriber_usage SET monthly_bytes = 0, monthly_level = 0, monthly_reset_on = $2
+             WHERE username = ANY($1)",
+            &[&due, &today],
+        )?;
+        Ok(Some(tiered))
     }
 }
 
@@ -914,56 +1002,24 @@ impl Store for PgStore {
         period: Period,
         today: NaiveDate,
     ) -> Result<Option<Vec<(String, Levels)>>> {
-        let (bytes, level) = match period {
-            Period::Daily => ("daily_bytes", "daily_level"),
-            Period::Monthly => ("monthly_bytes", "monthly_level"),
-        };
-        let last_day = today.succ_opt().is_none_or(|d| d.month() != today.month());
-        let due = match period {
-            Period::Daily => "true",
-            Period::Monthly => "(anniversary_day = $3 OR ($4 AND anniversary_day > $3))",
-        };
-        // One statement, so claiming the day and resetting are atomic.
-        let sql = format!(
-            "WITH claim AS (
-                 INSERT INTO quota_resets (period, done_on) VALUES ($1, $2)
-                 ON CONFLICT (period) DO UPDATE SET done_on = EXCLUDED.done_on
-                     WHERE quota_resets.done_on < EXCLUDED.done_on
-                 RETURNING 1
-             ), before AS (
-                 SELECT username, daily_level, monthly_level FROM subscriber_usage
-                 WHERE {level} > 0 AND {due} AND EXISTS (SELECT 1 FROM claim)
-             ), reset AS (
-                 UPDATE subscriber_usage SET {bytes} = 0, {level} = 0
-                 WHERE {due} AND ({bytes} <> 0 OR {level} <> 0) AND EXISTS (SELECT 1 FROM claim)
-                 RETURNING 1
-             )
-             SELECT EXISTS (SELECT 1 FROM claim), (SELECT count(*) FROM reset),
-                    b.username, b.daily_level, b.monthly_level
-             FROM (SELECT 1) AS one LEFT JOIN before b ON true"
-        );
-        let day = today.day() as i16;
-        let rows = match period {
-            Period::Daily => self.query(&sql, &[&period.as_str(), &today])?,
-            Period::Monthly => self.query(&sql, &[&period.as_str(), &today, &day, &last_day])?,
-        };
-        if !rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
-            return Ok(None);
+        match period {
+            Period::Daily => self.reset_daily(today),
+            Period::Monthly => {
+                // Claim and reset in one transaction, so a crash between the
+                // two never loses a reset.
+                self.batch("BEGIN")?;
+                match self.reset_monthly(today) {
+                    Ok(reset) => {
+                        self.batch("COMMIT")?;
+                        Ok(reset)
+                    }
+                    Err(e) => {
+                        let _ = self.batch("ROLLBACK");
+                        Err(e)
+                    }
+                }
+            }
         }
-        Ok(Some(
-            rows.iter()
-                .filter_map(|r| {
-                    let name: Option<String> = r.get(2);
-                    Some((
-                        name?,
-                        Levels {
-                            daily: r.get::<_, Option<i16>>(3)? as u8,
-                            monthly: r.get::<_, Option<i16>>(4)? as u8,
-                        },
-                    ))
-                })
-                .collect(),
-        ))
     }
 
     fn session_counters(&mut self, unique_ids: &[String]) -> Result<Vec<(String, u64, u32)>> {

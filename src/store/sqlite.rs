@@ -10,12 +10,12 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use std::collections::HashMap;
 
-use chrono::Datelike;
-
 use super::records::*;
 use super::{Result, Store, StoreError};
 use crate::accounting::{AcctEvent, AcctKind};
-use crate::policy::fup::{FreeHours, FupPolicy, Levels, Period, ServiceFup, Tier};
+use crate::policy::fup::{
+    monthly_reset_due, FreeHours, FupPolicy, Levels, Period, ServiceFup, Tier,
+};
 
 /// Versioned migrations shipped in the binary, applied in order.
 const MIGRATIONS: &[(u32, &str)] = &[
@@ -685,39 +685,62 @@ impl Store for SqliteStore {
         if claimed == 0 {
             return Ok(None);
         }
-        let (bytes, level, due) = match period {
-            Period::Daily => ("daily_bytes", "daily_level", "1".to_owned()),
+        let tiered = match period {
+            Period::Daily => {
+                let tiered: Vec<(String, Levels)> = {
+                    let mut stmt = tx.prepare(
+                        "SELECT username, daily_level, monthly_level FROM subscriber_usage WHERE daily_level > 0",
+                    )?;
+                    let rows = stmt
+                        .query_map([], user_levels)?
+                        .collect::<rusqlite::Result<_>>()?;
+                    rows
+                };
+                tx.execute(
+                    "UPDATE subscriber_usage SET daily_bytes = 0 WHERE daily_bytes <> 0",
+                    [],
+                )?;
+                // Only rows whose level changes, so the 'fup' trigger fires for them alone.
+                tx.execute(
+                    "UPDATE subscriber_usage SET daily_level = 0 WHERE daily_level > 0",
+                    [],
+                )?;
+                tiered
+            }
             Period::Monthly => {
-                let last = today.succ_opt().is_none_or(|d| d.month() != today.month());
-                (
-                    "monthly_bytes",
-                    "monthly_level",
-                    format!(
-                        "(anniversary_day = {} OR ({} AND anniversary_day > {}))",
-                        today.day(),
-                        u8::from(last),
-                        today.day()
-                    ),
-                )
+                let rows: Vec<(String, Levels, i64, String)> = {
+                    let mut stmt = tx.prepare(
+                        "SELECT username, daily_level, monthly_level, anniversary_day, monthly_reset_on
+                         FROM subscriber_usage",
+                    )?;
+                    let rows = stmt
+                        .query_map([], |r| {
+                            let (user, levels) = user_levels(r)?;
+                            Ok((user, levels, r.get(3)?, r.get(4)?))
+                        })?
+                        .collect::<rusqlite::Result<_>>()?;
+                    rows
+                };
+                let mut tiered = Vec::new();
+                let mut stmt = tx.prepare(
+                    "UPDATE subscriber_usage SET monthly_bytes = 0, monthly_level = 0, monthly_reset_on = ?2
+                     WHERE username = ?1",
+                )?;
+                for (user, levels, anniversary, last) in rows {
+                    let last =
+                        NaiveDate::parse_from_str(&last, "%Y-%m-%d").unwrap_or(NaiveDate::MIN);
+                    if !monthly_reset_due(today, anniversary.clamp(1, 31) as u8, last) {
+                        continue;
+                    }
+                    stmt.execute(params![user, day])?;
+                    if levels.monthly > 0 {
+                        tiered.push((user, levels));
+                    }
+                }
+                drop(stmt);
+                tiered
             }
         };
-        let tiered: Vec<(String, Levels)> = {
-            let mut stmt = tx.prepare(&format!(
-                "SELECT username, daily_level, monthly_level FROM subscriber_usage WHERE {level} > 0 AND {due}"
-            ))?;
-            let rows = stmt
-                .query_map([], user_levels)?
-                .collect::<rusqlite::Result<_>>()?;
-            rows
-        };
-        tx.execute(
-            &format!("UPDATE subscriber_usage SET {bytes} = 0 WHERE {due} AND {bytes} <> 0"),
-            [],
-        )?;
-        tx.execute(
-            &format!("UPDATE subscriber_usage SET {level} = 0 WHERE {due} AND {level} > 0"),
-            [],
-        )?;
         tx.commit()?;
         Ok(Some(tiered))
     }

@@ -31,6 +31,8 @@ CREATE TABLE subscriber_usage (
     monthly_level SMALLINT NOT NULL DEFAULT 0,
     -- The day of month the monthly usage resets (the subscriber's creation day).
     anniversary_day SMALLINT NOT NULL DEFAULT 1,
+    -- The last local date the monthly usage was reset (or counting began).
+    monthly_reset_on DATE NOT NULL DEFAULT CURRENT_DATE,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
 );
 

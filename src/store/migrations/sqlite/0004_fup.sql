@@ -26,6 +26,7 @@ CREATE TABLE subscriber_usage (
     daily_level INTEGER NOT NULL DEFAULT 0,
     monthly_level INTEGER NOT NULL DEFAULT 0,
     anniversary_day INTEGER NOT NULL DEFAULT 1,
+    monthly_reset_on TEXT NOT NULL DEFAULT (date('now', 'localtime')),
     updated_at INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))
 );
 
