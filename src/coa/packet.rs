@@ -40,14 +40,6 @@ impl Action {
             Action::RateLimit(_) | Action::FilterId(_) => Code::COA_REQUEST,
         }
     }
-
-    /// "disconnect" or "coa", for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Action::Disconnect => "disconnect",
-            _ => "coa",
-        }
-    }
 }
 
 /// Builds a signed request: Message-Authenticator first (BlastRADIUS),

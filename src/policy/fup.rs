@@ -9,9 +9,6 @@ use chrono::{Datelike, NaiveDate, NaiveTime, Timelike};
 
 use super::snapshot::rate_limit;
 
-/// At most this many tiers per period.
-pub const MAX_TIERS: u8 = 6;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Period {
     Daily,
@@ -104,12 +101,6 @@ pub struct Levels {
     pub monthly: u8,
 }
 
-impl Levels {
-    pub fn is_zero(&self) -> bool {
-        self.daily == 0 && self.monthly == 0
-    }
-}
-
 impl ServiceFup {
     pub fn tiers(&self, period: Period) -> &[Tier] {
         match period {
@@ -163,10 +154,6 @@ impl ServiceFup {
             }
             _ => bytes,
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.daily.is_empty() && self.monthly.is_empty() && self.free_hours.is_none()
     }
 }
 
