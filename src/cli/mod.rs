@@ -3,6 +3,7 @@
 //! value and a non-zero exit.
 
 mod admin;
+mod coa;
 mod demo;
 mod import;
 
@@ -192,7 +193,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let mut store = open_migrated(&config)?;
             admin::subscriber(&mut *store, &config, cmd)
         }
-        Command::Disconnect { user, session } => admin::change_sessions(
+        Command::Disconnect { user, session } => coa::change_sessions(
             || open_migrated(&config),
             &config,
             &user,
@@ -207,7 +208,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             crate::coa::validate_rate_limit(&rate_limit)
                 .map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
-            admin::change_sessions(
+            coa::change_sessions(
                 || open_migrated(&config),
                 &config,
                 &user,
