@@ -110,7 +110,11 @@ pub struct Report {
     pub kind: CoaKind,
     pub username: String,
     pub session_id: String,
+    /// Where the request went (`ip:port`), or the session's NAS address
+    /// when it could not be sent.
     pub nas: String,
+    /// The session's NAS address as radacct has it, for radius_logs.
+    pub nas_ip: Option<IpAddr>,
     pub outcome: Result<Answer, String>,
     pub result: CoaResult,
 }
@@ -165,11 +169,14 @@ pub fn act_on_session(
         username: session.username.clone(),
         session_id: session.session_id.clone(),
         nas: session.nas_ip.clone(),
+        nas_ip: session.nas_ip.parse().ok(),
         outcome: Err(String::new()),
         result: CoaResult::Error,
     };
-    let nas_ip: Option<IpAddr> = session.nas_ip.parse().ok();
-    let Some(nas) = nas_ip.and_then(|ip| nas_devices.iter().find(|n| n.ip_address == ip)) else {
+    let Some(nas) = report
+        .nas_ip
+        .and_then(|ip| nas_devices.iter().find(|n| n.ip_address == ip))
+    else {
         report.outcome = Err(format!(
             "error: NAS {} is not configured (nas add)",
             session.nas_ip
@@ -240,12 +247,7 @@ pub fn log_reports(store: &mut dyn Store, reports: &[Report]) {
         .iter()
         .map(|r| LogEntry {
             at: Utc::now(),
-            nas_ip: r
-                .nas
-                .parse::<SocketAddr>()
-                .map(|a| a.ip())
-                .or_else(|_| r.nas.parse::<IpAddr>())
-                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            nas_ip: r.nas_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             username: r.username.clone(),
             event: r.kind.as_str(),
             result: r.result.as_str(),

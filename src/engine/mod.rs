@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 pub use dedup::{DuplicateCache, RequestKey};
-pub use stats::{
-    all_drop_reasons, Counter, DropReason, LatencyHistogram, ShardStats, StatsSlot, COUNTERS,
-    LATENCY_BOUNDS_NS,
-};
+pub use stats::{all_drop_reasons, Counter, DropReason, ShardStats, StatsSlot, COUNTERS};
 
 use crate::accounting::AcctEvent;
 use crate::auth::Method;

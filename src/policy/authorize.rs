@@ -265,10 +265,7 @@ fn write_accept(
                 w.vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT, rate.as_bytes())?;
             }
             NasType::Generic if !overridden(0, attr::FILTER_ID) => {
-                let filter = match tier {
-                    Some(t) => t.filter_id.as_deref().unwrap_or(&t.rate_limit),
-                    None => service.filter_id.as_deref().unwrap_or(&service.name),
-                };
+                let filter = tier.map_or(service.filter(), |t| t.filter());
                 w.attr(attr::FILTER_ID, filter.as_bytes())?;
             }
             _ => {}

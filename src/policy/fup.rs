@@ -63,6 +63,11 @@ impl Tier {
             rate_limit: rate_limit(upload_kbps, download_kbps, None),
         }
     }
+
+    /// The Filter-Id a generic NAS gets for this tier.
+    pub fn filter(&self) -> &str {
+        self.filter_id.as_deref().unwrap_or(&self.rate_limit)
+    }
 }
 
 /// A window of the local day in which only `100 - free_percent`% of the

@@ -91,6 +91,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// The Filter-Id a generic NAS gets: the service's, else its name.
+    pub fn filter(&self) -> &str {
+        self.filter_id.as_deref().unwrap_or(&self.name)
+    }
+
     pub fn from_record(r: &ServiceRecord) -> Service {
         Service {
             id: r.id,

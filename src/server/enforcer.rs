@@ -147,16 +147,14 @@ impl Enforcer {
                         ..before
                     },
                 };
-                let (old, new) = (fup.effective(before), fup.effective(after));
-                if old.map(|t| &t.rate_limit) == new.map(|t| &t.rate_limit) {
-                    continue;
+                if let Some(change) = quota::speed_change(service, fup, before, after) {
+                    self.handle(Job {
+                        user,
+                        session: None,
+                        change,
+                        reply: None,
+                    });
                 }
-                self.handle(Job {
-                    user,
-                    session: None,
-                    change: quota::speed_change(service, new),
-                    reply: None,
-                });
             }
         }
     }

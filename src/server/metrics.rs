@@ -5,7 +5,6 @@
 //! text encoding; the shard counters go through a [`Collector`] because
 //! they are sums, not metric objects of their own.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -45,7 +44,6 @@ pub struct Sources {
     pub logs: Arc<LogPoolStats>,
     /// A receiver of the writer queue, only to read its length.
     pub queue: crossbeam_channel::Receiver<AcctMessage>,
-    pub queue_capacity: usize,
     pub quota: Arc<super::quota::QuotaStats>,
 }
 
@@ -303,7 +301,7 @@ impl Collector for ShardCollector {
             &mut encoder,
             "shardius_accounting_queue_capacity",
             "Capacity of the writer queue (accounting.queue_capacity)",
-            s.queue_capacity as u64,
+            s.shared.config.accounting.queue_capacity as u64,
         )?;
         gauge(
             &mut encoder,
@@ -403,17 +401,16 @@ pub fn health(shared: &Shared) -> (bool, String) {
         (true, false) => "degraded",
         (true, true) => "ok",
     };
-    let mut body = String::new();
-    let _ = write!(
-        body,
-        "{{\"status\":\"{word}\",\"shards\":{},\"shards_alive\":{},\"database\":\"{}\",\"snapshot_age_seconds\":{:.1},\"nas\":{},\"subscribers\":{},\"uptime_seconds\":{}}}",
-        status.shards,
-        status.shards_alive,
-        if status.database_up { "up" } else { "down" },
-        status.snapshot_age.as_secs_f64(),
-        status.nas,
-        status.subscribers,
-        status.uptime.as_secs(),
-    );
+    let body = serde_json::json!({
+        "status": word,
+        "shards": status.shards,
+        "shards_alive": status.shards_alive,
+        "database": if status.database_up { "up" } else { "down" },
+        "snapshot_age_seconds": (status.snapshot_age.as_secs_f64() * 10.0).round() / 10.0,
+        "nas": status.nas,
+        "subscribers": status.subscribers,
+        "uptime_seconds": status.uptime.as_secs(),
+    })
+    .to_string();
     (healthy, body)
 }

@@ -274,9 +274,7 @@ pub fn serve(
         signal_hook::consts::SIGINT,
     ])
     .map_err(ServeError::Signals)?;
-    shared
-        .loader_status
-        .synced(started.elapsed().as_millis() as u64);
+    shared.loader_status.synced(shared.now_ms());
     let loader_thread = spawn_loader(loader, shared.clone());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut shards = Vec::with_capacity(shard_count);
@@ -301,7 +299,6 @@ pub fn serve(
         shared: shared.clone(),
         writer: writer_stats.clone(),
         logs: log_stats.clone(),
-        queue_capacity: shared.config.accounting.queue_capacity,
         queue: queue_watch,
         quota: quota_stats,
     });
@@ -324,32 +321,34 @@ pub fn serve(
         }),
     )
     .map_err(ServeError::Shard)?;
-    info!(
-        "listening auth={} acct={} http={} shards={}",
-        join(&bound_auth),
-        join(&bound_acct),
-        http_addr,
-        shard_count
-    );
-    // Sockets are bound and the first snapshot is loaded: tell systemd
-    // (Type=notify). Without NOTIFY_SOCKET this does nothing.
-    let _ = sd_notify::notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&format!(
-            "serving {} NAS, {} subscribers on {shard_count} shards",
-            shared.snapshot.load().nas.len(),
-            shared.snapshot.load().subscribers.len()
-        )),
-    ]);
-
     let mut signals = signals;
     if shards_up < shard_count {
+        // Never "listening" or READY with a shard missing.
         error!(
             "{} of {shard_count} shards failed to start: stopping",
             shard_count - shards_up
         );
-    } else if let Some(sig) = signals.forever().next() {
-        info!(signal = sig, "shutting down");
+    } else {
+        info!(
+            "listening auth={} acct={} http={} shards={}",
+            join(&bound_auth),
+            join(&bound_acct),
+            http_addr,
+            shard_count
+        );
+        // Sockets are bound, every shard runs, the first snapshot is loaded:
+        // tell systemd (Type=notify). Without NOTIFY_SOCKET this does nothing.
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!(
+                "serving {} NAS, {} subscribers on {shard_count} shards",
+                shared.snapshot.load().nas.len(),
+                shared.snapshot.load().subscribers.len()
+            )),
+        ]);
+        if let Some(sig) = signals.forever().next() {
+            info!(signal = sig, "shutting down");
+        }
     }
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Stopping,

@@ -21,7 +21,7 @@ use super::enforcer::Job;
 use super::Shared;
 use crate::accounting::{AcctEvent, AcctKind};
 use crate::coa::Change;
-use crate::policy::fup::{usage_delta, Levels, ServiceFup, Tier};
+use crate::policy::fup::{usage_delta, Levels, ServiceFup};
 use crate::policy::{Service, Snapshot};
 use crate::store::Store;
 
@@ -60,24 +60,27 @@ pub struct UsageWorker {
     pub stats: Arc<QuotaStats>,
 }
 
-/// The speed change that gives `tier` (or, with `None`, the service's own
-/// speed) to a subscriber.
-pub fn speed_change(service: &Service, tier: Option<&Tier>) -> Change {
-    match tier {
-        Some(t) => Change::Speed {
-            rate_limit: t.rate_limit.clone(),
-            filter_id: t.filter_id.clone(),
-        },
-        None => Change::Speed {
-            rate_limit: service.rate_limit.clone(),
-            filter_id: Some(
-                service
-                    .filter_id
-                    .clone()
-                    .unwrap_or_else(|| service.name.clone()),
-            ),
-        },
+/// The CoA for a subscriber whose levels go from `before` to `after`:
+/// the speed of the tier that now applies (the service's own with none),
+/// exactly as an Access-Accept would give it; `None` if the speed stays.
+pub fn speed_change(
+    service: &Service,
+    fup: &ServiceFup,
+    before: Levels,
+    after: Levels,
+) -> Option<Change> {
+    let (old, new) = (fup.effective(before), fup.effective(after));
+    if old.map(|t| &t.rate_limit) == new.map(|t| &t.rate_limit) {
+        return None;
     }
+    let (rate_limit, filter_id) = match new {
+        Some(t) => (&t.rate_limit, t.filter()),
+        None => (&service.rate_limit, service.filter()),
+    };
+    Some(Change::Speed {
+        rate_limit: rate_limit.clone(),
+        filter_id: Some(filter_id.to_owned()),
+    })
 }
 
 /// The subscriber's service and its FUP, when it has one.
@@ -241,8 +244,6 @@ impl UsageWorker {
                 continue;
             }
             self.stats.tier_changes.fetch_add(1, Ordering::Relaxed);
-            let before = fup.effective(row.levels);
-            let after = fup.effective(raised);
             info!(
                 user = %row.username,
                 daily_bytes = row.daily_bytes,
@@ -251,11 +252,11 @@ impl UsageWorker {
                 monthly_level = raised.monthly,
                 "FUP tier reached"
             );
-            if before.map(|t| &t.rate_limit) != after.map(|t| &t.rate_limit) {
+            if let Some(change) = speed_change(service, fup, row.levels, raised) {
                 let job = Job {
                     user: row.username.clone(),
                     session: None,
-                    change: speed_change(service, after),
+                    change,
                     reply: None,
                 };
                 if self.jobs.try_send(job).is_err() {

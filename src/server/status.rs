@@ -84,20 +84,20 @@ pub struct CoaStats {
 }
 
 impl CoaStats {
-    pub fn record(&self, kind: CoaKind, result: CoaResult) {
+    fn counter(&self, kind: CoaKind, result: CoaResult) -> &AtomicU64 {
         let r = CoaResult::ALL
             .iter()
             .position(|x| *x == result)
-            .expect("listed");
-        self.counts[kind as usize][r].fetch_add(1, Ordering::Relaxed);
+            .expect("every result is in ALL");
+        &self.counts[kind as usize][r]
+    }
+
+    pub fn record(&self, kind: CoaKind, result: CoaResult) {
+        self.counter(kind, result).fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn get(&self, kind: CoaKind, result: CoaResult) -> u64 {
-        let r = CoaResult::ALL
-            .iter()
-            .position(|x| *x == result)
-            .expect("listed");
-        self.counts[kind as usize][r].load(Ordering::Relaxed)
+        self.counter(kind, result).load(Ordering::Relaxed)
     }
 
     pub fn encode(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
