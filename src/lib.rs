@@ -29,3 +29,4 @@ pub mod policy;
 pub mod proto;
 pub mod server;
 pub mod store;
+pub mod text;

@@ -26,7 +26,7 @@ fn event(kind: AcctKind, sid: &str, secs: u32, octets: u64) -> AcctEvent {
     let event_time = t0() + Duration::seconds(i64::from(secs));
     AcctEvent {
         kind,
-        unique_id: unique_id(&nas_ip, sid, "alice", Some("ether1")),
+        unique_id: unique_id(&nas_ip, sid.as_bytes(), b"alice", Some(b"ether1")),
         session_id: sid.into(),
         username: "alice".into(),
         nas_ip,
@@ -42,6 +42,8 @@ fn event(kind: AcctKind, sid: &str, secs: u32, octets: u64) -> AcctEvent {
         called_station_id: None,
         terminate_cause: (kind == AcctKind::Stop).then(|| "User-Request".into()),
         class: Some("53484431".into()),
+        nas_addresses: Vec::new(),
+        clamped: false,
     }
 }
 

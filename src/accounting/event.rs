@@ -22,13 +22,17 @@ pub enum AcctKind {
     NasReboot,
 }
 
-/// One accounting event, ready for the writer.
+/// One accounting event, ready for the writer. Text fields that come from
+/// the request hold the bytes the NAS sent in [`crate::text::stored`] form
+/// (NUL and non-UTF-8 bytes as `\xHH`), so both databases can store them
+/// and a CoA can echo the original bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcctEvent {
     pub kind: AcctKind,
-    /// hex MD5(NAS-IP-Address | Acct-Session-Id | User-Name | NAS-Port-Id).
+    /// hex MD5 over the raw bytes of NAS-IP-Address, Acct-Session-Id,
+    /// User-Name and NAS-Port-Id (see [`unique_id`]).
     pub unique_id: String,
-    /// Byte for byte as the NAS sent it (CoA must echo it exactly).
+    /// Byte for byte as the NAS sent it, in stored form (CoA must echo it exactly).
     pub session_id: String,
     pub username: String,
     pub nas_ip: IpAddr,
@@ -47,7 +51,18 @@ pub struct AcctEvent {
     pub called_station_id: Option<String>,
     pub terminate_cause: Option<String>,
     pub class: Option<String>,
+    /// For a NAS reboot: every address of the NAS entry the packet came
+    /// from; the reboot closes the open sessions recorded under them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nas_addresses: Vec<IpAddr>,
+    /// An octet counter was above what a signed 64-bit column holds
+    /// (Gigawords >= 2^31) and was clamped to `i64::MAX`.
+    #[serde(skip)]
+    pub clamped: bool,
 }
+
+/// The largest octet count both databases store (`bigint`, SQLite INTEGER).
+pub const MAX_OCTETS: u64 = i64::MAX as u64;
 
 /// Why an Accounting-Request was not turned into an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,30 +91,33 @@ impl AcctEvent {
             acct_status::ACCOUNTING_ON | acct_status::ACCOUNTING_OFF => AcctKind::NasReboot,
             other => return Err(AcctParseError::UnsupportedStatusType(other)),
         };
-        let text = |ty| {
-            packet
-                .attr(ty)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
+        let text = |ty| packet.attr(ty).map(|v| crate::text::stored(v).into_owned());
         let nas_ip = packet
             .attr_ipv4(attr::NAS_IP_ADDRESS)
             .map(IpAddr::V4)
             .unwrap_or(source_ip);
-        let session_id = match kind {
-            AcctKind::NasReboot => text(attr::ACCT_SESSION_ID).unwrap_or_default(),
-            _ => text(attr::ACCT_SESSION_ID).ok_or(AcctParseError::MissingSessionId)?,
+        let raw_session_id = match kind {
+            AcctKind::NasReboot => packet.attr(attr::ACCT_SESSION_ID).unwrap_or_default(),
+            _ => packet
+                .attr(attr::ACCT_SESSION_ID)
+                .ok_or(AcctParseError::MissingSessionId)?,
         };
-        let username = text(attr::USER_NAME).unwrap_or_default();
-        let nas_port_id = text(attr::NAS_PORT_ID);
+        let raw_username = packet.attr(attr::USER_NAME).unwrap_or_default();
+        let raw_port_id = packet.attr(attr::NAS_PORT_ID);
         let delay = packet
             .attr_u32(attr::ACCT_DELAY_TIME)
             .unwrap_or(0)
             .min(86_400);
-        let octets = |low, high| {
-            packet
+        let mut clamped = false;
+        let mut octets = |low, high| {
+            let total = packet
                 .attr_u32(low)
-                .map(|l| u64::from(l) + (u64::from(packet.attr_u32(high).unwrap_or(0)) << 32))
+                .map(|l| u64::from(l) + (u64::from(packet.attr_u32(high).unwrap_or(0)) << 32))?;
+            clamped |= total > MAX_OCTETS;
+            Some(total.min(MAX_OCTETS))
         };
+        let input_octets = octets(attr::ACCT_INPUT_OCTETS, attr::ACCT_INPUT_GIGAWORDS);
+        let output_octets = octets(attr::ACCT_OUTPUT_OCTETS, attr::ACCT_OUTPUT_GIGAWORDS);
         let event_time = now - Duration::seconds(i64::from(delay));
         let session_time = packet.attr_u32(attr::ACCT_SESSION_TIME);
         let start_time = match kind {
@@ -107,18 +125,18 @@ impl AcctEvent {
             _ => event_time - Duration::seconds(i64::from(session_time.unwrap_or(0))),
         };
         Ok(AcctEvent {
-            unique_id: unique_id(&nas_ip, &session_id, &username, nas_port_id.as_deref()),
+            unique_id: unique_id(&nas_ip, raw_session_id, raw_username, raw_port_id),
             kind,
-            session_id,
-            username,
+            session_id: crate::text::stored(raw_session_id).into_owned(),
+            username: crate::text::stored(raw_username).into_owned(),
             nas_ip,
-            nas_port_id,
+            nas_port_id: raw_port_id.map(|v| crate::text::stored(v).into_owned()),
             nas_port_type: packet.attr_u32(attr::NAS_PORT_TYPE).map(port_type_name),
             event_time,
             start_time,
             session_time,
-            input_octets: octets(attr::ACCT_INPUT_OCTETS, attr::ACCT_INPUT_GIGAWORDS),
-            output_octets: octets(attr::ACCT_OUTPUT_OCTETS, attr::ACCT_OUTPUT_GIGAWORDS),
+            input_octets,
+            output_octets,
             framed_ip: packet.attr_ipv4(attr::FRAMED_IP_ADDRESS),
             calling_station_id: text(attr::CALLING_STATION_ID),
             called_station_id: text(attr::CALLED_STATION_ID),
@@ -126,7 +144,32 @@ impl AcctEvent {
                 .attr_u32(attr::ACCT_TERMINATE_CAUSE)
                 .map(terminate_cause_name),
             class: packet.attr(attr::CLASS).map(hex::encode),
+            nas_addresses: Vec::new(),
+            clamped,
         })
+    }
+
+    /// Converts an event written before request text was kept in stored
+    /// form (spool format 1: lossy UTF-8 with NUL bytes as they came) to
+    /// that form, as a new event from the same packet would have it.
+    pub fn convert_legacy_strings(&mut self) {
+        fn convert(s: &mut String) {
+            if let std::borrow::Cow::Owned(stored) = crate::text::stored(s.as_bytes()) {
+                *s = stored;
+            }
+        }
+        convert(&mut self.session_id);
+        convert(&mut self.username);
+        for s in [
+            &mut self.nas_port_id,
+            &mut self.calling_station_id,
+            &mut self.called_station_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            convert(s);
+        }
     }
 
     /// Folds a later event of the same session into this one with the
@@ -165,23 +208,24 @@ fn max_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     }
 }
 
-/// The stable session key: hex MD5 over NAS-IP-Address, Acct-Session-Id,
-/// User-Name and NAS-Port-Id, each followed by a NUL so fields cannot run
-/// into each other. Start, Interims and Stop of a session map to one row.
+/// The stable session key: hex MD5 over NAS-IP-Address (as text), and the
+/// raw bytes of Acct-Session-Id, User-Name and NAS-Port-Id, each followed
+/// by a NUL. Start, Interims and Stop of a session map to one row; two
+/// sessions whose ids differ in any byte (even one that is not UTF-8) do not.
 pub fn unique_id(
     nas_ip: &IpAddr,
-    session_id: &str,
-    username: &str,
-    nas_port_id: Option<&str>,
+    session_id: &[u8],
+    username: &[u8],
+    nas_port_id: Option<&[u8]>,
 ) -> String {
     let mut md5 = Md5::new();
     for part in [
-        nas_ip.to_string().as_str(),
+        nas_ip.to_string().as_bytes(),
         session_id,
         username,
-        nas_port_id.unwrap_or(""),
+        nas_port_id.unwrap_or_default(),
     ] {
-        md5.update(part.as_bytes());
+        md5.update(part);
         md5.update([0]);
     }
     hex::encode(md5.finalize())
@@ -236,7 +280,7 @@ pub(crate) fn test_event(kind: AcctKind, session_id: &str, secs: u32, octets: u6
     let start = DateTime::from_timestamp(1_800_000_000, 0).expect("literal");
     AcctEvent {
         kind,
-        unique_id: unique_id(&nas_ip, session_id, "u", None),
+        unique_id: unique_id(&nas_ip, session_id.as_bytes(), b"u", None),
         session_id: session_id.into(),
         username: "u".into(),
         nas_ip,
@@ -252,6 +296,8 @@ pub(crate) fn test_event(kind: AcctKind, session_id: &str, secs: u32, octets: u6
         called_station_id: None,
         terminate_cause: None,
         class: None,
+        nas_addresses: Vec::new(),
+        clamped: false,
     }
 }
 
@@ -305,8 +351,8 @@ mod tests {
         assert!(ids.windows(2).all(|w| w[0] == w[1]));
         assert_eq!(ids[0].len(), 32);
         assert_ne!(
-            unique_id(&"10.0.0.1".parse().unwrap(), "a", "bc", None),
-            unique_id(&"10.0.0.1".parse().unwrap(), "ab", "c", None)
+            unique_id(&"10.0.0.1".parse().unwrap(), b"a", b"bc", None),
+            unique_id(&"10.0.0.1".parse().unwrap(), b"ab", b"c", None)
         );
     }
 
@@ -349,5 +395,55 @@ mod tests {
             Utc::now(),
         );
         assert_eq!(err, Err(AcctParseError::UnsupportedStatusType(15)));
+    }
+
+    fn event_with(session_id: &[u8], user: &[u8], giga: u32) -> AcctEvent {
+        let mut buf = [0u8; 4096];
+        let mut w = PacketWriter::new(&mut buf, Code::ACCOUNTING_REQUEST, 1, &[0; 16]);
+        w.attr_u32(attr::ACCT_STATUS_TYPE, acct_status::INTERIM_UPDATE)
+            .unwrap();
+        w.attr(attr::ACCT_SESSION_ID, session_id).unwrap();
+        w.attr(attr::USER_NAME, user).unwrap();
+        w.attr_u32(attr::ACCT_INPUT_OCTETS, 7).unwrap();
+        w.attr_u32(attr::ACCT_INPUT_GIGAWORDS, giga).unwrap();
+        let bytes = w.finish_request(&Secret::new(b"s")).to_vec();
+        AcctEvent::from_packet(
+            &Packet::parse(&bytes).unwrap(),
+            "10.0.0.1".parse().unwrap(),
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn nul_and_non_utf8_ids_are_stored_escaped_and_keyed_on_their_raw_bytes() {
+        let nul = event_with(b"81a\x0000003", b"al\0ice", 0);
+        assert_eq!(nul.session_id, "81a\\x0000003");
+        assert_eq!(nul.username, "al\\x00ice");
+        let (ff, fe) = (
+            event_with(b"id\xff", b"u", 0),
+            event_with(b"id\xfe", b"u", 0),
+        );
+        assert_eq!(
+            (ff.session_id.as_str(), fe.session_id.as_str()),
+            ("id\\xff", "id\\xfe")
+        );
+        assert_ne!(ff.unique_id, fe.unique_id, "two sessions must not merge");
+        assert_eq!(&*crate::text::unstored(&ff.session_id), b"id\xff");
+        // Valid UTF-8 keys exactly as before the raw-byte change.
+        assert_eq!(
+            event_with(b"81a00003", b"alice", 0).unique_id,
+            unique_id(&"10.0.0.1".parse().unwrap(), b"81a00003", b"alice", None)
+        );
+    }
+
+    #[test]
+    fn counters_past_a_signed_64_bit_column_are_clamped_and_flagged() {
+        let e = event_with(b"s", b"u", u32::MAX);
+        assert_eq!(e.input_octets, Some(MAX_OCTETS));
+        assert!(e.clamped);
+        let fine = event_with(b"s", b"u", (1 << 31) - 1);
+        assert_eq!(fine.input_octets, Some(((1u64 << 31) - 1) << 32 | 7));
+        assert!(!fine.clamped);
     }
 }

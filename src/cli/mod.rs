@@ -2,6 +2,7 @@
 //! the admin commands. Every error ends in one message naming the bad
 //! value and a non-zero exit.
 
+mod accounting;
 mod admin;
 mod coa;
 mod demo;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Manage subscribers
     #[command(subcommand)]
     Subscriber(SubscriberCommand),
+    /// Accounting maintenance: write set-aside events again
+    #[command(subcommand)]
+    Accounting(accounting::AccountingCommand),
     /// List accounting sessions (open ones, newest first)
     Sessions {
         /// Only this subscriber's sessions
@@ -186,6 +190,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => check_config(&config),
         Command::Nas(cmd) => admin::nas(&mut *open_migrated(&config)?, cmd),
         Command::Service(cmd) => admin::service(&mut *open_migrated(&config)?, cmd),
+        Command::Accounting(cmd) => accounting::run(&mut *open_migrated(&config)?, cmd),
         Command::Sessions { user, all, limit } => {
             admin::sessions(&mut *open_migrated(&config)?, user.as_deref(), all, limit)
         }

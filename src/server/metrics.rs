@@ -287,6 +287,36 @@ impl Collector for ShardCollector {
         )?;
         counter(
             &mut encoder,
+            "shardius_accounting_replayed_batches",
+            "Spool records written to the database after an outage",
+            w.replayed_batches.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_accounting_events_rejected",
+            "Acknowledged events the database refused for their data, set aside in the .rejected file beside the spool",
+            w.rejected_events.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_accounting_spool_unreadable_bytes",
+            "Damaged spool bytes that held no readable record, copied to the .unreadable file beside the spool",
+            w.spool_unreadable_bytes.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_accounting_counters_clamped",
+            "Accounting events whose octet counter exceeded 2^63-1 (Gigawords >= 2^31) and was stored clamped",
+            w.clamped_events.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_accounting_abandoned_events",
+            "Events left unacknowledged at shutdown because neither the database nor the spool took them",
+            w.abandoned_events.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
             "shardius_accounting_stale_sessions_closed",
             "Open sessions closed by the stale-session job",
             w.stale_closed.load(Ordering::Relaxed),

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub use loader::{LoadReport, Loader};
 
@@ -41,7 +41,7 @@ pub struct Shared {
     pub stats: Box<[StatsSlot]>,
     /// Per shard: the highest accounting ticket the writer has committed.
     pub acct_committed: Arc<[std::sync::atomic::AtomicU64]>,
-    pub shutdown: AtomicBool,
+    pub shutdown: Arc<AtomicBool>,
     /// The clock origin of heartbeats and the loader's sync time.
     pub origin: Instant,
     pub loader_status: status::LoaderStatus,
@@ -115,8 +115,14 @@ pub fn serve(
     let acct_store = open_store()?;
     let enforcer_store = open_store()?;
     let usage_store = open_store()?;
+    // One radius_logs writer on the embedded store (its file has one write
+    // lock; see logpool); `log.workers` on PostgreSQL.
+    let log_workers = match crate::store::DatabaseUrl::parse(&config.database.url) {
+        Ok(crate::store::DatabaseUrl::Sqlite(_)) => 1,
+        _ => config.log.workers,
+    };
     let log_stores = if config.log.radius_logs {
-        (0..config.log.workers)
+        (0..log_workers)
             .map(|_| open_store())
             .collect::<Result<Vec<_>, _>>()?
     } else {
@@ -210,35 +216,48 @@ pub fn serve(
         logpool::spawn(log_stores, log_rx, log_stats.clone())
     };
     let writer_stats = Arc::new(writer::WriterStats::default());
-    let mut acct_writer = {
-        let spool = crate::accounting::spool::Spool::open(
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let acct_writer = {
+        let (spool, opened) = crate::accounting::spool::Spool::open(
             &config.accounting.spool_path,
             config.accounting.spool_max_bytes,
         )?;
-        if !spool.is_empty() {
+        if opened.tail > 0 {
+            let what = if opened.tail_torn {
+                "a record cut short by a crash (never acknowledged)"
+            } else {
+                "damaged bytes (acknowledged accounting may have been in them)"
+            };
+            warn!(
+                "accounting spool {}: its last {} bytes hold no intact record, {what}; kept in {}",
+                spool.path().display(),
+                opened.tail,
+                spool.unreadable_path().display()
+            );
+        }
+        if opened.pending > 0 {
             info!(
-                bytes = spool.len_bytes(),
+                bytes = opened.pending,
                 "accounting spool left from a previous run: replaying it"
             );
         }
-        writer::Writer {
-            store: acct_store,
+        writer::Writer::new(
+            acct_store,
             spool,
-            spooling: false,
-            rx: acct_rx,
-            sockets: writer_sockets,
-            committed: acct_committed.clone(),
-            stats: writer_stats.clone(),
-            config: config.accounting.clone(),
-            quota: None,
-        }
+            acct_rx,
+            writer_sockets,
+            acct_committed.clone(),
+            writer_stats.clone(),
+            config.accounting.clone(),
+            shutdown.clone(),
+        )
     };
 
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::new(first),
         stats: (0..shard_count).map(|_| StatsSlot::default()).collect(),
         acct_committed,
-        shutdown: AtomicBool::new(false),
+        shutdown,
         origin: started,
         loader_status: Default::default(),
         coa: Default::default(),
@@ -250,7 +269,7 @@ pub fn serve(
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(1024);
     let quota_stats = Arc::new(quota::QuotaStats::default());
     let (usage_tx, usage_rx) = quota::channel();
-    acct_writer.quota = Some(quota::Quota::new(shared.clone(), usage_tx));
+    let acct_writer = acct_writer.with_quota(quota::Quota::new(shared.clone(), usage_tx));
     let usage_thread = {
         let worker = quota::UsageWorker {
             store: usage_store,

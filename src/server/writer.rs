@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::accounting::spool::Spool;
+use crate::accounting::rejected::Rejected;
+use crate::accounting::spool::{sibling, Next, Spool};
 use crate::accounting::{AcctEvent, AcctKind};
 use crate::config::AccountingConfig;
-use crate::store::Store;
+use crate::store::{write_splitting, StopCause, Stopped, Store};
 
 /// One accounting event in flight from a shard.
 pub struct AcctMessage {
@@ -44,11 +45,25 @@ pub struct WriterStats {
     pub stale_closed: AtomicU64,
     /// Batches acknowledged from the spool while the database was away.
     pub spooled_batches: AtomicU64,
+    /// Spool records written to the database afterwards.
+    pub replayed_batches: AtomicU64,
+    /// Bytes in the spool not replayed yet.
     pub spool_bytes: AtomicU64,
     /// Set while batches go to the spool.
     pub spooling: AtomicBool,
     /// Batches that neither the database nor the spool took at first try.
     pub stalled_batches: AtomicU64,
+    /// Events the database refused for their data, set aside in the
+    /// `.rejected` file (acknowledged, never dropped).
+    pub rejected_events: AtomicU64,
+    /// Spool bytes that held no readable record (damage), copied to the
+    /// `.unreadable` file: acknowledged accounting may be in them.
+    pub spool_unreadable_bytes: AtomicU64,
+    /// Events with an octet counter above `i64::MAX`, stored clamped.
+    pub clamped_events: AtomicU64,
+    /// Events abandoned unacknowledged at shutdown because neither the
+    /// database nor the spool took them (their NAS retransmits).
+    pub abandoned_events: AtomicU64,
     pub batch_size: Histogram,
     pub commit_seconds: Histogram,
 }
@@ -61,9 +76,14 @@ impl Default for WriterStats {
             rows: AtomicU64::new(0),
             stale_closed: AtomicU64::new(0),
             spooled_batches: AtomicU64::new(0),
+            replayed_batches: AtomicU64::new(0),
             spool_bytes: AtomicU64::new(0),
             spooling: AtomicBool::new(false),
             stalled_batches: AtomicU64::new(0),
+            rejected_events: AtomicU64::new(0),
+            spool_unreadable_bytes: AtomicU64::new(0),
+            clamped_events: AtomicU64::new(0),
+            abandoned_events: AtomicU64::new(0),
             batch_size: super::metrics::batch_size_histogram(),
             commit_seconds: super::metrics::commit_seconds_histogram(),
         }
@@ -71,39 +91,100 @@ impl Default for WriterStats {
 }
 
 pub struct Writer {
-    pub store: Box<dyn Store>,
-    pub spool: Spool,
+    store: Box<dyn Store>,
+    spool: Spool,
+    rejected: Rejected,
     /// Set while batches go to the spool: the outage is logged once.
-    pub spooling: bool,
-    pub rx: Receiver<AcctMessage>,
+    spooling: bool,
+    rx: Receiver<AcctMessage>,
     /// Per shard, per accounting listen address: a clone of the socket.
-    pub sockets: Vec<Vec<UdpSocket>>,
+    sockets: Vec<Vec<UdpSocket>>,
     /// Per shard: the highest committed ticket.
-    pub committed: Arc<[AtomicU64]>,
-    pub stats: Arc<WriterStats>,
-    pub config: AccountingConfig,
+    committed: Arc<[AtomicU64]>,
+    stats: Arc<WriterStats>,
+    config: AccountingConfig,
     /// Quota/FUP bookkeeping on each committed batch.
-    pub quota: Option<super::quota::Quota>,
+    quota: Option<super::quota::Quota>,
+    /// Set at shutdown: a batch that cannot be made durable is then
+    /// abandoned (unacknowledged) instead of retried, so the process exits.
+    shutdown: Arc<AtomicBool>,
+    /// Earliest next replay attempt while the database is away.
+    next_replay: Instant,
+    /// Events of the spool record at the replay cursor already handled.
+    replay_done: usize,
+    last_clamp_warning: Option<Instant>,
 }
 
 const STALE_FIRST_RUN: Duration = Duration::from_secs(10);
-const SPOOL_REPLAY_EVERY: Duration = Duration::from_secs(1);
+/// While the database is away, how often the spool's replay is tried.
+const SPOOL_RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Replay time per turn of the loop, so acknowledgements never wait
+/// long behind a large spool.
+const REPLAY_SLICE: Duration = Duration::from_millis(20);
+/// Replay time allowed at shutdown; the rest waits for the next start.
+const REPLAY_AT_SHUTDOWN: Duration = Duration::from_secs(2);
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+const CLAMP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl Writer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Box<dyn Store>,
+        spool: Spool,
+        rx: Receiver<AcctMessage>,
+        sockets: Vec<Vec<UdpSocket>>,
+        committed: Arc<[AtomicU64]>,
+        stats: Arc<WriterStats>,
+        config: AccountingConfig,
+        shutdown: Arc<AtomicBool>,
+    ) -> Writer {
+        stats
+            .spool_bytes
+            .store(spool.pending_bytes(), Ordering::Relaxed);
+        Writer {
+            store,
+            rejected: Rejected::new(sibling(spool.path(), "rejected")),
+            spool,
+            spooling: false,
+            rx,
+            sockets,
+            committed,
+            stats,
+            config,
+            quota: None,
+            shutdown,
+            next_replay: Instant::now(),
+            replay_done: 0,
+            last_clamp_warning: None,
+        }
+    }
+
+    /// Adds quota/FUP bookkeeping on every committed batch.
+    pub fn with_quota(mut self, quota: super::quota::Quota) -> Writer {
+        self.quota = Some(quota);
+        self
+    }
+
     /// Runs until every shard has dropped its sender and the queue is
-    /// drained: so on shutdown everything queued is committed and answered.
+    /// drained: so on shutdown everything queued is committed and answered
+    /// (or, when neither the database nor the spool takes it, abandoned
+    /// unacknowledged for the NAS to retransmit).
     pub fn run(mut self) {
         let max_wait = Duration::from_millis(self.config.batch_max_wait_ms);
         let mut next_stale = Instant::now() + STALE_FIRST_RUN;
-        let mut next_replay = Instant::now();
         let mut batch: Vec<AcctMessage> = Vec::with_capacity(self.config.batch_max_events);
         loop {
-            if !self.spool.is_empty() && Instant::now() >= next_replay {
-                next_replay = Instant::now() + SPOOL_REPLAY_EVERY;
-                self.replay_spool();
+            let replay_due = !self.spool.is_empty() && Instant::now() >= self.next_replay;
+            if replay_due {
+                self.replay(REPLAY_SLICE);
             }
-            match self.rx.recv_timeout(Duration::from_millis(200)) {
+            // With replay work left, only look at the queue; else wait on it.
+            let idle_wait = if !self.spool.is_empty() && Instant::now() >= self.next_replay {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(200)
+            };
+            match self.rx.recv_timeout(idle_wait) {
                 Ok(first) => batch.push(first),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -125,68 +206,69 @@ impl Writer {
             }
         }
         if !self.spool.is_empty() {
-            self.replay_spool();
+            self.next_replay = Instant::now();
+            self.replay(REPLAY_AT_SHUTDOWN);
         }
         if let Some(q) = self.quota.take() {
             q.finish();
         }
         info!(
-            "writer stopped: events={} batches={} rows={} spooled_batches={} spool_bytes={}",
+            "writer stopped: events={} batches={} rows={} spooled_batches={} spool_bytes={} rejected={} abandoned={}",
             self.stats.events.load(Ordering::Relaxed),
             self.stats.batches.load(Ordering::Relaxed),
             self.stats.rows.load(Ordering::Relaxed),
             self.stats.spooled_batches.load(Ordering::Relaxed),
-            self.spool.len_bytes()
+            self.spool.pending_bytes(),
+            self.stats.rejected_events.load(Ordering::Relaxed),
+            self.stats.abandoned_events.load(Ordering::Relaxed),
         );
     }
 
-    /// Makes `batch` durable, in the database or else in the spool, then
-    /// acknowledges it. Nothing is acknowledged before it is durable; if
-    /// neither takes it (spool full), the writer keeps retrying and the
-    /// shards' queue fills, which they count as back-pressure drops.
+    /// Makes `batch` durable, then acknowledges it. Durable means: in the
+    /// database, or (an event the database refuses for its data) in the
+    /// `.rejected` file, or (the database away) in the spool. Nothing is
+    /// acknowledged before it is durable; if none takes it (spool full),
+    /// the writer keeps retrying and the shards' queue fills, which they
+    /// count as back-pressure drops. At shutdown such a batch is abandoned.
     fn commit(&mut self, batch: &mut Vec<AcctMessage>) {
         let rows = coalesce(batch.iter().map(|m| &m.event));
+        self.note_clamped(batch);
         if let Some(q) = &mut self.quota {
             q.prime(self.store.as_mut(), batch.iter().map(|m| &m.event));
         }
         let started = Instant::now();
         let mut wait = Duration::from_millis(50);
+        let mut from = 0;
         let mut logged = false;
-        loop {
-            let db_error = match self.store.write_accounting(&rows) {
-                Ok(()) => {
-                    if std::mem::take(&mut self.spooling) {
-                        info!("database writable again: accounting goes to the database");
-                    }
-                    break;
-                }
-                Err(e) => e,
-            };
-            match self.spool.append(&rows) {
-                Ok(()) => {
-                    self.stats.spooled_batches.fetch_add(1, Ordering::Relaxed);
-                    if !std::mem::replace(&mut self.spooling, true) {
-                        warn!(
-                            "database unavailable, accounting is acknowledged from the spool {} and replayed later: {db_error}",
-                            self.config.spool_path.display()
-                        );
-                    }
-                    self.stats
-                        .spool_bytes
-                        .store(self.spool.len_bytes(), Ordering::Relaxed);
-                    break;
-                }
-                Err(spool_error) => {
+        let in_database = loop {
+            match self.make_durable(&rows[from..]) {
+                Ok(in_database) => break in_database,
+                Err((handled, cause, spool_error)) => {
+                    from += handled;
                     if !logged {
                         self.stats.stalled_batches.fetch_add(1, Ordering::Relaxed);
-                        error!("accounting batch of {} events not acknowledged, retrying: {db_error}; {spool_error}", batch.len());
+                        error!(
+                            "accounting batch of {} events not acknowledged, retrying: {cause}; {spool_error}",
+                            batch.len()
+                        );
                         logged = true;
                     }
-                    std::thread::sleep(wait);
+                    if self.shutdown.load(Ordering::Relaxed) {
+                        self.stats
+                            .abandoned_events
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        error!(
+                            "shutting down: {} accounting events abandoned unacknowledged (their NAS retransmits them): {cause}; {spool_error}",
+                            batch.len()
+                        );
+                        batch.clear();
+                        return;
+                    }
+                    sleep_unless(&self.shutdown, wait);
                     wait = (wait * 2).min(MAX_RETRY_WAIT);
                 }
             }
-        }
+        };
         self.stats
             .events
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -215,43 +297,163 @@ impl Writer {
         // Usage counts once the batch is in the database, after the NAS has
         // its answers; a spooled batch is counted by the session's next
         // event, whose cumulative counters include it.
-        if let (Some(q), false) = (&mut self.quota, self.spooling) {
+        if let (Some(q), true) = (&mut self.quota, in_database) {
             q.account(batch.iter().map(|m| &m.event));
         }
         batch.clear();
     }
 
-    /// Writes the spooled batches to the database and empties the spool;
-    /// stops at the first failure and tries again later (replaying a batch
-    /// twice is harmless: the upserts are idempotent).
-    fn replay_spool(&mut self) {
-        let contents = match self.spool.read() {
-            Ok(c) => c,
-            Err(e) => {
-                error!("cannot read the accounting spool: {e}");
-                return;
-            }
-        };
-        for batch in &contents.batches {
-            if self.store.write_accounting(batch).is_err() {
-                return;
-            }
-        }
-        if contents.torn_bytes > 0 {
-            warn!(
-                "accounting spool: a torn record of {} bytes at its end was skipped (a write cut short by a crash, never acknowledged)",
-                contents.torn_bytes
-            );
-        }
-        match self.spool.clear() {
+    /// Writes `rows` to the database (refused ones set aside), or what the
+    /// database did not take to the spool. Ok(true): all in the database.
+    /// Err: how many rows from the front were handled, and why neither
+    /// the database nor the spool took the rest.
+    fn make_durable(
+        &mut self,
+        rows: &[AcctEvent],
+    ) -> Result<bool, (usize, StopCause, crate::accounting::spool::SpoolError)> {
+        let stopped = match self.write_rows(rows) {
             Ok(()) => {
-                self.stats.spool_bytes.store(0, Ordering::Relaxed);
-                info!(
-                    batches = contents.batches.len(),
-                    "accounting spool replayed into the database and cleared"
-                );
+                if std::mem::take(&mut self.spooling) {
+                    info!("database writable again: accounting goes to the database");
+                }
+                return Ok(true);
             }
-            Err(e) => error!("cannot clear the accounting spool after replaying it: {e}"),
+            Err(stopped) => stopped,
+        };
+        let rest = &rows[stopped.handled..];
+        match self.spool.append(rest) {
+            Ok(()) => {
+                self.stats.spooled_batches.fetch_add(1, Ordering::Relaxed);
+                if !std::mem::replace(&mut self.spooling, true) {
+                    warn!(
+                        "{}; accounting is acknowledged from the spool {} and replayed once the database takes writes again",
+                        stopped.cause,
+                        self.spool.path().display()
+                    );
+                }
+                self.next_replay = Instant::now() + SPOOL_RETRY_EVERY;
+                self.stats
+                    .spool_bytes
+                    .store(self.spool.pending_bytes(), Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(spool_error) => Err((stopped.handled, stopped.cause, spool_error)),
+        }
+    }
+
+    /// [`write_splitting`] into this writer's store, refused rows set aside.
+    fn write_rows(&mut self, rows: &[AcctEvent]) -> Result<(), Stopped> {
+        let (store, rejected, stats) = (&mut self.store, &mut self.rejected, &self.stats);
+        write_splitting(
+            &mut |rows| store.write_accounting(rows),
+            rows,
+            &mut |row, e| {
+                rejected.set_aside(row, &e.to_string(), Utc::now())?;
+                stats.rejected_events.fetch_add(1, Ordering::Relaxed);
+                error!(
+                "accounting event refused by the database, set aside in {} (acknowledged; write it again with `shardius accounting replay` once fixed): session={} user={} nas={}: {e}",
+                rejected.path().display(),
+                row.session_id,
+                row.username,
+                row.nas_ip
+            );
+                Ok(())
+            },
+        )
+    }
+
+    /// Replays spool records into the database for up to `budget`, from
+    /// the cursor, one record in memory at a time. While the database is
+    /// away it is probed first, at most once a second, and nothing is read.
+    fn replay(&mut self, budget: Duration) {
+        if self.spooling && self.store.ping().is_err() {
+            self.next_replay = Instant::now() + SPOOL_RETRY_EVERY;
+            return;
+        }
+        let deadline = Instant::now() + budget;
+        while Instant::now() < deadline {
+            let next = match self.spool.next_unreplayed() {
+                Ok(next) => next,
+                Err(e) => {
+                    error!("cannot read the accounting spool: {e}");
+                    self.next_replay = Instant::now() + SPOOL_RETRY_EVERY;
+                    return;
+                }
+            };
+            match next {
+                None => {
+                    match self.spool.clear_if_replayed() {
+                        Ok(true) => {
+                            info!("accounting spool replayed into the database and cleared")
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            error!("cannot clear the accounting spool after replaying it: {e}")
+                        }
+                    }
+                    break;
+                }
+                Some(Next::Unreadable {
+                    offset,
+                    len,
+                    copied_to,
+                }) => {
+                    self.stats
+                        .spool_unreadable_bytes
+                        .fetch_add(len, Ordering::Relaxed);
+                    error!(
+                        "accounting spool {}: {len} bytes at offset {offset} hold no readable record (damaged): acknowledged accounting may have been in them; kept in {}; the records after them are replayed",
+                        self.spool.path().display(),
+                        copied_to.display()
+                    );
+                }
+                Some(Next::Record { events, end }) => {
+                    let rows = &events[self.replay_done.min(events.len())..];
+                    match self.write_rows(rows) {
+                        Ok(()) => {
+                            self.spool.mark_replayed(end);
+                            self.replay_done = 0;
+                            self.stats.replayed_batches.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(stopped) => {
+                            self.replay_done += stopped.handled;
+                            self.spooling = true;
+                            self.next_replay = Instant::now() + SPOOL_RETRY_EVERY;
+                            debug!("spool replay paused: {}", stopped.cause);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.stats
+            .spool_bytes
+            .store(self.spool.pending_bytes(), Ordering::Relaxed);
+    }
+
+    fn note_clamped(&mut self, batch: &[AcctMessage]) {
+        let clamped: Vec<&AcctEvent> = batch
+            .iter()
+            .map(|m| &m.event)
+            .filter(|e| e.clamped)
+            .collect();
+        if clamped.is_empty() {
+            return;
+        }
+        self.stats
+            .clamped_events
+            .fetch_add(clamped.len() as u64, Ordering::Relaxed);
+        if self
+            .last_clamp_warning
+            .is_none_or(|t| t.elapsed() >= CLAMP_WARNING_EVERY)
+        {
+            self.last_clamp_warning = Some(Instant::now());
+            warn!(
+                "accounting octet counters above 2^63 (Gigawords >= 2^31) stored as {} (counted in shardius_accounting_counters_clamped_total): session={} nas={}",
+                crate::accounting::event::MAX_OCTETS,
+                clamped[0].session_id,
+                clamped[0].nas_ip
+            );
         }
     }
 
@@ -267,6 +469,18 @@ impl Writer {
             }
             Err(e) => warn!("stale-session check failed: {e}"),
         }
+    }
+}
+
+/// Sleeps for `wait`, waking early when `flag` is set.
+fn sleep_unless(flag: &AtomicBool, wait: Duration) {
+    let until = Instant::now() + wait;
+    while !flag.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
     }
 }
 

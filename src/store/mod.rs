@@ -5,6 +5,7 @@
 
 mod postgres;
 mod records;
+mod split;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -14,7 +15,8 @@ pub use records::{
     Burst, ChangeVersions, LogEntry, LogRow, MaPolicy, NasRecord, NasType, RadreplyRecord,
     ServiceRecord, SessionRow, SubscriberRecord, UsageRow,
 };
-pub use sqlite::SqliteStore;
+pub use split::{write_splitting, StopCause, Stopped};
+pub use sqlite::{logs_path as sqlite_logs_path, SqliteStore};
 
 /// A parsed `database.url`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +68,7 @@ pub enum StoreError {
     Config(String),
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", postgres::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("{0} already exists")]
     Duplicate(String),
@@ -78,6 +80,37 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// What a failed write means for the rows in it, so the accounting writer
+/// knows whether to try them again later or to split the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The database could not be reached or used: the connection is down
+    /// or was lost, the server is shutting down, SQLite is busy, an I/O
+    /// error. Nothing is wrong with the rows: try them again later.
+    Unavailable,
+    /// The database refused the values themselves (a data exception or a
+    /// constraint violation): the same rows will fail again, other rows
+    /// of the batch may pass.
+    Data,
+    /// The database refused the statement for another reason: read-only
+    /// (a standby), a missing table or column, permissions. Not the rows'
+    /// fault: try again later.
+    Refused,
+}
+
+impl StoreError {
+    /// How to treat the rows of the write that failed with this error.
+    pub fn failure(&self) -> Failure {
+        match self {
+            StoreError::Postgres(e) => postgres::failure(e),
+            StoreError::Sqlite(e) => sqlite::failure(e),
+            StoreError::Unavailable(_) => Failure::Unavailable,
+            StoreError::Invalid(_) => Failure::Data,
+            StoreError::Config(_) | StoreError::Duplicate(_) => Failure::Refused,
+        }
+    }
+}
+
 /// What the loader, the writer and the admin commands need from a database.
 pub trait Store: Send {
     /// Applies pending migrations; returns how many were applied.
@@ -86,6 +119,10 @@ pub trait Store: Send {
     fn schema_version(&mut self) -> Result<u32>;
     /// The schema version this build's migrations lead to.
     fn target_schema_version(&self) -> u32;
+    /// One cheap round trip: Ok when the database answers.
+    fn ping(&mut self) -> Result<()> {
+        self.schema_version().map(|_| ())
+    }
 
     /// Per-table change counters, bumped by triggers on every write, so a
     /// poll costs one tiny query and sees changes made by any client.

@@ -245,9 +245,25 @@ impl PgStore {
     }
 }
 
+/// Classifies a PostgreSQL error by its SQLSTATE (Appendix A of the
+/// PostgreSQL manual): class 22 (data exception, e.g. 22021 "invalid byte
+/// sequence") and 23 (integrity constraint violation) are the rows' fault;
+/// class 08 (connection exception) and 57P01-57P03 (the server shutting
+/// down or starting) mean it is unavailable, as does any error without a
+/// SQLSTATE (a closed connection, a socket error, a timeout).
+pub(super) fn failure(e: &tokio_postgres::Error) -> super::Failure {
+    use super::Failure;
+    match e.code().map(SqlState::code) {
+        Some(code) if code.starts_with("22") || code.starts_with("23") => Failure::Data,
+        Some(code) if code.starts_with("08") || code.starts_with("57P") => Failure::Unavailable,
+        Some(_) => Failure::Refused,
+        None => Failure::Unavailable,
+    }
+}
+
 /// A tokio-postgres error with its cause chain ("error connecting to
 /// server: Connection refused"), which its Display leaves out.
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {

@@ -2,7 +2,7 @@
 //! README command works with nothing else installed.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -29,6 +29,42 @@ const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS I
 
 pub struct SqliteStore {
     conn: Connection,
+    /// `radius_logs`, in a database file of its own (see [`logs_path`]);
+    /// opened on first use.
+    logs: Option<Connection>,
+    logs_path: PathBuf,
+}
+
+/// The schema of the `radius_logs` file.
+const LOGS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS radius_logs (
+        id INTEGER PRIMARY KEY,
+        logged_at TEXT NOT NULL,
+        nas_ip TEXT,
+        username TEXT,
+        event TEXT NOT NULL,
+        result TEXT NOT NULL,
+        reason TEXT,
+        shard INTEGER
+    );
+    CREATE INDEX IF NOT EXISTS radius_logs_logged_at ON radius_logs (logged_at);
+    CREATE INDEX IF NOT EXISTS radius_logs_username ON radius_logs (username, logged_at);";
+
+/// Where the embedded store keeps `radius_logs`: beside the database, with
+/// `-logs` before the extension (`shardius.db` → `shardius-logs.db`).
+/// SQLite has one write lock per file; a log writer that holds it while
+/// the shards keep its core busy must never make accounting wait for it.
+pub fn logs_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_os_string())
+        .unwrap_or_default();
+    let mut name = stem;
+    name.push("-logs");
+    if let Some(ext) = path.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    path.with_file_name(name)
 }
 
 impl SqliteStore {
@@ -39,7 +75,25 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore {
+            conn,
+            logs: None,
+            logs_path: logs_path(path),
+        })
+    }
+
+    /// The `radius_logs` connection, opened (and the table created) on
+    /// first use. Best-effort observability: `synchronous = NORMAL`.
+    fn logs(&mut self) -> Result<&mut Connection> {
+        if self.logs.is_none() {
+            let conn = Connection::open(&self.logs_path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            conn.execute_batch(LOGS_SCHEMA)?;
+            self.logs = Some(conn);
+        }
+        Ok(self.logs.as_mut().expect("opened above"))
     }
 
     fn version(&self, table: &str) -> Result<i64> {
@@ -48,6 +102,32 @@ impl SqliteStore {
             [table],
             |r| r.get(0),
         )?)
+    }
+}
+
+/// Classifies an SQLite error: a busy or locked database and I/O errors
+/// are unavailability; constraint violations (including a trigger's
+/// `RAISE(ABORT)`), type mismatches and oversized values are the rows'
+/// fault; the rest (read-only file, missing table) is a refusal.
+pub(super) fn failure(e: &rusqlite::Error) -> super::Failure {
+    use super::Failure;
+    match e {
+        rusqlite::Error::SqliteFailure(err, _) => match err.code {
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::DiskFull
+            | ErrorCode::OutOfMemory
+            | ErrorCode::FileLockingProtocolFailed => Failure::Unavailable,
+            ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch | ErrorCode::TooBig => {
+                Failure::Data
+            }
+            _ => Failure::Refused,
+        },
+        rusqlite::Error::ToSqlConversionFailure(_)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => Failure::Data,
+        _ => Failure::Refused,
     }
 }
 
@@ -471,7 +551,7 @@ impl Store for SqliteStore {
     }
 
     fn write_logs(&mut self, entries: &[LogEntry]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.logs()?.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO radius_logs (logged_at, nas_ip, username, event, result, reason, shard)
@@ -494,7 +574,7 @@ impl Store for SqliteStore {
     }
 
     fn recent_logs(&mut self, limit: usize) -> Result<Vec<LogRow>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.logs()?.prepare(
             "SELECT username, event, result, reason FROM radius_logs ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt
