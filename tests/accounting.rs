@@ -5,13 +5,13 @@
 #[macro_use]
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, UdpSocket};
+use std::collections::HashSet;
+use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::server::{radclient, Backend, Install, SECRET};
+use common::server::{radclient, send_all, Backend, Install, SECRET};
 use shardius::nas::{self, AcctRecord, Session};
 use shardius::proto::dict::acct_status;
 use shardius::proto::Secret;
@@ -29,39 +29,6 @@ fn record(status: u32, sid: &str, secs: u32, octets: u64) -> AcctRecord<'_> {
         terminate_cause: (status == acct_status::STOP).then_some(1),
         class: Some(b"SHD1-cookie"),
     }
-}
-
-/// Sends Accounting-Requests, up to 200 in flight, from one socket;
-/// returns the indexes whose Accounting-Response verified.
-fn send_all(socket: &UdpSocket, to: SocketAddr, records: &[AcctRecord<'_>]) -> HashSet<usize> {
-    let secret = Secret::new(SECRET.as_bytes());
-    socket
-        .set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
-    let mut acked = HashSet::new();
-    for (chunk_no, chunk) in records.chunks(200).enumerate() {
-        let mut pending: HashMap<u8, (usize, [u8; 16])> = HashMap::new();
-        for (i, r) in chunk.iter().enumerate() {
-            let mut buf = [0u8; 4096];
-            let id = i as u8;
-            let bytes =
-                nas::accounting_request(&mut buf, id, &secret, r, &Session::default()).unwrap();
-            pending.insert(id, (chunk_no * 200 + i, bytes[4..20].try_into().unwrap()));
-            socket.send_to(bytes, to).unwrap();
-        }
-        let mut reply = [0u8; 4096];
-        while !pending.is_empty() {
-            let Ok(n) = socket.recv(&mut reply) else {
-                break;
-            };
-            if let Some((index, auth)) = pending.remove(&reply[1]) {
-                nas::check_accounting_reply(&reply[..n], reply[1], &auth, &secret)
-                    .expect("a valid Accounting-Response");
-                acked.insert(index);
-            }
-        }
-    }
-    acked
 }
 
 fn sessions(install: &Install) -> Vec<SessionRow> {

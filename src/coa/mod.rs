@@ -185,9 +185,12 @@ pub fn act_on_session(
     };
     let to = SocketAddr::new(nas.ip_address, nas.coa_port);
     report.nas = to.to_string();
+    // radacct holds them in stored form: back to the bytes the NAS sent.
+    let user_name = crate::text::unstored(&session.username);
+    let acct_session_id = crate::text::unstored(&session.session_id);
     let target = Target {
-        user_name: session.username.as_bytes(),
-        acct_session_id: session.session_id.as_bytes(),
+        user_name: &user_name,
+        acct_session_id: &acct_session_id,
         nas_ip: match nas.ip_address {
             IpAddr::V4(v4) => Some(v4),
             IpAddr::V6(_) => None,

@@ -366,9 +366,12 @@ impl Writer {
     /// the cursor, one record in memory at a time. While the database is
     /// away it is probed first, at most once a second, and nothing is read.
     fn replay(&mut self, budget: Duration) {
-        if self.spooling && self.store.ping().is_err() {
-            self.next_replay = Instant::now() + SPOOL_RETRY_EVERY;
-            return;
+        if self.spooling {
+            if let Err(e) = self.store.ping() {
+                debug!("spool replay waits for the database: {e}");
+                self.next_replay = Instant::now() + SPOOL_RETRY_EVERY;
+                return;
+            }
         }
         let deadline = Instant::now() + budget;
         while Instant::now() < deadline {
@@ -414,16 +417,33 @@ impl Writer {
                             self.spool.mark_replayed(end);
                             self.replay_done = 0;
                             self.stats.replayed_batches.fetch_add(1, Ordering::Relaxed);
+                            if self.spool.is_empty() {
+                                break;
+                            }
                         }
                         Err(stopped) => {
                             self.replay_done += stopped.handled;
-                            self.spooling = true;
+                            if !std::mem::replace(&mut self.spooling, true) {
+                                warn!(
+                                    "{}; the accounting spool ({} bytes) is replayed once the database takes writes again",
+                                    stopped.cause,
+                                    self.spool.pending_bytes()
+                                );
+                            } else {
+                                debug!("spool replay paused: {}", stopped.cause);
+                            }
                             self.next_replay = Instant::now() + SPOOL_RETRY_EVERY;
-                            debug!("spool replay paused: {}", stopped.cause);
                             break;
                         }
                     }
                 }
+            }
+        }
+        if self.spool.is_empty() {
+            match self.spool.clear_if_replayed() {
+                Ok(true) => info!("accounting spool replayed into the database and cleared"),
+                Ok(false) => {}
+                Err(e) => error!("cannot clear the accounting spool after replaying it: {e}"),
             }
         }
         self.stats

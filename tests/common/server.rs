@@ -2,6 +2,7 @@
 //! temporary database, and `serve` on free ports of 127.0.0.1.
 #![allow(dead_code)]
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shardius::nas::{self, Credentials, Session};
+use shardius::nas::{self, AcctRecord, Credentials, Session};
 use shardius::proto::{Code, Secret};
 
 pub const SECRET: &str = "testing123";
@@ -540,4 +541,37 @@ pub fn send_accounting(to: SocketAddr, record: &nas::AcctRecord<'_>) {
     socket.send_to(&request, to).unwrap();
     let mut reply = [0u8; 4096];
     socket.recv(&mut reply).expect("Accounting-Response");
+}
+
+/// Sends Accounting-Requests, up to 200 in flight, from one socket;
+/// returns the indexes whose Accounting-Response verified.
+pub fn send_all(socket: &UdpSocket, to: SocketAddr, records: &[AcctRecord<'_>]) -> HashSet<usize> {
+    let secret = Secret::new(SECRET.as_bytes());
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut acked = HashSet::new();
+    for (chunk_no, chunk) in records.chunks(200).enumerate() {
+        let mut pending: HashMap<u8, (usize, [u8; 16])> = HashMap::new();
+        for (i, r) in chunk.iter().enumerate() {
+            let mut buf = [0u8; 4096];
+            let id = i as u8;
+            let bytes =
+                nas::accounting_request(&mut buf, id, &secret, r, &Session::default()).unwrap();
+            pending.insert(id, (chunk_no * 200 + i, bytes[4..20].try_into().unwrap()));
+            socket.send_to(bytes, to).unwrap();
+        }
+        let mut reply = [0u8; 4096];
+        while !pending.is_empty() {
+            let Ok(n) = socket.recv(&mut reply) else {
+                break;
+            };
+            if let Some((index, auth)) = pending.remove(&reply[1]) {
+                nas::check_accounting_reply(&reply[..n], reply[1], &auth, &secret)
+                    .expect("a valid Accounting-Response");
+                acked.insert(index);
+            }
+        }
+    }
+    acked
 }
