@@ -81,7 +81,29 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token for the admin API (`POST /api/...`); without one the
     /// admin endpoints answer 403 and only `/metrics` and `/healthz` work.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretString>,
+}
+
+/// A secret from the configuration (the admin token): `Debug` never
+/// shows it; [`SecretString::expose`] does, for the one place that needs it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: impl Into<String>) -> SecretString {
+        SecretString(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(***)")
+    }
 }
 
 impl Default for HttpConfig {
@@ -146,8 +168,9 @@ pub struct AccountingConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite:PATH` (embedded, the default) or `postgres://...`.
-    pub url: String,
+    /// `sqlite:PATH` (embedded, the default) or `postgres://...`; shown
+    /// only with its password redacted.
+    pub url: crate::store::DatabaseUrl,
     /// How often the loader polls for changed NAS devices, services and subscribers.
     pub reload_interval_secs: u64,
     /// How often the open-session count (`shardius_open_sessions`) is refreshed.
@@ -206,7 +229,7 @@ impl Default for AccountingConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
-            url: "sqlite:./shardius.db".into(),
+            url: crate::store::DatabaseUrl::default(),
             reload_interval_secs: 5,
             open_sessions_interval_secs: 30,
         }
@@ -280,7 +303,7 @@ impl Config {
         })?;
         Config::from_toml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
-            message,
+            message: crate::store::redact_url(&message),
         })
     }
 
@@ -300,9 +323,14 @@ impl Config {
             if !name.starts_with("SHARDIUS_") {
                 continue;
             }
+            // The value may hold a password (a database URL) or a token:
+            // an error quotes it redacted, or not at all.
             let bad = |message: String| ConfigError::Env {
                 name: name.clone(),
-                value: value.clone(),
+                value: match name.as_str() {
+                    "SHARDIUS_HTTP_ADMIN_TOKEN" => "***".into(),
+                    _ => crate::store::redact_url(&value),
+                },
                 message,
             };
             match name.as_str() {
@@ -343,7 +371,10 @@ impl Config {
                 "SHARDIUS_ACCOUNTING_SPOOL_MAX_BYTES" => {
                     self.accounting.spool_max_bytes = parse_num(&value).map_err(bad)?
                 }
-                "SHARDIUS_DATABASE_URL" => self.database.url = value.clone(),
+                "SHARDIUS_DATABASE_URL" => {
+                    self.database.url =
+                        crate::store::DatabaseUrl::parse(&value).map_err(|e| bad(e.to_string()))?
+                }
                 "SHARDIUS_DATABASE_OPEN_SESSIONS_INTERVAL_SECS" => {
                     self.database.open_sessions_interval_secs = parse_num(&value).map_err(bad)?
                 }
@@ -373,7 +404,9 @@ impl Config {
                         .parse()
                         .map_err(|e| bad(format!("not IP:PORT ({e})")))?
                 }
-                "SHARDIUS_HTTP_ADMIN_TOKEN" => self.http.admin_token = Some(value.clone()),
+                "SHARDIUS_HTTP_ADMIN_TOKEN" => {
+                    self.http.admin_token = Some(SecretString::new(value.clone()))
+                }
                 "SHARDIUS_QUOTA_DAILY_RESET_TIME" => self.quota.daily_reset_time = value.clone(),
                 "SHARDIUS_COA_TRIES" => self.coa.tries = parse_num(&value).map_err(bad)?,
                 "SHARDIUS_COA_TIMEOUT_MS" => {
@@ -477,7 +510,7 @@ impl Config {
                 "must be 1..=3600",
             ));
         }
-        if let Some(token) = &self.http.admin_token {
+        if let Some(token) = self.http.admin_token.as_ref().map(SecretString::expose) {
             if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(invalid(
                     "http.admin_token",
@@ -485,8 +518,6 @@ impl Config {
                 ));
             }
         }
-        crate::store::DatabaseUrl::parse(&self.database.url)
-            .map_err(|e| invalid("database.url", &e.to_string()))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", &e.to_string()))?;
         Ok(())
@@ -548,6 +579,52 @@ mod tests {
     }
 
     #[test]
+    fn no_config_error_and_no_debug_output_shows_a_password_or_token() {
+        let err = Config::from_toml("[database]\nurl = \"postgress://radius:HuntEr2@db/radius\"\n")
+            .unwrap_err();
+        assert!(!crate::store::redact_url(&err).contains("HuntEr2"), "{err}");
+        let path =
+            std::env::temp_dir().join(format!("shardius-redact-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[database]\nurl = \"postgress://radius:HuntEr2@db/radius\"\n",
+        )
+        .unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            !err.contains("HuntEr2") && err.contains("database.url"),
+            "{err}"
+        );
+        let mut c = Config::default();
+        let err = c
+            .apply_env([(
+                "SHARDIUS_DATABASE_URL".into(),
+                "pg://radius:HuntEr2@db/radius".into(),
+            )])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("HuntEr2"), "{err}");
+        c.apply_env([
+            (
+                "SHARDIUS_DATABASE_URL".into(),
+                "postgres://radius:HuntEr2@db/radius".into(),
+            ),
+            (
+                "SHARDIUS_HTTP_ADMIN_TOKEN".into(),
+                "TokenTokenToken123".into(),
+            ),
+        ])
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("HuntEr2") && !debug.contains("TokenToken"),
+            "{debug}"
+        );
+        assert_eq!(c.http.admin_token.unwrap().expose(), "TokenTokenToken123");
+    }
+
+    #[test]
     fn a_misspelt_key_is_an_error_naming_it() {
         let err = Config::from_toml("[server]\nlisten_auht = [\"0.0.0.0:1812\"]\n").unwrap_err();
         assert!(err.contains("listen_auht"), "{err}");
@@ -558,7 +635,7 @@ mod tests {
         let mut c = Config::from_toml("[database]\nurl = \"sqlite:/a.db\"\n").unwrap();
         c.apply_env([("SHARDIUS_DATABASE_URL".into(), "sqlite:/b.db".into())])
             .unwrap();
-        assert_eq!(c.database.url, "sqlite:/b.db");
+        assert_eq!(c.database.url.to_string(), "sqlite:/b.db");
         c.apply_env([("SHARDIUS_KEY_FILE".into(), "/k".into())])
             .unwrap();
         assert_eq!(c.security.key_file, PathBuf::from("/k"));
@@ -574,13 +651,9 @@ mod tests {
 
     #[test]
     fn validation_names_the_bad_key() {
-        let mut c = Config::default();
-        c.database.url = "mysql://x".into();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .starts_with("database.url"));
+        // A database URL is checked when it is read.
+        let err = Config::from_toml("[database]\nurl = \"mysql://x\"\n").unwrap_err();
+        assert!(err.contains("database.url"), "{err}");
         let mut c = Config::default();
         c.server.duplicate_window_secs = 0;
         assert!(c

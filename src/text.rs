@@ -77,6 +77,35 @@ pub fn unstored(text: &str) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
+/// `s` safe to print on a terminal or in a one-line-per-event log: every
+/// control character (C0, DEL, C1: newline, carriage return, escape,
+/// backspace, NUL, ...) and the bidirectional overrides that reorder what
+/// a terminal shows are written as escapes (`\n`, `\r`, `\t`,
+/// `\u{1b}`), so a User-Name can neither start a forged log line nor
+/// drive the terminal. Everything else is unchanged.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(needs_printing_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_printing_escape(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn needs_printing_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Whether byte `b` at `i` of valid UTF-8 `s` must be escaped.
 fn needs_escape(s: &[u8], i: usize, b: u8) -> bool {
     b == 0 || (b == b'\\' && s.get(i..i + 4).is_some_and(|w| escape_at(w).is_some()))
@@ -156,6 +185,21 @@ mod tests {
         }
         // Upper-case hex from elsewhere reads too.
         assert_eq!(&*unstored("\\xFF"), b"\xff");
+    }
+
+    #[test]
+    fn printing_escapes_control_characters_and_bidi_overrides_only() {
+        assert_eq!(printable("alice"), "alice");
+        assert_eq!(
+            printable("x\n2026-12-01T00:00:00Z INFO accept user=admin"),
+            "x\\n2026-12-01T00:00:00Z INFO accept user=admin"
+        );
+        assert_eq!(
+            printable("a\x1b[2Jb\r\x08\0\t"),
+            "a\\u{1b}[2Jb\\r\\u{8}\\u{0}\\t"
+        );
+        assert_eq!(printable("ab\u{202e}cd"), "ab\\u{202e}cd");
+        assert_eq!(printable("DOMAIN\\user ünï"), "DOMAIN\\user ünï");
     }
 
     #[test]

@@ -405,6 +405,46 @@ fn an_unknown_nas_is_dropped_and_logged_once_a_minute() {
 }
 
 #[test]
+fn a_flood_of_spoofed_sources_keeps_the_unknown_nas_table_bounded() {
+    let mut w = world();
+    let (req, _) = request(
+        "alice",
+        &Credentials::Pap {
+            password: b"s3cret",
+        },
+        &Session::default(),
+        1,
+    );
+    // 100,000 distinct sources within one minute (the old table grew to
+    // all of them and scanned them all for every new one).
+    for i in 0..100_000u32 {
+        let ip = std::net::Ipv4Addr::from(0x0B00_0000 + i);
+        let (_, event) = w.send(&ip.to_string(), &req, u64::from(i) / 2000);
+        assert!(matches!(
+            event,
+            Event::Dropped {
+                reason: DropReason::UnknownNas,
+                ..
+            }
+        ));
+    }
+    assert!(w.engine.unknown_nas_remembered() <= 4096);
+    assert_eq!(
+        w.engine.stats.get(Counter::Dropped(DropReason::UnknownNas)),
+        100_000
+    );
+    // A source seen just now is still within its minute.
+    let (_, event) = w.send("11.1.134.159", &req, 50);
+    assert_eq!(
+        event,
+        Event::Dropped {
+            reason: DropReason::UnknownNas,
+            log: false
+        }
+    );
+}
+
+#[test]
 fn a_wrong_secret_never_gets_an_accept() {
     let mut w = world();
     let creds = Credentials::Pap {
@@ -560,4 +600,182 @@ fn malformed_datagrams_are_counted_by_reason() {
         ))),
         1
     );
+}
+
+/// `req` (an Access-Request or Status-Server) re-signed with `extra`
+/// attributes appended and a leading Message-Authenticator.
+fn with_attributes(req: &[u8], extra: &[(u8, &[u8])]) -> Vec<u8> {
+    let p = Packet::parse(req).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut w = PacketWriter::new(&mut buf, p.code(), p.identifier(), p.authenticator());
+    w.message_authenticator().unwrap();
+    for a in p
+        .attributes()
+        .filter(|a| a.ty != attr::MESSAGE_AUTHENTICATOR)
+    {
+        w.attr(a.ty, a.value).unwrap();
+    }
+    for (ty, value) in extra {
+        w.attr(*ty, value).unwrap();
+    }
+    w.finish_request(&Secret::new(SECRET)).to_vec()
+}
+
+fn proxy_states(reply: &[u8]) -> Vec<Vec<u8>> {
+    Packet::parse(reply)
+        .unwrap()
+        .attributes()
+        .filter(|a| a.ty == attr::PROXY_STATE)
+        .map(|a| a.value.to_vec())
+        .collect()
+}
+
+#[test]
+fn every_reply_echoes_the_proxy_states_of_its_request_in_order() {
+    let mut w = world();
+    let states: [(u8, &[u8]); 3] = [
+        (attr::PROXY_STATE, b"\x01proxy-a"),
+        (attr::PROXY_STATE, b"\x00\xffb"),
+        (attr::PROXY_STATE, b"c"),
+    ];
+    let expected: Vec<Vec<u8>> = states.iter().map(|(_, v)| v.to_vec()).collect();
+    let pap = |pw: &'static [u8]| Credentials::Pap { password: pw };
+    for (password, accepted) in [(&b"s3cret"[..], true), (&b"wrong"[..], false)] {
+        let (req, _) = request("alice", &pap(password), &Session::default(), 9);
+        let (reply, event) = w.send("127.0.0.1", &with_attributes(&req, &states), 100);
+        assert_eq!(
+            matches!(event, Event::Accepted { .. }),
+            accepted,
+            "{event:?}"
+        );
+        assert_eq!(proxy_states(&reply.unwrap()), expected);
+    }
+    // Status-Server.
+    let mut buf = [0u8; 4096];
+    let mut pw = PacketWriter::new(&mut buf, Code::STATUS_SERVER, 4, &[4; 16]);
+    pw.message_authenticator().unwrap();
+    for (ty, v) in &states {
+        pw.attr(*ty, v).unwrap();
+    }
+    let status = pw.finish_request(&Secret::new(SECRET)).to_vec();
+    let (reply, event) = w.send("127.0.0.1", &status, 100);
+    assert_eq!(event, Event::StatusServer);
+    assert_eq!(proxy_states(&reply.unwrap()), expected);
+    // Accounting-Response.
+    let mut buf = [0u8; 4096];
+    let mut pw = PacketWriter::new(&mut buf, Code::ACCOUNTING_REQUEST, 5, &[0; 16]);
+    pw.attr_u32(attr::ACCT_STATUS_TYPE, 1).unwrap();
+    pw.attr(attr::ACCT_SESSION_ID, b"81a00003").unwrap();
+    for (ty, v) in &states {
+        pw.attr(*ty, v).unwrap();
+    }
+    let acct = pw.finish_request(&Secret::new(SECRET)).to_vec();
+    let mut out = [0u8; 4096];
+    let ctx = Context {
+        snapshot: &w.snapshot,
+        key: &w.key,
+        now: w.now(100),
+        committed: 0,
+    };
+    let h = w.engine.handle(
+        Port::Acct,
+        "127.0.0.1:40000".parse().unwrap(),
+        &acct,
+        &ctx,
+        &mut out,
+    );
+    assert_eq!(h.event, Event::AccountingQueued);
+    assert_eq!(proxy_states(&out[..h.reply_len.unwrap()]), expected);
+}
+
+#[test]
+fn only_an_access_request_with_a_message_authenticator_arms_the_auto_policy() {
+    let mut w = world();
+    let creds = Credentials::Pap {
+        password: b"s3cret",
+    };
+    let secret = Secret::new(SECRET);
+    // A proxy health-checks with Status-Server (Message-Authenticator mandatory) ...
+    let mut buf = [0u8; 4096];
+    let mut pw = PacketWriter::new(&mut buf, Code::STATUS_SERVER, 4, &[4; 16]);
+    pw.message_authenticator().unwrap();
+    let status = pw.finish_request(&secret).to_vec();
+    assert_eq!(w.send("127.0.0.1", &status, 0).1, Event::StatusServer);
+    // ... and sends accounting with one.
+    let mut buf = [0u8; 4096];
+    let mut pw = PacketWriter::new(&mut buf, Code::ACCOUNTING_REQUEST, 5, &[0; 16]);
+    pw.message_authenticator().unwrap();
+    pw.attr_u32(attr::ACCT_STATUS_TYPE, 1).unwrap();
+    pw.attr(attr::ACCT_SESSION_ID, b"s").unwrap();
+    let acct = pw.finish_request(&secret).to_vec();
+    let mut out = [0u8; 4096];
+    let ctx = Context {
+        snapshot: &w.snapshot,
+        key: &w.key,
+        now: w.now(0),
+        committed: 0,
+    };
+    let h = w.engine.handle(
+        Port::Acct,
+        "127.0.0.1:40000".parse().unwrap(),
+        &acct,
+        &ctx,
+        &mut out,
+    );
+    assert_eq!(h.event, Event::AccountingQueued);
+    // Access-Requests without one (radsecproxy adds none) still pass.
+    let (bare, _) =
+        strip_message_authenticator(&request("alice", &creds, &Session::default(), 2).0);
+    assert!(matches!(
+        w.send("127.0.0.1", &bare, 1).1,
+        Event::Accepted { .. }
+    ));
+    // An Access-Request that carries one arms it.
+    let (with_ma, _) = request("alice", &creds, &Session::default(), 3);
+    assert!(matches!(
+        w.send("127.0.0.1", &with_ma, 2).1,
+        Event::Accepted { .. }
+    ));
+    let (bare, _) =
+        strip_message_authenticator(&request("alice", &creds, &Session::default(), 4).0);
+    assert_eq!(
+        w.send("127.0.0.1", &bare, 3).1,
+        Event::Dropped {
+            reason: DropReason::MissingMessageAuthenticator,
+            log: false
+        }
+    );
+}
+
+#[test]
+fn a_chap_challenge_shorter_than_5_octets_is_rejected() {
+    let mut w = world();
+    for challenge in [&b""[..], b"1234"] {
+        let password = b"s3cret";
+        let ident = 3u8;
+        let mut response = vec![ident];
+        response.extend_from_slice(&shardius::auth::chap::response(ident, password, challenge));
+        let mut buf = [0u8; 4096];
+        let mut pw = PacketWriter::new(&mut buf, Code::ACCESS_REQUEST, 8, &[8; 16]);
+        pw.message_authenticator().unwrap();
+        pw.attr(attr::USER_NAME, b"alice").unwrap();
+        pw.attr(attr::CHAP_PASSWORD, &response).unwrap();
+        pw.attr(attr::CHAP_CHALLENGE, challenge).unwrap();
+        let req = pw.finish_request(&Secret::new(SECRET)).to_vec();
+        let (reply, event) = w.send("127.0.0.1", &req, u64::from(challenge.len() as u8) * 40);
+        assert!(
+            matches!(
+                event,
+                Event::Rejected {
+                    reason: RejectReason::BadChapChallenge,
+                    ..
+                }
+            ),
+            "{event:?}"
+        );
+        assert_eq!(
+            Packet::parse(&reply.unwrap()).unwrap().code(),
+            Code::ACCESS_REJECT
+        );
+    }
 }

@@ -91,7 +91,7 @@ fn through_server(
         .into();
     let response = agent
         .post(format!("http://{addr}/api/{path}"))
-        .header("Authorization", format!("Bearer {token}"))
+        .header("Authorization", format!("Bearer {}", token.expose()))
         .send_json(&body);
     let mut response = match response {
         Ok(r) => r,

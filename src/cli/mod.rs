@@ -143,7 +143,7 @@ pub struct ServeArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     if let Some(url) = cli.database_url {
-        config.database.url = url;
+        config.database.url = DatabaseUrl::parse(&url).context("--database-url")?;
     }
     if let Some(path) = cli.key_file {
         config.security.key_file = path;
@@ -247,7 +247,7 @@ fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     if demo {
         demo::print_instructions(&config);
     }
-    let url = DatabaseUrl::parse(&config.database.url)?;
+    let url = config.database.url.clone();
     crate::server::serve(config, key, &|| store::open(&url))?;
     Ok(())
 }
@@ -272,13 +272,13 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
 }
 
 pub(crate) fn open_store(config: &Config) -> anyhow::Result<Box<dyn Store>> {
-    let url = DatabaseUrl::parse(&config.database.url)?;
-    match &url {
+    let url = &config.database.url;
+    match url {
         // rusqlite's errors do not name the file; PostgreSQL's already name the (redacted) URL.
         DatabaseUrl::Sqlite(path) => {
-            store::open(&url).with_context(|| format!("opening {}", path.display()))
+            store::open(url).with_context(|| format!("opening {}", path.display()))
         }
-        DatabaseUrl::Postgres(_) => Ok(store::open(&url)?),
+        DatabaseUrl::Postgres(_) => Ok(store::open(url)?),
     }
 }
 
@@ -292,22 +292,54 @@ fn open_migrated(config: &Config) -> anyhow::Result<Box<dyn Store>> {
 
 /// One line per event on stderr (journald under systemd), level from
 /// `log.level` / `SHARDIUS_LOG_LEVEL`, as text or JSON (`log.format`).
+///
 /// Secrets and passwords never reach a log call: the engine's events carry
-/// usernames, addresses and reasons only.
+/// usernames, addresses and reasons only; tokio-postgres, which logs every
+/// statement's parameters (a NAS secret in `nas add`) at debug, is held at
+/// info whatever the filter says. In the text format every field and
+/// message is passed through [`crate::text::printable`], so a User-Name
+/// with a newline or an escape sequence can neither forge a log line nor
+/// drive the terminal; JSON escapes them itself.
 fn init_logging(level: &str, format: crate::config::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(level))
+        .unwrap_or_else(|_| log_filter("info").into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
     let _ = match format {
-        crate::config::LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
+        crate::config::LogFormat::Text => {
+            use tracing_subscriber::field::MakeExt;
+            let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                let rendered = format!("{value:?}");
+                let rendered = crate::text::printable(&rendered);
+                match field.name() {
+                    "message" => write!(w, "{rendered}"),
+                    name => write!(w, "{name}={rendered}"),
+                }
+            })
+            .delimited(" ");
+            builder
+                .fmt_fields(fields)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .try_init()
+        }
         crate::config::LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),
     };
+}
+
+/// The operator's filter with every directive for tokio-postgres replaced
+/// by `tokio_postgres=info` (at debug it logs statement parameters).
+fn log_filter(level: &str) -> String {
+    let mut directives: Vec<&str> = level
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.starts_with("tokio_postgres"))
+        .collect();
+    directives.push("tokio_postgres=info");
+    directives.join(",")
 }

@@ -6,7 +6,6 @@
 mod dedup;
 mod stats;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -72,6 +71,7 @@ pub struct Now {
 }
 
 const UNKNOWN_NAS_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Slots of the per-shard table of recently logged unknown sources.
 const UNKNOWN_NAS_LOG_TABLE: usize = 4096;
 
 /// What a datagram is judged against: the current snapshot, the password
@@ -90,7 +90,7 @@ pub struct Context<'a> {
 pub struct Engine {
     dedup: DuplicateCache,
     pub stats: ShardStats,
-    unknown_nas_logged: HashMap<IpAddr, Instant>,
+    unknown_nas_logged: RecentlyLogged,
     /// xorshift64* state: MPPE salts and Class cookies (not secrets; they
     /// only need to differ between replies).
     rng: u64,
@@ -115,7 +115,7 @@ impl Engine {
         Engine {
             dedup: DuplicateCache::new(dedup_window, dedup_capacity),
             stats: ShardStats::default(),
-            unknown_nas_logged: HashMap::new(),
+            unknown_nas_logged: RecentlyLogged::new(UNKNOWN_NAS_LOG_TABLE),
             rng: seed | 1,
             last_ticket: 0,
             queued: None,
@@ -208,7 +208,14 @@ impl Engine {
         }
 
         match check_message_authenticator(&packet, &nas.secret, None) {
-            MessageAuthenticatorCheck::Valid => nas.note_message_authenticator(),
+            // Only an Access-Request arms `auto` (as FreeRADIUS does): a
+            // Status-Server must carry one anyway (RFC 5997 §3), and an
+            // Accounting-Request with one says nothing about how the NAS
+            // (or a proxy that health-checks us) sends Access-Requests.
+            MessageAuthenticatorCheck::Valid if code == Code::ACCESS_REQUEST => {
+                nas.note_message_authenticator()
+            }
+            MessageAuthenticatorCheck::Valid => {}
             MessageAuthenticatorCheck::Invalid => {
                 return dropped(DropReason::BadMessageAuthenticator)
             }
@@ -231,7 +238,7 @@ impl Engine {
             };
             let mut w =
                 PacketWriter::new(out, reply_code, packet.identifier(), packet.authenticator());
-            if w.message_authenticator().is_err() {
+            if w.message_authenticator().is_err() || w.proxy_states(&packet).is_err() {
                 return dropped(DropReason::ReplyTooLong);
             }
             let len = w.finish_response(packet.authenticator(), &nas.secret).len();
@@ -251,12 +258,15 @@ impl Engine {
             };
             // The response is built now and sent by the writer once the
             // event is durable (RFC 2866 §2: only after recording it).
-            let w = PacketWriter::new(
+            let mut w = PacketWriter::new(
                 out,
                 Code::ACCOUNTING_RESPONSE,
                 packet.identifier(),
                 packet.authenticator(),
             );
+            if w.proxy_states(&packet).is_err() {
+                return dropped(DropReason::ReplyTooLong);
+            }
             let len = w.finish_response(packet.authenticator(), &nas.secret).len();
             self.last_ticket += 1;
             self.dedup
@@ -300,17 +310,13 @@ impl Engine {
     }
 
     fn should_log_unknown(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if let Some(last) = self.unknown_nas_logged.get(&ip) {
-            if now.duration_since(*last) < UNKNOWN_NAS_LOG_EVERY {
-                return false;
-            }
-        }
-        if self.unknown_nas_logged.len() >= UNKNOWN_NAS_LOG_TABLE {
-            self.unknown_nas_logged
-                .retain(|_, last| now.duration_since(*last) < UNKNOWN_NAS_LOG_EVERY);
-        }
-        self.unknown_nas_logged.insert(ip, now);
-        true
+        self.unknown_nas_logged.first_in_window(ip, now)
+    }
+
+    /// How many unknown sources the shard remembers having logged: bounded
+    /// by the table size however many addresses send.
+    pub fn unknown_nas_remembered(&self) -> usize {
+        self.unknown_nas_logged.len()
     }
 
     /// The event of the last `AccountingQueued`, for the writer.
@@ -325,6 +331,54 @@ impl Engine {
         self.stats
             .incr(Counter::Dropped(DropReason::AccountingBackpressure));
     }
+}
+
+/// The unknown sources a shard logged within the last minute, in a fixed
+/// direct-mapped table: a flood of spoofed sources costs one hash and one
+/// slot per packet and never more memory. A collision evicts the older
+/// address, which may then be reported again within its minute; the shell
+/// bounds the log lines process-wide.
+struct RecentlyLogged {
+    slots: Box<[Option<(IpAddr, Instant)>]>,
+}
+
+impl RecentlyLogged {
+    fn new(size: usize) -> Self {
+        RecentlyLogged {
+            slots: vec![None; size.next_power_of_two()].into_boxed_slice(),
+        }
+    }
+
+    /// True for the first packet from `ip` in its window: log it.
+    fn first_in_window(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let mask = self.slots.len() - 1;
+        let slot = &mut self.slots[(ip_hash(ip) >> 32) as usize & mask];
+        if let Some((seen, at)) = slot {
+            if *seen == ip && now.duration_since(*at) < UNKNOWN_NAS_LOG_EVERY {
+                return false;
+            }
+        }
+        *slot = Some((ip, now));
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+}
+
+/// A cheap 64-bit hash of an address (Fibonacci hashing of its folded
+/// bits): enough to spread addresses over table slots. Written by hand:
+/// the std hasher is keyed per process and slower than this needs.
+pub fn ip_hash(ip: IpAddr) -> u64 {
+    let bits = match ip {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => {
+            let b = u128::from(v6);
+            (b as u64) ^ ((b >> 64) as u64).rotate_left(17)
+        }
+    };
+    bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (bits >> 29)
 }
 
 fn dropped(reason: DropReason) -> Handled {

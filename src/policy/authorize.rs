@@ -29,6 +29,9 @@ pub enum RejectReason {
     NoCredentials,
     /// The stored password does not decrypt with the configured key.
     DecryptFailed,
+    /// A CHAP-Challenge shorter than 5 octets (RFC 2865 §5.40): an empty
+    /// or tiny challenge would let responses be precomputed.
+    BadChapChallenge,
 }
 
 impl RejectReason {
@@ -43,6 +46,7 @@ impl RejectReason {
             RejectReason::UnsupportedMethod => "unsupported auth method",
             RejectReason::NoCredentials => "no credentials",
             RejectReason::DecryptFailed => "password decrypt failed",
+            RejectReason::BadChapChallenge => "bad chap challenge",
         }
     }
 
@@ -57,10 +61,11 @@ impl RejectReason {
             RejectReason::UnsupportedMethod => "unsupported_method",
             RejectReason::NoCredentials => "no_credentials",
             RejectReason::DecryptFailed => "decrypt_failed",
+            RejectReason::BadChapChallenge => "bad_chap_challenge",
         }
     }
 
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::UnknownUser,
         RejectReason::BadPassword,
         RejectReason::Disabled,
@@ -69,6 +74,7 @@ impl RejectReason {
         RejectReason::UnsupportedMethod,
         RejectReason::NoCredentials,
         RejectReason::DecryptFailed,
+        RejectReason::BadChapChallenge,
     ];
 
     fn mschap_error(self) -> mschapv2::ErrorCode {
@@ -127,6 +133,7 @@ pub fn answer_access_request(
             }
         }
     }
+    w.proxy_states(packet)?;
     let reply_len = w.finish_response(request_auth, secret).len();
     Ok(AuthOutcome {
         reply_len,
@@ -208,10 +215,13 @@ fn verify_credentials(
             let response = packet
                 .attr(attr::CHAP_PASSWORD)
                 .ok_or(RejectReason::NoCredentials)?;
-            // RFC 2865 §5.3: without CHAP-Challenge the Request Authenticator is the challenge.
-            let challenge = packet
-                .attr(attr::CHAP_CHALLENGE)
-                .unwrap_or(packet.authenticator());
+            // RFC 2865 §5.3: without CHAP-Challenge the Request Authenticator
+            // is the challenge; §5.40: a CHAP-Challenge has at least 5 octets.
+            let challenge = match packet.attr(attr::CHAP_CHALLENGE) {
+                Some(c) if c.len() < 5 => return Err(RejectReason::BadChapChallenge),
+                Some(c) => c,
+                None => packet.authenticator(),
+            };
             chap::verify(response, challenge, password)
                 .then_some(None)
                 .ok_or(bad)

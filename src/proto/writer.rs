@@ -9,7 +9,7 @@ use super::authenticator::{message_authenticator, packet_digest};
 use super::code::{AuthenticatorKind, Code};
 use super::dict::attr;
 use super::error::EncodeError;
-use super::packet::{HEADER_LEN, MAX_ATTR_VALUE_LEN, MAX_PACKET_LEN};
+use super::packet::{Packet, HEADER_LEN, MAX_ATTR_VALUE_LEN, MAX_PACKET_LEN};
 use super::secret::Secret;
 
 /// A buffer that holds the largest RADIUS packet.
@@ -137,6 +137,16 @@ impl<'b> PacketWriter<'b> {
             out[5] = (value_len + 2) as u8;
             fill(&mut out[6..]);
         })
+    }
+
+    /// Appends every Proxy-State of `request`, unmodified and in order
+    /// (RFC 2865 §5.33, RFC 2866 §4.1): a proxy in front of us matches our
+    /// reply to its own request by them.
+    pub fn proxy_states(&mut self, request: &Packet<'_>) -> Result<(), EncodeError> {
+        for a in request.attributes().filter(|a| a.ty == attr::PROXY_STATE) {
+            self.attr(attr::PROXY_STATE, a.value)?;
+        }
+        Ok(())
     }
 
     /// Reserves a Message-Authenticator, filled in when the packet is signed.

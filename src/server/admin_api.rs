@@ -27,7 +27,7 @@ use crate::coa::Change;
 
 /// What the handlers need: the token and the way to the enforcer.
 pub struct Admin {
-    pub token: Option<String>,
+    pub token: Option<crate::config::SecretString>,
     pub jobs: crossbeam_channel::Sender<Job>,
 }
 
@@ -70,7 +70,7 @@ fn authorize(admin: &Admin, headers: &HeaderMap) -> Result<(), (StatusCode, &'st
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if given.as_bytes().ct_eq(token.as_bytes()).into() {
+    if given.as_bytes().ct_eq(token.expose().as_bytes()).into() {
         Ok(())
     } else {
         Err((StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))

@@ -51,6 +51,7 @@ pub fn spawn(
 async fn run(listener: Option<TcpListener>, state: Arc<ControlState>) {
     let shared = state.sources.shared.clone();
     let watchdog = tokio::spawn(watchdog(shared.clone()));
+    let summary = tokio::spawn(unknown_nas_summary(shared.clone()));
     if let Some(listener) = listener {
         let serve = async {
             listener.set_nonblocking(true)?;
@@ -64,8 +65,30 @@ async fn run(listener: Option<TcpListener>, state: Arc<ControlState>) {
             error!("HTTP listener failed: {e}");
         }
     }
-    shutdown(shared).await;
+    shutdown(shared.clone()).await;
     watchdog.abort();
+    summary.abort();
+    report_suppressed(&shared);
+}
+
+/// Once a minute: how many `unknown NAS` lines the budget suppressed.
+async fn unknown_nas_summary(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        report_suppressed(&shared);
+    }
+}
+
+fn report_suppressed(shared: &Shared) {
+    let n = shared.unknown_nas.take_unreported();
+    if n > 0 {
+        warn!(
+            "unknown NAS: {n} more lines suppressed (at most {} a minute; every packet is counted in shardius_unknown_nas_packets_total)",
+            super::unknown_nas::LINES_PER_MINUTE
+        );
+    }
 }
 
 fn router(state: Arc<ControlState>) -> Router {

@@ -184,6 +184,12 @@ impl Collector for ShardCollector {
         )?;
         counter(
             &mut encoder,
+            "shardius_unknown_nas_log_suppressed",
+            "unknown NAS log lines not written because the budget of lines a minute was spent",
+            s.shared.unknown_nas.suppressed.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
             "shardius_message_authenticator_failures",
             "Requests dropped for a wrong, missing or repeated Message-Authenticator",
             all_drop_reasons()

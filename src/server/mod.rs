@@ -13,6 +13,7 @@ mod quota;
 mod shard;
 pub mod socket;
 pub mod status;
+mod unknown_nas;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -46,31 +47,19 @@ pub struct Shared {
     pub origin: Instant,
     pub loader_status: status::LoaderStatus,
     pub coa: status::CoaStats,
-    /// Last `unknown NAS` log line per address, across shards.
-    pub unknown_nas_logged: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Instant>>,
+    /// The `unknown NAS` log line, bounded across shards.
+    pub unknown_nas: unknown_nas::UnknownNasLog,
 }
 
 impl Shared {
     /// Whether to log `unknown NAS: ip` now: at most once a minute per
-    /// address for the whole process. Only reached for the first packet
-    /// per shard per minute (the engine filters first), so the lock is cold.
+    /// address for the whole process, and at most
+    /// [`unknown_nas::LINES_PER_MINUTE`] lines a minute in all. Only
+    /// reached for the first packet per shard per address per minute (the
+    /// engine filters first); lock-free and O(1).
     pub fn should_log_unknown_nas(&self, ip: std::net::IpAddr) -> bool {
-        let now = Instant::now();
-        let mut logged = self
-            .unknown_nas_logged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if logged
-            .get(&ip)
-            .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
-        {
-            return false;
-        }
-        if logged.len() >= 4096 {
-            logged.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
-        }
-        logged.insert(ip, now);
-        true
+        self.unknown_nas
+            .should_log(ip, self.origin.elapsed().as_secs())
     }
 }
 
@@ -117,9 +106,9 @@ pub fn serve(
     let usage_store = open_store()?;
     // One radius_logs writer on the embedded store (its file has one write
     // lock; see logpool); `log.workers` on PostgreSQL.
-    let log_workers = match crate::store::DatabaseUrl::parse(&config.database.url) {
-        Ok(crate::store::DatabaseUrl::Sqlite(_)) => 1,
-        _ => config.log.workers,
+    let log_workers = match config.database.url {
+        crate::store::DatabaseUrl::Sqlite(_) => 1,
+        crate::store::DatabaseUrl::Postgres(_) => config.log.workers,
     };
     let log_stores = if config.log.radius_logs {
         (0..log_workers)
@@ -261,7 +250,7 @@ pub fn serve(
         origin: started,
         loader_status: Default::default(),
         coa: Default::default(),
-        unknown_nas_logged: Default::default(),
+        unknown_nas: Default::default(),
         key,
         config,
     });

@@ -262,7 +262,7 @@ fn auth_log_entry(
     let username = Packet::parse(datagram)
         .ok()
         .and_then(|p| p.attr(attr::USER_NAME))
-        .map(|u| String::from_utf8_lossy(u).into_owned())
+        .map(|u| crate::text::stored(u).into_owned())
         .unwrap_or_default();
     let (result, reason) = match event {
         Event::Rejected { reason, .. } => ("reject", Some(reason.as_str())),
@@ -297,7 +297,7 @@ fn log_event(shard: usize, src: SocketAddr, datagram: &[u8], event: Event, share
         Packet::parse(datagram)
             .ok()
             .and_then(|p| p.attr(attr::USER_NAME))
-            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .map(|u| crate::text::stored(u).into_owned())
             .unwrap_or_default()
     };
     match event {

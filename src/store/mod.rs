@@ -7,8 +7,7 @@ mod postgres;
 mod records;
 mod split;
 mod sqlite;
-
-use std::path::PathBuf;
+mod url;
 
 pub use postgres::PgStore;
 pub use records::{
@@ -17,49 +16,7 @@ pub use records::{
 };
 pub use split::{write_splitting, StopCause, Stopped};
 pub use sqlite::{logs_path as sqlite_logs_path, SqliteStore};
-
-/// A parsed `database.url`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DatabaseUrl {
-    /// `sqlite:PATH` (relative paths are relative to the working directory).
-    Sqlite(PathBuf),
-    /// `postgres://...` or `postgresql://...`.
-    Postgres(String),
-}
-
-impl DatabaseUrl {
-    pub fn parse(url: &str) -> Result<DatabaseUrl> {
-        if let Some(path) = url.strip_prefix("sqlite:") {
-            let path = path.strip_prefix("//").unwrap_or(path);
-            if path.is_empty() {
-                return Err(StoreError::Config(format!(
-                    "{url:?}: sqlite: needs a file path"
-                )));
-            }
-            Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(DatabaseUrl::Postgres(url.to_owned()))
-        } else {
-            Err(StoreError::Config(format!(
-                "{url:?} is neither sqlite:PATH nor postgres://..."
-            )))
-        }
-    }
-}
-
-/// The URL without its password, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use url::{redact as redact_url, DatabaseUrl, PgUrl};
 
 /// Store failures, for operators: each ends in one clear message.
 #[derive(Debug, thiserror::Error)]
@@ -241,42 +198,6 @@ pub trait Store: Send {
 pub fn open(url: &DatabaseUrl) -> Result<Box<dyn Store>> {
     match url {
         DatabaseUrl::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
-        DatabaseUrl::Postgres(url) => Ok(Box::new(PgStore::connect(url)?)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted_from_urls_in_messages() {
-        assert_eq!(
-            redact_url("postgres://radius:hunter2@db:5432/radius"),
-            "postgres://radius:***@db:5432/radius"
-        );
-        assert_eq!(
-            redact_url("postgres://radius@db/radius"),
-            "postgres://radius@db/radius"
-        );
-        assert_eq!(redact_url("sqlite:./a@b.db"), "sqlite:./a@b.db");
-    }
-
-    #[test]
-    fn urls_parse_into_backends() {
-        assert_eq!(
-            DatabaseUrl::parse("sqlite:./shardius.db").unwrap(),
-            DatabaseUrl::Sqlite("./shardius.db".into())
-        );
-        assert_eq!(
-            DatabaseUrl::parse("sqlite:///var/lib/shardius/db").unwrap(),
-            DatabaseUrl::Sqlite("/var/lib/shardius/db".into())
-        );
-        assert!(matches!(
-            DatabaseUrl::parse("postgres://u@h/db"),
-            Ok(DatabaseUrl::Postgres(_))
-        ));
-        assert!(DatabaseUrl::parse("mysql://x").is_err());
-        assert!(DatabaseUrl::parse("sqlite:").is_err());
+        DatabaseUrl::Postgres(url) => Ok(Box::new(PgStore::connect(url.expose())?)),
     }
 }

@@ -65,7 +65,7 @@ impl MaPolicy {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct NasRecord {
     pub id: i64,
     pub name: String,
@@ -80,6 +80,27 @@ pub struct NasRecord {
     pub is_active: bool,
     pub api_username: Option<String>,
     pub api_password: Option<String>,
+}
+
+/// Everything but the secrets.
+impl std::fmt::Debug for NasRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NasRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("ip_address", &self.ip_address)
+            .field("secret", &"***")
+            .field("nas_type", &self.nas_type)
+            .field("coa_port", &self.coa_port)
+            .field(
+                "require_message_authenticator",
+                &self.require_message_authenticator,
+            )
+            .field("is_active", &self.is_active)
+            .field("api_username", &self.api_username)
+            .field("api_password", &self.api_password.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl NasRecord {

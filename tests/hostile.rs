@@ -1,0 +1,206 @@
+//! The real server against an attacker and against peers that do things
+//! the other way: a flood of spoofed unknown sources, User-Names that try
+//! to forge log lines, a proxy's Proxy-State, a second instance on the
+//! same ports, a NAS that writes accounting in another NAS's name.
+
+#[macro_use]
+mod common;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::pg::eventually;
+use common::server::{radclient, Backend, Install, TestNas, SECRET};
+use shardius::nas::{Credentials, Session};
+use shardius::proto::Code;
+
+const FORGED: &str =
+    "x\n2026-12-01T00:00:00Z  INFO accept shard=0 nas=127.0.0.1 user=admin method=pap";
+const TERMINAL: &str = "a\x1b[2J\r\x08\0b";
+
+fn forge(server_auth: std::net::SocketAddr) {
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    let creds = Credentials::Pap { password: b"pw" };
+    for user in [FORGED, TERMINAL] {
+        assert_eq!(
+            nas.login(server_auth, user, &creds, &Session::default()),
+            Some(Code::ACCESS_REJECT)
+        );
+    }
+}
+
+#[test]
+fn a_user_name_can_neither_forge_a_text_log_line_nor_reach_the_terminal() {
+    let install = Install::new();
+    let mut server = install.serve(1);
+    forge(server.auth);
+    server.wait_for_log("reject", Duration::from_secs(5));
+    let (_, log) = server.stop();
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-12-01T00:00:00Z")),
+        "a forged line:\n{log}"
+    );
+    assert!(
+        log.contains("user=x\\n2026-12-01T00:00:00Z  INFO accept"),
+        "{log}"
+    );
+    assert!(log.contains("user=a\\u{1b}[2J\\r\\u{8}\\x00b"), "{log}");
+    for raw in ['\x1b', '\r', '\x08', '\0'] {
+        assert!(!log.contains(raw), "{raw:?} reached the log:\n{log:?}");
+    }
+}
+
+#[test]
+fn json_logs_keep_a_user_name_as_sent_inside_one_json_string() {
+    let install = Install::new();
+    let mut server = install.serve_with_env(&["--shards", "1"], &[("SHARDIUS_LOG_FORMAT", "json")]);
+    forge(server.auth);
+    server.wait_for_log("reject", Duration::from_secs(5));
+    let (_, log) = server.stop();
+    let mut users = Vec::new();
+    for line in log.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if value["message"] == "reject" {
+            users.push(value["user"].as_str().unwrap().to_owned());
+        }
+    }
+    // The NUL is in stored form (`\x00`), as radius_logs has it.
+    assert_eq!(users, [FORGED.to_owned(), TERMINAL.replace('\0', "\\x00")]);
+}
+
+fn every_reply_to_radclient_echoes_its_proxy_states(backend: Backend) {
+    let install = Install::new_on(backend);
+    let server = install.serve(1);
+    let states = "Proxy-State = 0x01020304\nProxy-State = 0x616263\n";
+    let auth = radclient(
+        server.auth,
+        "auth",
+        &format!("User-Name = \"alice\"\nUser-Password = \"s3cret\"\nMessage-Authenticator = 0x00\n{states}"),
+    );
+    let acct = radclient(
+        server.acct,
+        "acct",
+        &format!(
+            "Acct-Status-Type = Start\nAcct-Session-Id = \"ps-1\"\nUser-Name = \"alice\"\n{states}"
+        ),
+    );
+    for (out, kind) in [(&auth, "Access-Accept"), (&acct, "Accounting-Response")] {
+        let reply = out
+            .split_once(&format!("Received {kind}"))
+            .unwrap_or_else(|| panic!("no {kind}:\n{out}"))
+            .1;
+        let a = reply.find("Proxy-State = 0x01020304").expect(reply);
+        let b = reply.find("Proxy-State = 0x616263").expect(reply);
+        assert!(a < b, "in order:\n{reply}");
+    }
+}
+
+/// Thousands of distinct unknown sources (each a real socket on its own
+/// 127.x address): every packet is counted, the log stays bounded, the
+/// registered NAS is served throughout.
+#[test]
+fn a_flood_of_distinct_unknown_sources_is_counted_with_a_bounded_log() {
+    let install = Install::new();
+    let server = install.serve(2);
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    let creds = Credentials::Pap {
+        password: b"s3cret",
+    };
+    let (request, _, _) = {
+        let mut probe = TestNas::bind("127.0.0.1", SECRET);
+        probe.set_timeout(Duration::from_millis(50));
+        probe.exchange(server.auth, "alice", &creds, &Session::default())
+    };
+    const SOURCES: u32 = 5_000;
+    for i in 0..SOURCES {
+        let ip = std::net::Ipv4Addr::new(127, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8);
+        let s = UdpSocket::bind((ip, 0)).unwrap();
+        s.send_to(&request, server.auth).unwrap();
+        if i % 500 == 0 {
+            assert_eq!(
+                nas.login(server.auth, "alice", &creds, &Session::default()),
+                Some(Code::ACCESS_ACCEPT)
+            );
+        }
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || server
+            .metric("shardius_unknown_nas_packets_total")
+            >= f64::from(SOURCES)),
+        "{}",
+        server.metric("shardius_unknown_nas_packets_total")
+    );
+    let suppressed = server.metric("shardius_unknown_nas_log_suppressed_total");
+    let (_, log) = server.stop();
+    let lines = log.matches("WARN unknown NAS: 127.").count() as f64;
+    assert!(lines <= 30.0, "{lines} unknown NAS lines");
+    assert!(lines >= 1.0);
+    assert_eq!(
+        lines + suppressed,
+        f64::from(SOURCES),
+        "every line logged or counted"
+    );
+    assert!(
+        log.contains(&format!("unknown NAS: {suppressed} more lines suppressed")),
+        "{log}"
+    );
+}
+
+on_both_backends!(every_reply_to_radclient_echoes_its_proxy_states);
+
+/// No password or secret in anything shardius prints: `check-config` (its
+/// output lands in the journal as ExecStartPre), errors about a malformed
+/// URL whatever it looks like, and debug logs with tokio-postgres on.
+#[test]
+fn passwords_and_secrets_never_reach_the_output_or_the_logs() {
+    let url = common::pg::fresh_database();
+    let with_password = url.replacen("postgres@", "postgres:TraceSecretPG9@", 1);
+    let install = Install::on_url(with_password.clone());
+    install.provision();
+    let out = install.ok(&["check-config"]);
+    assert!(out.contains("postgres:***@127.0.0.1"), "{out}");
+    assert!(!out.contains("TraceSecretPG9"), "{out}");
+    let rest = with_password.split_once("://").unwrap().1;
+    for bad in [
+        format!("postgress://{rest}"),
+        format!("pg://{rest}"),
+        format!("Postgres:/{rest}"),
+        " mysql://u:TraceSecretPG9@h/db".to_owned(),
+        "host=127.0.0.1 password=TraceSecretPG9 user=radius port=1".to_owned(),
+    ] {
+        let flag = Install::on_url(bad.clone());
+        let out = flag.run(&["check-config"]);
+        let env = install
+            .command(&["check-config"])
+            .env("SHARDIUS_DATABASE_URL", &bad)
+            .output()
+            .unwrap();
+        for (how, out) in [("flag", &out), ("env", &env)] {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!text.contains("TraceSecretPG9"), "{how} {bad:?}: {text}");
+        }
+    }
+    let debug = install
+        .command(&[
+            "nas",
+            "add",
+            "--name",
+            "BNG-9",
+            "--ip",
+            "127.0.0.9",
+            "--secret",
+            "TraceSecretNAS3",
+        ])
+        .env("SHARDIUS_LOG_LEVEL", "debug,tokio_postgres=trace")
+        .output()
+        .unwrap();
+    assert!(debug.status.success());
+    let stderr = String::from_utf8_lossy(&debug.stderr);
+    assert!(!stderr.contains("TraceSecretNAS3"), "{stderr}");
+    assert!(!stderr.contains("TraceSecretPG9"), "{stderr}");
+}
