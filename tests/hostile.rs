@@ -204,3 +204,163 @@ fn passwords_and_secrets_never_reach_the_output_or_the_logs() {
     assert!(!stderr.contains("TraceSecretNAS3"), "{stderr}");
     assert!(!stderr.contains("TraceSecretPG9"), "{stderr}");
 }
+
+#[test]
+fn a_second_instance_on_the_same_addresses_refuses_to_start() {
+    let install = Install::new();
+    let server = install.serve(1);
+    let other = Install::new();
+    for (auth, acct) in [
+        (server.auth.to_string(), "127.0.0.1:0".to_owned()),
+        ("127.0.0.1:0".to_owned(), server.acct.to_string()),
+        (
+            format!("0.0.0.0:{}", server.auth.port()),
+            "127.0.0.1:0".to_owned(),
+        ),
+    ] {
+        let out = other.run(&[
+            "serve",
+            "--listen-auth",
+            &auth,
+            "--listen-acct",
+            &acct,
+            "--no-http",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("address in use"), "{stderr}");
+        assert!(!stderr.contains("listening"), "{stderr}");
+    }
+    // The first one still serves.
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    assert_eq!(
+        nas.login(
+            server.auth,
+            "alice",
+            &Credentials::Pap {
+                password: b"s3cret"
+            },
+            &Session::default()
+        ),
+        Some(Code::ACCESS_ACCEPT)
+    );
+}
+
+/// Sends one Accounting-Request from `from` naming `nas_ip`; true if answered.
+fn acct_from(from: &str, to: std::net::SocketAddr, status: u32, sid: &str, nas_ip: &str) -> bool {
+    use shardius::nas::AcctRecord;
+    let socket = UdpSocket::bind((from, 0)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let record = AcctRecord {
+        status,
+        session_id: sid.as_bytes(),
+        user_name: b"alice",
+        session_time: 0,
+        input_octets: 0,
+        output_octets: 0,
+        framed_ip: None,
+        terminate_cause: None,
+        class: None,
+    };
+    let session = Session {
+        nas_ip: nas_ip.parse().unwrap(),
+        ..Session::default()
+    };
+    let mut buf = [0u8; 4096];
+    let secret = shardius::proto::Secret::new(SECRET.as_bytes());
+    let bytes = shardius::nas::accounting_request(&mut buf, 1, &secret, &record, &session).unwrap();
+    socket.send_to(bytes, to).unwrap();
+    let mut reply = [0u8; 4096];
+    socket.recv(&mut reply).is_ok()
+}
+
+fn accounting_is_tied_to_the_nas_entry_it_came_from(backend: Backend) {
+    use shardius::proto::dict::acct_status::{ACCOUNTING_ON, START};
+    let install = Install::new_on(backend);
+    for (name, ip, extra) in [
+        ("BNG-2", "127.0.0.2", None),
+        ("BNG-3", "127.0.0.3", Some("10.9.9.9")),
+    ] {
+        let mut args = vec!["nas", "add", "--name", name, "--ip", ip, "--secret", SECRET];
+        if let Some(e) = extra {
+            args.extend(["--nas-ip-address", e]);
+        }
+        install.ok(&args);
+    }
+    let mut server = install.serve(2);
+    assert!(acct_from(
+        "127.0.0.2",
+        server.acct,
+        START,
+        "b-1",
+        "127.0.0.2"
+    ));
+    assert!(acct_from(
+        "127.0.0.3",
+        server.acct,
+        START,
+        "c-1",
+        "10.9.9.9"
+    ));
+    assert!(acct_from(
+        "127.0.0.3",
+        server.acct,
+        START,
+        "c-2",
+        "127.0.0.3"
+    ));
+    // BNG-1 (127.0.0.1) names BNG-2's address: an Accounting-On closes
+    // none of BNG-2's sessions, a Start is recorded under its own address.
+    assert!(acct_from(
+        "127.0.0.1",
+        server.acct,
+        ACCOUNTING_ON,
+        "",
+        "127.0.0.2"
+    ));
+    assert!(acct_from(
+        "127.0.0.1",
+        server.acct,
+        START,
+        "spoofed",
+        "127.0.0.2"
+    ));
+    server.wait_for_log("names NAS-IP-Address 127.0.0.2", Duration::from_secs(5));
+    let sessions = |install: &Install| {
+        let mut store =
+            shardius::store::open(&shardius::store::DatabaseUrl::parse(&install.db_url).unwrap())
+                .unwrap();
+        store.sessions(None, true, 100).unwrap()
+    };
+    let rows = sessions(&install);
+    let row = |sid: &str| rows.iter().find(|r| r.session_id == sid).unwrap().clone();
+    assert!(row("b-1").stop_time.is_none(), "another NAS closed b-1");
+    assert_eq!(row("spoofed").nas_ip, "127.0.0.1");
+    assert_eq!(row("c-1").nas_ip, "10.9.9.9");
+    assert!(
+        eventually(Duration::from_secs(5), || server
+            .metric("shardius_accounting_nas_ip_mismatch_total")
+            == 2.0),
+        "{}",
+        server.metric("shardius_accounting_nas_ip_mismatch_total")
+    );
+    // BNG-3's own Accounting-On closes its sessions under both its addresses, no others.
+    assert!(acct_from(
+        "127.0.0.3",
+        server.acct,
+        ACCOUNTING_ON,
+        "",
+        "10.9.9.9"
+    ));
+    let rows = sessions(&install);
+    let row = |sid: &str| rows.iter().find(|r| r.session_id == sid).unwrap().clone();
+    assert_eq!(row("c-1").terminate_cause.as_deref(), Some("NAS-Reboot"));
+    assert_eq!(row("c-2").terminate_cause.as_deref(), Some("NAS-Reboot"));
+    assert!(row("b-1").stop_time.is_none());
+    assert!(row("spoofed").stop_time.is_none());
+    assert!(install.ok(&["nas", "list"]).contains("10.9.9.9"));
+}
+
+on_both_backends!(accounting_is_tied_to_the_nas_entry_it_came_from);

@@ -74,11 +74,13 @@ pub enum AcctParseError {
 }
 
 impl AcctEvent {
-    /// Builds the event for `packet` from `nas_ip` (the NAS-IP-Address
-    /// attribute, or the source address when absent), received at `now`.
+    /// Builds the event for `packet`, received at `now`, recorded under
+    /// NAS address `nas_ip`: the packet's NAS-IP-Address once the caller
+    /// has checked it belongs to the NAS entry the packet came from (see
+    /// [`AcctEvent::nas_ip_of`]), else the entry's own address.
     pub fn from_packet(
         packet: &Packet<'_>,
-        source_ip: IpAddr,
+        nas_ip: IpAddr,
         now: DateTime<Utc>,
     ) -> Result<AcctEvent, AcctParseError> {
         let status = packet
@@ -92,10 +94,6 @@ impl AcctEvent {
             other => return Err(AcctParseError::UnsupportedStatusType(other)),
         };
         let text = |ty| packet.attr(ty).map(|v| crate::text::stored(v).into_owned());
-        let nas_ip = packet
-            .attr_ipv4(attr::NAS_IP_ADDRESS)
-            .map(IpAddr::V4)
-            .unwrap_or(source_ip);
         let raw_session_id = match kind {
             AcctKind::NasReboot => packet.attr(attr::ACCT_SESSION_ID).unwrap_or_default(),
             _ => packet
@@ -147,6 +145,32 @@ impl AcctEvent {
             nas_addresses: Vec::new(),
             clamped,
         })
+    }
+
+    /// The address a session of `packet` is recorded under, given the NAS
+    /// entry it came from (`entry_ip`) and whether an address is one of
+    /// the entry's: the packet's NAS-IP-Address when it is, else the
+    /// entry's own. The second value is a NAS-IP-Address that is not.
+    pub fn nas_ip_of(
+        packet: &Packet<'_>,
+        entry_ip: IpAddr,
+        is_entrys: impl Fn(IpAddr) -> bool,
+    ) -> (IpAddr, Option<IpAddr>) {
+        match packet.attr_ipv4(attr::NAS_IP_ADDRESS).map(IpAddr::V4) {
+            Some(ip) if is_entrys(ip) => (ip, None),
+            Some(foreign) => (entry_ip, Some(foreign)),
+            None => (entry_ip, None),
+        }
+    }
+
+    /// The NAS addresses whose open sessions a NAS reboot closes (events
+    /// spooled before `nas_addresses` existed name only `nas_ip`).
+    pub fn reboot_scope(&self) -> Vec<IpAddr> {
+        if self.nas_addresses.is_empty() {
+            vec![self.nas_ip]
+        } else {
+            self.nas_addresses.clone()
+        }
     }
 
     /// Converts an event written before request text was kept in stored

@@ -42,6 +42,12 @@ pub enum NasCommand {
         /// Register it disabled (its packets are dropped like an unknown NAS's)
         #[arg(long)]
         disabled: bool,
+        /// Another NAS-IP-Address this NAS's accounting may carry (it sources
+        /// packets from --ip but names another interface, or sits behind NAT);
+        /// repeatable. Accounting naming any other address is recorded under
+        /// --ip, counted and logged.
+        #[arg(long = "nas-ip-address", value_name = "ADDR")]
+        nas_ip_addresses: Vec<IpAddr>,
     },
     /// List NAS devices (secrets are not shown)
     List,
@@ -223,6 +229,7 @@ pub fn nas(store: &mut dyn Store, cmd: NasCommand) -> anyhow::Result<()> {
             short_name,
             require_message_authenticator,
             disabled,
+            nas_ip_addresses,
         } => {
             if name.trim().is_empty() {
                 bail!("--name: must not be empty");
@@ -256,24 +263,26 @@ pub fn nas(store: &mut dyn Store, cmd: NasCommand) -> anyhow::Result<()> {
                 is_active: !disabled,
                 api_username: None,
                 api_password: None,
+                nas_ip_addresses,
             };
             let id = store.add_nas(&record)?;
             println!("added NAS {} ({}) id {id}", record.name, record.ip_address);
         }
         NasCommand::List => {
             println!(
-                "{:<24} {:<39} {:<9} {:>5} {:<4} ACTIVE",
-                "NAME", "IP", "TYPE", "COA", "MA"
+                "{:<24} {:<39} {:<9} {:>5} {:<4} {:<6} NAS-IP-ADDRESSES",
+                "NAME", "IP", "TYPE", "COA", "MA", "ACTIVE"
             );
             for n in store.nas_devices()? {
                 println!(
-                    "{:<24} {:<39} {:<9} {:>5} {:<4} {}",
-                    n.name,
+                    "{:<24} {:<39} {:<9} {:>5} {:<4} {:<6} {}",
+                    crate::text::printable(&n.name),
                     n.ip_address,
                     n.nas_type.as_str(),
                     n.coa_port,
                     n.require_message_authenticator.as_str(),
-                    if n.is_active { "yes" } else { "no" }
+                    if n.is_active { "yes" } else { "no" },
+                    crate::store::format_nas_ip_addresses(&n.nas_ip_addresses)
                 );
             }
         }

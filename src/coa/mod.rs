@@ -173,9 +173,11 @@ pub fn act_on_session(
         outcome: Err(String::new()),
         result: CoaResult::Error,
     };
+    // The session's NAS address is the entry's own or one of its other
+    // NAS-IP-Addresses; requests go to the entry's address.
     let Some(nas) = report
         .nas_ip
-        .and_then(|ip| nas_devices.iter().find(|n| n.ip_address == ip))
+        .and_then(|ip| nas_devices.iter().find(|n| n.has_address(ip)))
     else {
         report.outcome = Err(format!(
             "error: NAS {} is not configured (nas add)",
@@ -191,9 +193,10 @@ pub fn act_on_session(
     let target = Target {
         user_name: &user_name,
         acct_session_id: &acct_session_id,
-        nas_ip: match nas.ip_address {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
+        // The NAS-IP-Address the NAS itself reported for the session.
+        nas_ip: match report.nas_ip {
+            Some(IpAddr::V4(v4)) => Some(v4),
+            _ => None,
         },
         framed_ip: session.framed_ip.as_deref().and_then(|ip| ip.parse().ok()),
     };

@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 pub use dedup::{DuplicateCache, RequestKey};
 pub use stats::{all_drop_reasons, Counter, DropReason, ShardStats, StatsSlot, COUNTERS};
 
-use crate::accounting::AcctEvent;
+use crate::accounting::{AcctEvent, AcctKind};
 use crate::auth::Method;
 use crate::keyfile::PasswordKey;
 use crate::policy::{answer_access_request, AuthContext, RejectReason, Snapshot};
@@ -91,6 +91,8 @@ pub struct Engine {
     dedup: DuplicateCache,
     pub stats: ShardStats,
     unknown_nas_logged: RecentlyLogged,
+    /// Registered NASes whose foreign NAS-IP-Address was logged lately.
+    foreign_nas_ip_logged: RecentlyLogged,
     /// xorshift64* state: MPPE salts and Class cookies (not secrets; they
     /// only need to differ between replies).
     rng: u64,
@@ -108,6 +110,17 @@ pub struct QueuedAccounting {
     /// retransmission answered) once the writer has committed it.
     pub ticket: u64,
     pub key: RequestKey,
+    /// The NAS-IP-Address the packet named when it is not one of its NAS
+    /// entry's addresses (the event is recorded under the entry's own).
+    pub foreign_nas_ip: Option<ForeignNasIp>,
+}
+
+/// An Accounting-Request naming a NAS-IP-Address its NAS entry does not have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForeignNasIp {
+    pub claimed: IpAddr,
+    /// Set for the first such packet from the entry per minute.
+    pub log: bool,
 }
 
 impl Engine {
@@ -116,6 +129,7 @@ impl Engine {
             dedup: DuplicateCache::new(dedup_window, dedup_capacity),
             stats: ShardStats::default(),
             unknown_nas_logged: RecentlyLogged::new(UNKNOWN_NAS_LOG_TABLE),
+            foreign_nas_ip_logged: RecentlyLogged::new(256),
             rng: seed | 1,
             last_ticket: 0,
             queued: None,
@@ -252,10 +266,25 @@ impl Engine {
             if !verify_request_authenticator(&packet, &nas.secret) {
                 return dropped(DropReason::BadRequestAuthenticator);
             }
-            let event = match AcctEvent::from_packet(&packet, src.ip(), now.utc) {
+            // Accounting belongs to the NAS entry it came from (source
+            // address and secret): a NAS-IP-Address that is not one of the
+            // entry's addresses would write sessions, or close them with
+            // Accounting-On/Off, in another NAS's name.
+            let (nas_ip, foreign) = AcctEvent::nas_ip_of(&packet, nas.ip, |ip| nas.has_address(ip));
+            let foreign_nas_ip = foreign.map(|claimed| {
+                self.stats.incr(Counter::AcctForeignNasIp);
+                ForeignNasIp {
+                    claimed,
+                    log: self.foreign_nas_ip_logged.first_in_window(nas.ip, now.mono),
+                }
+            });
+            let mut event = match AcctEvent::from_packet(&packet, nas_ip, now.utc) {
                 Ok(e) => e,
                 Err(_) => return dropped(DropReason::AccountingUnsupported),
             };
+            if event.kind == AcctKind::NasReboot {
+                event.nas_addresses = nas.addresses();
+            }
             // The response is built now and sent by the writer once the
             // event is durable (RFC 2866 §2: only after recording it).
             let mut w = PacketWriter::new(
@@ -275,6 +304,7 @@ impl Engine {
                 event,
                 ticket: self.last_ticket,
                 key: key_for_dedup,
+                foreign_nas_ip,
             });
             return Handled {
                 reply_len: Some(len),

@@ -82,6 +82,9 @@ pub enum Counter {
     AcctRequests,
     /// radius_logs events dropped because the log queue was full.
     LogDropped,
+    /// Accounting-Requests whose NAS-IP-Address is not an address of the
+    /// NAS entry they came from (recorded under the entry's own).
+    AcctForeignNasIp,
 }
 
 const REJECT_BASE: usize = 3;
@@ -89,7 +92,7 @@ const DROP_BASE: usize = REJECT_BASE + RejectReason::ALL.len();
 const DROP_COUNT: usize = PARSE_ERRORS.len() + 9;
 const TAIL_BASE: usize = DROP_BASE + DROP_COUNT;
 /// Number of counters.
-pub const COUNTERS: usize = TAIL_BASE + 3;
+pub const COUNTERS: usize = TAIL_BASE + 4;
 
 impl Counter {
     fn index(self) -> usize {
@@ -110,6 +113,7 @@ impl Counter {
             Counter::StatusServer => TAIL_BASE,
             Counter::AcctRequests => TAIL_BASE + 1,
             Counter::LogDropped => TAIL_BASE + 2,
+            Counter::AcctForeignNasIp => TAIL_BASE + 3,
         }
     }
 }
@@ -262,6 +266,7 @@ mod tests {
             Counter::StatusServer,
             Counter::AcctRequests,
             Counter::LogDropped,
+            Counter::AcctForeignNasIp,
         ]
         .into_iter()
         .chain(RejectReason::ALL.into_iter().map(Counter::Reject))

@@ -31,6 +31,8 @@ pub struct Nas {
     pub nas_type: NasType,
     pub coa_port: u16,
     pub ma_policy: MaPolicy,
+    /// Other NAS-IP-Address values its accounting may carry.
+    pub other_addresses: Box<[IpAddr]>,
     /// Under `auto`: this NAS has sent a Message-Authenticator, so from now
     /// on one is required. Shared by all shards; carried across reloads.
     ma_seen: AtomicBool,
@@ -46,8 +48,21 @@ impl Nas {
             nas_type: r.nas_type,
             coa_port: r.coa_port,
             ma_policy: r.require_message_authenticator,
+            other_addresses: r.nas_ip_addresses.iter().copied().collect(),
             ma_seen: AtomicBool::new(false),
         }
+    }
+
+    /// Whether accounting from this NAS may name `ip` as its NAS-IP-Address.
+    pub fn has_address(&self, ip: IpAddr) -> bool {
+        self.ip == ip || self.other_addresses.contains(&ip)
+    }
+
+    /// Every address whose sessions are this NAS's: its own and the others.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        std::iter::once(self.ip)
+            .chain(self.other_addresses.iter().copied())
+            .collect()
     }
 
     /// Whether an Access-Request from this NAS must carry a Message-Authenticator.
@@ -73,6 +88,7 @@ impl Nas {
             && self.nas_type == r.nas_type
             && self.coa_port == r.coa_port
             && self.ma_policy == r.require_message_authenticator
+            && *self.other_addresses == *r.nas_ip_addresses
     }
 }
 

@@ -281,6 +281,12 @@ impl Collector for ShardCollector {
         )?;
         counter(
             &mut encoder,
+            "shardius_accounting_nas_ip_mismatch",
+            "Accounting-Requests naming a NAS-IP-Address that is not one of their NAS entry's addresses (recorded under the entry's own)",
+            sum(Counter::AcctForeignNasIp),
+        )?;
+        counter(
+            &mut encoder,
             "shardius_accounting_spooled_batches",
             "Accounting batches acknowledged from the local spool while the database was away",
             w.spooled_batches.load(Ordering::Relaxed),

@@ -140,19 +140,35 @@ pub fn serve(
         (0..shard_count).map(|_| Vec::new()).collect();
     let mut bound_auth = Vec::new();
     let mut bound_acct = Vec::new();
+    // Held until serve() returns: this process serves these addresses.
+    let mut address_locks = Vec::new();
     let recv_buffer = config.server.recv_buffer_bytes;
     for (addrs, bound, is_auth) in [
         (&config.server.listen_auth, &mut bound_auth, true),
         (&config.server.listen_acct, &mut bound_acct, false),
     ] {
         for &addr in addrs {
+            // Claim a fixed address before joining its socket group (never
+            // take a running instance's traffic, even for a moment); a
+            // port-0 group is new, so claim it once its port is known.
+            let early = (addr.port() != 0)
+                .then(|| socket::lock_address(addr))
+                .transpose()
+                .map_err(|source| ServeError::Bind { addr, source })?;
             let group = socket::bind_group(addr, shard_count, recv_buffer)
                 .map_err(|source| ServeError::Bind { addr, source })?;
-            bound.push(
-                group[0]
-                    .local_addr()
-                    .map_err(|source| ServeError::Bind { addr, source })?,
-            );
+            let actual = group[0]
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            let lock = match early {
+                Some(lock) => lock,
+                None => socket::lock_address(actual).map_err(|source| ServeError::Bind {
+                    addr: actual,
+                    source,
+                })?,
+            };
+            address_locks.push(lock);
+            bound.push(actual);
             for (i, s) in group.into_iter().enumerate() {
                 if is_auth {
                     per_shard[i].auth.push(s);
@@ -404,6 +420,7 @@ pub fn serve(
     for (i, slot) in shared.stats.iter().enumerate() {
         info!("{}", shard_summary(i, slot));
     }
+    drop(address_locks);
     info!("stopped");
     match shard_error {
         Some(e) if shards_up < shard_count => Err(ServeError::Shard(std::io::Error::other(e))),

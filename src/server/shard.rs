@@ -214,6 +214,14 @@ fn hand_to_writer(
         return;
     };
     let key = queued.key;
+    if let Some(foreign) = queued.foreign_nas_ip.filter(|f| f.log) {
+        warn!(
+            "accounting from NAS {} names NAS-IP-Address {}, which is not one of its addresses: recorded under {} (add it with `nas add --nas-ip-address` if the router uses it; counted in shardius_accounting_nas_ip_mismatch_total)",
+            dest.ip(),
+            foreign.claimed,
+            queued.event.nas_ip
+        );
+    }
     let log = listener.logs.as_ref().map(|_| LogEntry {
         at: queued.event.event_time,
         nas_ip: queued.event.nas_ip,

@@ -41,6 +41,73 @@ fn bind_one(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
+/// Held while this process serves a listen address. SO_REUSEPORT lets any
+/// process of the same user join a socket group, so a second shardius on
+/// the same ports would bind without error, log "listening", receive no
+/// traffic, and take over silently when the first exits. Each listen
+/// address is therefore claimed by an abstract Unix socket named after it
+/// (`@shardius-udp:127.0.0.1:1812`): it lives in the network namespace,
+/// like the UDP port (so PrivateTmp and different users see the same
+/// name), and the kernel releases it when the process dies, even by
+/// SIGKILL.
+#[derive(Debug)]
+pub struct AddressLock {
+    _claim: std::os::unix::net::UnixListener,
+}
+
+const LOCK_PREFIX: &str = "shardius-udp:";
+
+/// Claims `addr` (with its real port) for this process; fails with
+/// `AddrInUse` when another shardius serves it, or serves the wildcard
+/// address of the same port (or, for a wildcard, any address of it).
+pub fn lock_address(addr: SocketAddr) -> io::Result<AddressLock> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("{LOCK_PREFIX}{addr}");
+    let claim = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .and_then(|a| std::os::unix::net::UnixListener::bind_addr(&a))
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AddrInUse => in_use(addr),
+            _ => e,
+        })?;
+    if let Some(other) = overlapping_claim(addr)? {
+        return Err(in_use(other));
+    }
+    Ok(AddressLock { _claim: claim })
+}
+
+fn in_use(addr: SocketAddr) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("address in use: another shardius serves {addr} (SO_REUSEPORT would let both bind and split the traffic)"),
+    )
+}
+
+/// Another process's claim that overlaps `addr`: the same port and family
+/// where one of the two is the wildcard address. Abstract names are listed
+/// in /proc/net/unix (of this network namespace).
+fn overlapping_claim(addr: SocketAddr) -> io::Result<Option<SocketAddr>> {
+    let table = match std::fs::read_to_string("/proc/net/unix") {
+        Ok(t) => t,
+        // Without /proc only the exact address is checked.
+        Err(_) => return Ok(None),
+    };
+    Ok(table
+        .lines()
+        .filter_map(|l| {
+            l.rsplit_once(' ')?
+                .1
+                .strip_prefix('@')?
+                .strip_prefix(LOCK_PREFIX)
+        })
+        .filter_map(|a| a.parse::<SocketAddr>().ok())
+        .find(|other| {
+            *other != addr
+                && other.port() == addr.port()
+                && other.is_ipv4() == addr.is_ipv4()
+                && (other.ip().is_unspecified() || addr.ip().is_unspecified())
+        }))
+}
+
 // Classic BPF opcodes (linux/bpf_common.h); libc does not export them.
 /// BPF_LD (0x00) | BPF_W (0x00) | BPF_ABS (0x20): A = 32-bit word at offset k.
 const BPF_LD_W_ABS: u16 = 0x20;
@@ -109,6 +176,28 @@ mod tests {
         let group = bind_group("127.0.0.1:0".parse().unwrap(), 3, 1 << 20).unwrap();
         let port = group[0].local_addr().unwrap().port();
         assert!(group.iter().all(|s| s.local_addr().unwrap().port() == port));
+    }
+
+    #[test]
+    fn a_listen_address_is_claimed_once_and_overlapping_wildcards_refused() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let first = lock_address(addr).unwrap();
+        let err = lock_address(addr).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains("address in use"), "{err}");
+        let wildcard = SocketAddr::new("0.0.0.0".parse().unwrap(), addr.port());
+        assert_eq!(
+            lock_address(wildcard).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        // Another address of the same port, and the IPv6 wildcard, are fine.
+        let other = SocketAddr::new("127.0.0.2".parse().unwrap(), addr.port());
+        let _second = lock_address(other).unwrap();
+        let v6 = SocketAddr::new("::".parse().unwrap(), addr.port());
+        drop(lock_address(v6).unwrap());
+        drop(first);
+        drop(lock_address(addr).unwrap());
     }
 
     #[test]

@@ -11,8 +11,9 @@ mod url;
 
 pub use postgres::PgStore;
 pub use records::{
-    Burst, ChangeVersions, LogEntry, LogRow, MaPolicy, NasRecord, NasType, RadreplyRecord,
-    ServiceRecord, SessionRow, SubscriberRecord, UsageRow,
+    format_nas_ip_addresses, parse_nas_ip_addresses, Burst, ChangeVersions, LogEntry, LogRow,
+    MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord, SessionRow, SubscriberRecord,
+    UsageRow,
 };
 pub use split::{write_splitting, StopCause, Stopped};
 pub use sqlite::{logs_path as sqlite_logs_path, SqliteStore};

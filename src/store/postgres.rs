@@ -32,6 +32,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("migrations/postgres/0002_radacct.sql")),
     (3, include_str!("migrations/postgres/0003_radius_logs.sql")),
     (4, include_str!("migrations/postgres/0004_fup.sql")),
+    (
+        5,
+        include_str!("migrations/postgres/0005_nas_addresses.sql"),
+    ),
 ];
 
 const CHANNEL: &str = "shardius_changes";
@@ -312,6 +316,7 @@ fn nas_from_row(r: &Row) -> Result<NasRecord> {
         is_active: r.get("is_active"),
         api_username: r.get("api_username"),
         api_password: r.get("api_password"),
+        nas_ip_addresses: nas_ip_addresses_of(id, r.get("nas_ip_addresses")),
     })
 }
 
@@ -538,8 +543,8 @@ impl Store for PgStore {
         let rows = self
             .query(
                 "INSERT INTO nas_devices (name, short_name, identifier, ip_address, secret, type, coa_port,
-                     require_message_authenticator, is_active, api_username, api_password)
-                 VALUES ($1, $2, $3, $4::text::inet, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                     require_message_authenticator, is_active, api_username, api_password, nas_ip_addresses)
+                 VALUES ($1, $2, $3, $4::text::inet, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
                 &[
                     &n.name,
                     &n.short_name,
@@ -552,6 +557,7 @@ impl Store for PgStore {
                     &n.is_active,
                     &n.api_username,
                     &n.api_password,
+                    &format_nas_ip_addresses(&n.nas_ip_addresses),
                 ],
             )
             .map_err(|e| match e {
@@ -818,8 +824,8 @@ impl Store for PgStore {
                     client
                         .execute(
                             "UPDATE radacct SET AcctStopTime = $2, AcctUpdateTime = $2, AcctTerminateCause = 'NAS-Reboot'
-                             WHERE NASIPAddress = $1 AND AcctStopTime IS NULL AND AcctStartTime <= $2",
-                            &[&e.nas_ip, &e.event_time],
+                             WHERE NASIPAddress = ANY($1) AND AcctStopTime IS NULL AND AcctStartTime <= $2",
+                            &[&e.reboot_scope(), &e.event_time],
                         )
                         .await?;
                 }

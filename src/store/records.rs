@@ -80,6 +80,46 @@ pub struct NasRecord {
     pub is_active: bool,
     pub api_username: Option<String>,
     pub api_password: Option<String>,
+    /// Other NAS-IP-Address values this NAS's accounting may carry
+    /// (`nas_devices.nas_ip_addresses`).
+    pub nas_ip_addresses: Vec<IpAddr>,
+}
+
+/// Parses `nas_devices.nas_ip_addresses` (commas or spaces between
+/// addresses); entries that are not addresses are returned apart, for a
+/// warning.
+pub fn parse_nas_ip_addresses(text: &str) -> (Vec<IpAddr>, Vec<String>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for part in text.split([',', ' ', '\t', '\n']).filter(|p| !p.is_empty()) {
+        match part.parse::<IpAddr>() {
+            Ok(ip) if !good.contains(&ip) => good.push(ip),
+            Ok(_) => {}
+            Err(_) => bad.push(part.to_owned()),
+        }
+    }
+    (good, bad)
+}
+
+/// `nas_ip_addresses` of row `id`; entries that are not addresses are
+/// skipped with a warning (a panel's typo must not take the NAS out).
+pub(super) fn nas_ip_addresses_of(id: i64, text: &str) -> Vec<IpAddr> {
+    let (good, bad) = parse_nas_ip_addresses(text);
+    for b in bad {
+        tracing::warn!(
+            "nas_devices row {id}: nas_ip_addresses entry {:?} is not an address (skipped)",
+            crate::text::printable(&b)
+        );
+    }
+    good
+}
+
+/// The column text for a list of addresses.
+pub fn format_nas_ip_addresses(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Everything but the secrets.
@@ -99,11 +139,18 @@ impl std::fmt::Debug for NasRecord {
             .field("is_active", &self.is_active)
             .field("api_username", &self.api_username)
             .field("api_password", &self.api_password.as_ref().map(|_| "***"))
+            .field("nas_ip_addresses", &self.nas_ip_addresses)
             .finish_non_exhaustive()
     }
 }
 
 impl NasRecord {
+    /// Whether `ip` is this entry's address or one of its other
+    /// NAS-IP-Addresses.
+    pub fn has_address(&self, ip: IpAddr) -> bool {
+        self.ip_address == ip || self.nas_ip_addresses.contains(&ip)
+    }
+
     /// An active NAS with the defaults: CoA port by type, Message-Authenticator `auto`.
     pub fn new(name: &str, ip_address: IpAddr, secret: &str, nas_type: NasType) -> NasRecord {
         NasRecord {
@@ -119,6 +166,7 @@ impl NasRecord {
             is_active: true,
             api_username: None,
             api_password: None,
+            nas_ip_addresses: Vec::new(),
         }
     }
 }

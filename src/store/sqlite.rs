@@ -23,6 +23,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("migrations/sqlite/0002_radacct.sql")),
     (3, include_str!("migrations/sqlite/0003_radius_logs.sql")),
     (4, include_str!("migrations/sqlite/0004_fup.sql")),
+    (5, include_str!("migrations/sqlite/0005_nas_addresses.sql")),
 ];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
@@ -171,6 +172,7 @@ fn nas_from_row(r: &Row<'_>) -> rusqlite::Result<NasRecord> {
         is_active: r.get("is_active")?,
         api_username: r.get("api_username")?,
         api_password: r.get("api_password")?,
+        nas_ip_addresses: nas_ip_addresses_of(id, &r.get::<_, String>("nas_ip_addresses")?),
     })
 }
 
@@ -371,8 +373,8 @@ impl Store for SqliteStore {
         self.conn
             .execute(
                 "INSERT INTO nas_devices (name, short_name, identifier, ip_address, secret, type, coa_port,
-                     require_message_authenticator, is_active, api_username, api_password)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     require_message_authenticator, is_active, api_username, api_password, nas_ip_addresses)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     n.name,
                     n.short_name,
@@ -384,7 +386,8 @@ impl Store for SqliteStore {
                     n.require_message_authenticator.as_str(),
                     n.is_active,
                     n.api_username,
-                    n.api_password
+                    n.api_password,
+                    format_nas_ip_addresses(&n.nas_ip_addresses)
                 ],
             )
             .map_err(unique(|| format!("a NAS named {:?} or with IP {}", n.name, n.ip_address)))?;
@@ -515,11 +518,13 @@ impl Store for SqliteStore {
             let mut upsert = tx.prepare_cached(RADACCT_UPSERT)?;
             for e in events {
                 if e.kind == AcctKind::NasReboot {
-                    tx.execute(
+                    let mut close = tx.prepare_cached(
                         "UPDATE radacct SET acctstoptime = ?2, acctupdatetime = ?2, acctterminatecause = 'NAS-Reboot'
                          WHERE nasipaddress = ?1 AND acctstoptime IS NULL AND acctstarttime <= ?2",
-                        params![e.nas_ip.to_string(), sql_time(e.event_time)],
                     )?;
+                    for ip in e.reboot_scope() {
+                        close.execute(params![ip.to_string(), sql_time(e.event_time)])?;
+                    }
                     continue;
                 }
                 let stop = (e.kind == AcctKind::Stop).then(|| sql_time(e.event_time));
@@ -951,7 +956,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 4);
+        assert_eq!(s.migrate().unwrap(), 5);
         (dir, s)
     }
 
@@ -980,7 +985,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 4);
+        assert_eq!(s.schema_version().unwrap(), 5);
     }
 
     #[test]
