@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_nas::{FakeNas, Mode};
 use common::pg::{eventually, Cluster};
-use common::server::{send_all, Backend, Install, SECRET};
+use common::server::{acct_bytes, send_all, Backend, Install, SECRET};
 use shardius::accounting::spool::{encode_record, Spool};
 use shardius::accounting::{unique_id, AcctEvent, AcctKind};
 use shardius::nas::AcctRecord;
@@ -24,16 +24,33 @@ fn start(sid: &[u8]) -> AcctRecord<'_> {
 }
 
 fn start_of<'a>(sid: &'a [u8], user: &'a [u8]) -> AcctRecord<'a> {
-    AcctRecord {
-        status: acct_status::START,
-        session_id: sid,
-        user_name: user,
-        session_time: 0,
-        input_octets: 0,
-        output_octets: 0,
+    acct_bytes(acct_status::START, user, sid)
+}
+
+/// A Start event as the writer spools it, at a fixed time.
+fn spooled_start(sid: &str, user: &str, nas_port_id: Option<String>) -> AcctEvent {
+    let nas_ip = "127.0.0.1".parse().unwrap();
+    let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    AcctEvent {
+        kind: AcctKind::Start,
+        unique_id: unique_id(&nas_ip, sid.as_bytes(), user.as_bytes(), None),
+        session_id: sid.into(),
+        username: user.into(),
+        nas_ip,
+        nas_port_id,
+        nas_port_type: None,
+        event_time: t0,
+        start_time: t0,
+        session_time: Some(0),
+        input_octets: Some(0),
+        output_octets: Some(0),
         framed_ip: None,
+        calling_station_id: None,
+        called_station_id: None,
         terminate_cause: None,
         class: None,
+        nas_addresses: Vec::new(),
+        clamped: false,
     }
 }
 
@@ -129,16 +146,7 @@ fn a_coa_echoes_the_bytes_of_a_non_utf8_session_id(backend: Backend) {
     let nas = FakeNas::start(SECRET);
     nas.set_mode(Mode::Ack);
     install.provision_nas("mikrotik", nas.addr.port());
-    install.ok(&[
-        "subscriber",
-        "add",
-        "--username",
-        "alice",
-        "--password",
-        "s3cret",
-        "--service",
-        "10M",
-    ]);
+    install.add_alice();
     let server = install.serve(1);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     assert_eq!(
@@ -209,29 +217,7 @@ fn a_row_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_written(bac
 /// before stored-form text) with a NUL in an id, then format-2 records,
 /// one with a row the database refuses and one damaged on disk.
 fn damaged_spool(install: &Install) -> (Vec<String>, Vec<String>, u64) {
-    let nas_ip = "127.0.0.1".parse().unwrap();
-    let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-    let event = |sid: &str, user: &str| AcctEvent {
-        kind: AcctKind::Start,
-        unique_id: unique_id(&nas_ip, sid.as_bytes(), user.as_bytes(), None),
-        session_id: sid.into(),
-        username: user.into(),
-        nas_ip,
-        nas_port_id: None,
-        nas_port_type: None,
-        event_time: t0,
-        start_time: t0,
-        session_time: Some(0),
-        input_octets: Some(0),
-        output_octets: Some(0),
-        framed_ip: None,
-        calling_station_id: None,
-        called_station_id: None,
-        terminate_cause: None,
-        class: None,
-        nas_addresses: Vec::new(),
-        clamped: false,
-    };
+    let event = |sid: &str, user: &str| spooled_start(sid, user, None);
     let mut bytes = Vec::new();
     let legacy = serde_json::to_vec(&vec![event("old\0nul", "alice")]).unwrap();
     bytes.extend_from_slice(&(legacy.len() as u32).to_le_bytes());
@@ -384,36 +370,11 @@ fn a_huge_spool_is_replayed_with_memory_that_does_not_grow_with_it() {
     );
     let path = install.path("shardius-acct.spool");
     let (mut spool, _) = Spool::open(&path, 1 << 32).unwrap();
-    let nas_ip = "127.0.0.1".parse().unwrap();
-    let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     let pad = "x".repeat(200);
     let mut total = 0;
     for r in 0..200 {
         let batch: Vec<AcctEvent> = (0..1024)
-            .map(|i| {
-                let sid = format!("h{r}-{i}");
-                AcctEvent {
-                    kind: AcctKind::Start,
-                    unique_id: unique_id(&nas_ip, sid.as_bytes(), b"alice", None),
-                    session_id: sid,
-                    username: "alice".into(),
-                    nas_ip,
-                    nas_port_id: Some(pad.clone()),
-                    nas_port_type: None,
-                    event_time: t0,
-                    start_time: t0,
-                    session_time: Some(0),
-                    input_octets: Some(0),
-                    output_octets: Some(0),
-                    framed_ip: None,
-                    calling_station_id: None,
-                    called_station_id: None,
-                    terminate_cause: None,
-                    class: None,
-                    nas_addresses: Vec::new(),
-                    clamped: false,
-                }
-            })
+            .map(|i| spooled_start(&format!("h{r}-{i}"), "alice", Some(pad.clone())))
             .collect();
         total += batch.len();
         spool.append(&batch).unwrap();

@@ -125,6 +125,20 @@ impl World {
     }
 
     fn send(&mut self, from: &str, request: &[u8], at: u64) -> (Option<Vec<u8>>, Event) {
+        self.send_to(Port::Auth, from, request, at)
+    }
+
+    fn send_acct(&mut self, from: &str, request: &[u8], at: u64) -> (Option<Vec<u8>>, Event) {
+        self.send_to(Port::Acct, from, request, at)
+    }
+
+    fn send_to(
+        &mut self,
+        port: Port,
+        from: &str,
+        request: &[u8],
+        at: u64,
+    ) -> (Option<Vec<u8>>, Event) {
         let mut out = [0u8; 4096];
         let now = self.now(at);
         let src: SocketAddr = format!("{from}:40000").parse().unwrap();
@@ -134,7 +148,7 @@ impl World {
             now,
             committed: 0,
         };
-        let h = self.engine.handle(Port::Auth, src, request, &ctx, &mut out);
+        let h = self.engine.handle(port, src, request, &ctx, &mut out);
         (h.reply_len.map(|n| out[..n].to_vec()), h.event)
     }
 }
@@ -670,22 +684,9 @@ fn every_reply_echoes_the_proxy_states_of_its_request_in_order() {
         pw.attr(*ty, v).unwrap();
     }
     let acct = pw.finish_request(&Secret::new(SECRET)).to_vec();
-    let mut out = [0u8; 4096];
-    let ctx = Context {
-        snapshot: &w.snapshot,
-        key: &w.key,
-        now: w.now(100),
-        committed: 0,
-    };
-    let h = w.engine.handle(
-        Port::Acct,
-        "127.0.0.1:40000".parse().unwrap(),
-        &acct,
-        &ctx,
-        &mut out,
-    );
-    assert_eq!(h.event, Event::AccountingQueued);
-    assert_eq!(proxy_states(&out[..h.reply_len.unwrap()]), expected);
+    let (reply, event) = w.send_acct("127.0.0.1", &acct, 100);
+    assert_eq!(event, Event::AccountingQueued);
+    assert_eq!(proxy_states(&reply.unwrap()), expected);
 }
 
 #[test]
@@ -708,21 +709,10 @@ fn only_an_access_request_with_a_message_authenticator_arms_the_auto_policy() {
     pw.attr_u32(attr::ACCT_STATUS_TYPE, 1).unwrap();
     pw.attr(attr::ACCT_SESSION_ID, b"s").unwrap();
     let acct = pw.finish_request(&secret).to_vec();
-    let mut out = [0u8; 4096];
-    let ctx = Context {
-        snapshot: &w.snapshot,
-        key: &w.key,
-        now: w.now(0),
-        committed: 0,
-    };
-    let h = w.engine.handle(
-        Port::Acct,
-        "127.0.0.1:40000".parse().unwrap(),
-        &acct,
-        &ctx,
-        &mut out,
+    assert_eq!(
+        w.send_acct("127.0.0.1", &acct, 0).1,
+        Event::AccountingQueued
     );
-    assert_eq!(h.event, Event::AccountingQueued);
     // Access-Requests without one (radsecproxy adds none) still pass.
     let (bare, _) =
         strip_message_authenticator(&request("alice", &creds, &Session::default(), 2).0);

@@ -148,16 +148,7 @@ fn setup(backend: Backend) -> (FakeNas, Install) {
         "--upload",
         "512k",
     ]);
-    install.ok(&[
-        "subscriber",
-        "add",
-        "--username",
-        "alice",
-        "--password",
-        "s3cret",
-        "--service",
-        "10M",
-    ]);
+    install.add_alice();
     (fake, install)
 }
 

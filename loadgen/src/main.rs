@@ -2,6 +2,7 @@
 //! server (shardius, FreeRADIUS, ...), verifies every reply, and reports
 //! throughput and HdrHistogram latency per packet type.
 
+mod flood;
 mod plot;
 mod report;
 mod run;
@@ -80,6 +81,12 @@ struct Args {
     /// nothing else: the do-nothing floor to compare servers' latency with.
     #[arg(long, value_name = "PORT")]
     respond_on: Option<u16>,
+    /// Instead of generating load, flood --server:--auth-port with
+    /// Access-Requests from this many distinct spoofed source addresses
+    /// (127.1.0.0 and up) through a raw socket for --duration seconds, as
+    /// fast as one thread can (needs root): the unknown-NAS attack.
+    #[arg(long, value_name = "SOURCES")]
+    spoof_flood: Option<u32>,
     /// Retransmissions before giving up (counted as a timeout).
     #[arg(long, default_value_t = 2)]
     retries: u8,
@@ -109,6 +116,29 @@ fn main() -> ExitCode {
             &Secret::new(args.secret.as_bytes()),
         ) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(sources) = args.spoof_flood {
+        let std::net::IpAddr::V4(server) = args.server else {
+            eprintln!("loadgen: --spoof-flood needs an IPv4 --server");
+            return ExitCode::from(2);
+        };
+        let to = std::net::SocketAddrV4::new(server, args.auth_port);
+        return match flood::run(to, sources.max(1), Duration::from_secs_f64(args.duration)) {
+            Ok(sent) => {
+                println!(
+                    "spoofed flood: {} packets from {sources} sources in {:.2} s ({:.0}/s), {} send errors",
+                    sent.packets,
+                    sent.elapsed.as_secs_f64(),
+                    sent.packets as f64 / sent.elapsed.as_secs_f64(),
+                    sent.errors
+                );
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("loadgen: {e}");
                 ExitCode::from(2)

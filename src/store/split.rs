@@ -26,6 +26,8 @@ pub enum StopCause {
 impl std::fmt::Display for StopCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            // StoreError::Unavailable says "database unavailable" itself.
+            StopCause::Store(e @ StoreError::Unavailable(_)) => write!(f, "{e}"),
             StopCause::Store(e) => match e.failure() {
                 Failure::Unavailable => write!(f, "database unavailable: {e}"),
                 _ => write!(f, "database refused the write: {e}"),

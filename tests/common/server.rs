@@ -47,6 +47,11 @@ impl Install {
     /// and alice/s3cret.
     pub fn provision(&self) {
         self.provision_nas("mikrotik", 1700);
+        self.add_alice();
+    }
+
+    /// Adds the subscriber alice/s3cret on the 10M service.
+    pub fn add_alice(&self) {
         self.ok(&[
             "subscriber",
             "add",
@@ -509,13 +514,25 @@ pub fn acct_record<'a>(
     framed_ip: Option<std::net::Ipv4Addr>,
 ) -> nas::AcctRecord<'a> {
     nas::AcctRecord {
-        status,
-        session_id: session_id.as_bytes(),
-        user_name: user.as_bytes(),
         session_time,
         input_octets: each_way,
         output_octets: each_way,
         framed_ip,
+        ..acct_bytes(status, user.as_bytes(), session_id.as_bytes())
+    }
+}
+
+/// An event of `status` with no counters, for any bytes of User-Name and
+/// Acct-Session-Id.
+pub fn acct_bytes<'a>(status: u32, user: &'a [u8], session_id: &'a [u8]) -> nas::AcctRecord<'a> {
+    nas::AcctRecord {
+        status,
+        session_id,
+        user_name: user,
+        session_time: 0,
+        input_octets: 0,
+        output_octets: 0,
+        framed_ip: None,
         terminate_cause: None,
         class: None,
     }
