@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use shardius::auth::{chap, mschapv2, pap};
-use shardius::nas::{self, Credentials, Session};
+use shardius::nas_client::{self as nas, Credentials, Session};
 use shardius::proto::authenticator::{check_message_authenticator, verify_request_authenticator};
 use shardius::proto::dict::{acct_status, attr, mikrotik, vendor};
 use shardius::proto::{Code, MessageAuthenticatorCheck, Packet, PacketBuf, PacketWriter, Secret};

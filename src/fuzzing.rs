@@ -69,7 +69,7 @@ fn fuzz_key() -> &'static crate::keyfile::PasswordKey {
 /// tiers and a pool, and subscribers `alice` / `s3cret` and `bound`
 /// (MAC-bound, static IP, radreply rows).
 pub fn fuzz_snapshot() -> crate::policy::Snapshot {
-    use crate::store::{
+    use crate::model::{
         MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord, SubscriberRecord,
     };
     let key = fuzz_key();

@@ -24,7 +24,8 @@ pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keyfile;
-pub mod nas;
+pub mod model;
+pub mod nas_client;
 pub mod policy;
 pub mod proto;
 pub mod server;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::server::{radclient, send_all, Backend, Install, SECRET};
-use shardius::nas::{self, AcctRecord, Session};
+use shardius::nas_client::{self as nas, AcctRecord, Session};
 use shardius::proto::dict::acct_status;
 use shardius::proto::Secret;
 use shardius::store::{self, DatabaseUrl, SessionRow};

@@ -15,7 +15,7 @@ use common::pg::{eventually, Cluster};
 use common::server::{acct_bytes, send_all, Backend, Install, SECRET};
 use shardius::accounting::spool::{encode_record, Spool};
 use shardius::accounting::{unique_id, AcctEvent, AcctKind};
-use shardius::nas::AcctRecord;
+use shardius::nas_client::AcctRecord;
 use shardius::proto::dict::{acct_status, attr};
 use shardius::store::{self, DatabaseUrl, SessionRow};
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use shardius::engine::{Context, Counter, DropReason, Engine, Event, Now, Port};
 use shardius::keyfile::PasswordKey;
-use shardius::nas::{self, Credentials, Session};
+use shardius::nas_client::{self as nas, Credentials, Session};
 use shardius::policy::{RejectReason, Snapshot};
 use shardius::proto::dict::{attr, mikrotik, ms, vendor};
 use shardius::proto::{Code, Packet, PacketWriter, Secret};

@@ -7,7 +7,7 @@
 
 use proptest::prelude::*;
 use shardius::fuzzing::{self, FUZZ_SECRET};
-use shardius::nas::{self, AcctRecord, Credentials, Session};
+use shardius::nas_client::{self as nas, AcctRecord, Credentials, Session};
 use shardius::proto::Secret;
 
 /// A valid request of each kind the engine answers, signed for the fuzz NAS.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::pg::eventually;
 use common::server::{radclient, Backend, Install, TestNas, SECRET};
-use shardius::nas::{Credentials, Session};
+use shardius::nas_client::{Credentials, Session};
 use shardius::proto::Code;
 
 const FORGED: &str =
@@ -248,7 +248,7 @@ fn a_second_instance_on_the_same_addresses_refuses_to_start() {
 
 /// Sends one Accounting-Request from `from` naming `nas_ip`; true if answered.
 fn acct_from(from: &str, to: std::net::SocketAddr, status: u32, sid: &str, nas_ip: &str) -> bool {
-    use shardius::nas::AcctRecord;
+    use shardius::nas_client::AcctRecord;
     let socket = UdpSocket::bind((from, 0)).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(3)))
@@ -270,7 +270,8 @@ fn acct_from(from: &str, to: std::net::SocketAddr, status: u32, sid: &str, nas_i
     };
     let mut buf = [0u8; 4096];
     let secret = shardius::proto::Secret::new(SECRET.as_bytes());
-    let bytes = shardius::nas::accounting_request(&mut buf, 1, &secret, &record, &session).unwrap();
+    let bytes =
+        shardius::nas_client::accounting_request(&mut buf, 1, &secret, &record, &session).unwrap();
     socket.send_to(bytes, to).unwrap();
     let mut reply = [0u8; 4096];
     socket.recv(&mut reply).is_ok()

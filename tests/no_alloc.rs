@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use shardius::auth::mschapv2;
-use shardius::nas::{self, Credentials, Session};
+use shardius::nas_client::{self as nas, Credentials, Session};
 use shardius::proto::authenticator::check_message_authenticator;
 use shardius::proto::dict::{attr, mikrotik, ms, vendor};
 use shardius::proto::{Code, MessageAuthenticatorCheck, Packet, PacketWriter, Secret};

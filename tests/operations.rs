@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::server::{
     acct_record, metric_value, send_accounting, Backend, Install, Server, TestNas, SECRET,
 };
-use shardius::nas::{Credentials, Session};
+use shardius::nas_client::{Credentials, Session};
 use shardius::proto::dict::acct_status;
 use shardius::proto::Code;
 

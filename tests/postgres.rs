@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::pg::{self, Cluster};
 use common::server::{Install, TestNas, SECRET};
-use shardius::nas::{Credentials, Session};
+use shardius::nas_client::{Credentials, Session};
 use shardius::proto::Code;
 
 const PAP: Credentials<'static> = Credentials::Pap {
@@ -168,7 +168,7 @@ fn unreachable_or_malformed_database_urls_fail_at_start_with_one_clear_error() {
 /// every acknowledged event is in radacct exactly once.
 #[test]
 fn accounting_is_spooled_through_a_database_outage_and_replayed_exactly_once() {
-    use shardius::nas::{self, AcctRecord};
+    use shardius::nas_client::{self as nas, AcctRecord};
     use shardius::proto::dict::acct_status;
     use shardius::proto::Secret;
     use std::net::UdpSocket;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::fake_nas::{FakeNas, Received};
 use common::pg::eventually;
 use common::server::{acct_record, send_accounting, Backend, Install, Server, TestNas, SECRET};
-use shardius::nas::{Credentials, Session};
+use shardius::nas_client::{Credentials, Session};
 use shardius::proto::dict::{acct_status, mikrotik, vendor};
 use shardius::proto::{Code, Packet};
 

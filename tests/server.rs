@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::server::{radclient, shard_counters, Backend, Install, TestNas, SECRET};
-use shardius::nas::{Credentials, Session};
+use shardius::nas_client::{Credentials, Session};
 use shardius::proto::dict::{mikrotik, ms, vendor};
 use shardius::proto::{Code, Packet};
 
@@ -423,7 +423,7 @@ on_both_backends!(
 /// Sends `n` PAP logins for alice back to back from one socket, then
 /// collects the replies; returns how many were accepted.
 fn burst_logins(to: std::net::SocketAddr, n: u8) -> usize {
-    use shardius::nas;
+    use shardius::nas_client as nas;
     use shardius::proto::Secret;
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     socket

@@ -8,7 +8,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use shardius::nas::{self, Credentials, Session};
+use shardius::nas_client::{self as nas, Credentials, Session};
 use shardius::proto::Secret;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use shardius::nas::{self, AcctRecord, Session};
+use shardius::nas_client::{self as nas, AcctRecord, Session};
 use shardius::proto::dict::acct_status;
 use shardius::proto::Secret;
 

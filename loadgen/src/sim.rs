@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use shardius::nas::{self, Credentials, ReplyError};
+use shardius::nas_client::{self as nas, Credentials, ReplyError};
 use shardius::proto::{Code, Secret};
 
 /// What a request is, for the per-type histograms.
@@ -226,7 +226,7 @@ fn verify(request: &InFlight, reply: &[u8], secret: &Secret, require_ma: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shardius::nas::Session;
+    use shardius::nas_client::Session;
     use shardius::proto::{PacketBuf, PacketWriter};
 
     fn auth_request(socket: &mut Socket, secret: &Secret, at: Instant) -> InFlight {

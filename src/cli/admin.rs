@@ -383,13 +383,20 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
             let Some(id) = store.service_id(&service)? else {
                 bail!("--service: no service named {service:?}");
             };
-            let period = crate::policy::fup::Period::parse(&period).expect("clap checked it");
-            let tier = crate::policy::fup::Tier::new(level, threshold, download, upload, filter_id);
-            store.set_fup_tier(id, period, &tier)?;
+            let period = crate::model::Period::parse(&period).expect("clap checked it");
+            store.set_fup_tier(&crate::model::TierRecord {
+                service_id: id,
+                period,
+                level,
+                threshold_bytes: threshold,
+                download_kbps: download,
+                upload_kbps: upload,
+                filter_id,
+            })?;
             println!(
                 "service {service}: {} tier {level} from {threshold} bytes: {}",
                 period.as_str(),
-                tier.rate_limit
+                rate_limit(upload, download, None)
             );
         }
         ServiceCommand::FreeHours {

@@ -30,6 +30,15 @@ pub enum Change {
     },
 }
 
+impl From<crate::policy::fup::SpeedChange> for Change {
+    fn from(s: crate::policy::fup::SpeedChange) -> Change {
+        Change::Speed {
+            rate_limit: s.rate_limit,
+            filter_id: Some(s.filter_id),
+        }
+    }
+}
+
 impl Change {
     /// The request for a NAS of `nas_type`.
     pub fn action(&self, nas_type: NasType) -> Action {

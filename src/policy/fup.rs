@@ -1,36 +1,16 @@
-//! Quota and fair usage (SPEC §7), as pure functions: which tier a
-//! subscriber's usage has reached, which speed applies, how much of an
-//! interim's traffic counts (free hours, counter resets). The writer and
-//! the enforcer call these; the store keeps the numbers.
+//! Quota and fair usage, as pure functions: which tier a subscriber's
+//! usage has reached, which speed applies, how much of an interim's
+//! traffic counts (free hours, counter resets), when a monthly reset is
+//! due and what a change of tier sends by CoA. The accounting writer, the
+//! usage thread and the jobs call these; the store keeps the numbers
+//! (`model`).
 
 use std::collections::HashMap;
 
 use chrono::{Datelike, NaiveDate, NaiveTime, Timelike};
 
-use super::snapshot::rate_limit;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Period {
-    Daily,
-    Monthly,
-}
-
-impl Period {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Period::Daily => "daily",
-            Period::Monthly => "monthly",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Period> {
-        match s {
-            "daily" => Some(Period::Daily),
-            "monthly" => Some(Period::Monthly),
-            _ => None,
-        }
-    }
-}
+use super::snapshot::{rate_limit, Service, Snapshot};
+pub use crate::model::{FreeHours, Levels, MonthlyResetCandidate, Period, TierRecord};
 
 /// One FUP tier: past `threshold_bytes` of usage in its period, the
 /// subscriber gets this speed.
@@ -68,26 +48,15 @@ impl Tier {
     pub fn filter(&self) -> &str {
         self.filter_id.as_deref().unwrap_or(&self.rate_limit)
     }
-}
 
-/// A window of the local day in which only `100 - free_percent`% of the
-/// traffic counts. `start == end` is the whole day; `start > end` wraps
-/// past midnight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FreeHours {
-    pub start_minute: u16,
-    pub end_minute: u16,
-    pub free_percent: u8,
-}
-
-impl FreeHours {
-    pub fn contains(&self, t: NaiveTime) -> bool {
-        let m = (t.hour() * 60 + t.minute()) as u16;
-        match self.start_minute.cmp(&self.end_minute) {
-            std::cmp::Ordering::Less => (self.start_minute..self.end_minute).contains(&m),
-            std::cmp::Ordering::Greater => m >= self.start_minute || m < self.end_minute,
-            std::cmp::Ordering::Equal => true,
-        }
+    fn from_record(r: &TierRecord) -> Tier {
+        Tier::new(
+            r.level,
+            r.threshold_bytes,
+            r.download_kbps,
+            r.upload_kbps,
+            r.filter_id.clone(),
+        )
     }
 }
 
@@ -97,13 +66,6 @@ pub struct ServiceFup {
     pub daily: Vec<Tier>,
     pub monthly: Vec<Tier>,
     pub free_hours: Option<FreeHours>,
-}
-
-/// The tiers a subscriber is in (0 = none).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Levels {
-    pub daily: u8,
-    pub monthly: u8,
 }
 
 impl ServiceFup {
@@ -237,6 +199,76 @@ pub fn parse_minute_of_day(input: &str) -> Result<u16, String> {
 
 /// FUP of every service that has one.
 pub type FupPolicy = HashMap<i64, std::sync::Arc<ServiceFup>>;
+
+/// The FUP of every service from the stored tiers and free hours.
+pub fn policy_from(tiers: &[TierRecord], free_hours: &[(i64, FreeHours)]) -> FupPolicy {
+    let mut services: HashMap<i64, ServiceFup> = HashMap::new();
+    let mut sorted: Vec<&TierRecord> = tiers.iter().collect();
+    sorted.sort_by_key(|t| (t.service_id, t.period.as_str(), t.level));
+    for t in sorted {
+        let fup = services.entry(t.service_id).or_default();
+        match t.period {
+            Period::Daily => fup.daily.push(Tier::from_record(t)),
+            Period::Monthly => fup.monthly.push(Tier::from_record(t)),
+        }
+    }
+    for (service, free) in free_hours {
+        services.entry(*service).or_default().free_hours = Some(*free);
+    }
+    services
+        .into_iter()
+        .map(|(id, f)| (id, std::sync::Arc::new(f)))
+        .collect()
+}
+
+/// Whether a subscriber's monthly reset is due on `today`.
+pub fn monthly_reset_due_for(today: NaiveDate, c: &MonthlyResetCandidate) -> bool {
+    monthly_reset_due(today, c.anniversary_day, c.last_reset)
+}
+
+/// The CoA for a subscriber whose levels go from `before` to `after`:
+/// the speed of the tier that now applies (the service's own with none),
+/// exactly as an Access-Accept would give it; `None` if the speed stays.
+pub fn speed_change(
+    service: &Service,
+    fup: &ServiceFup,
+    before: Levels,
+    after: Levels,
+) -> Option<SpeedChange> {
+    let (old, new) = (fup.effective(before), fup.effective(after));
+    if old.map(|t| &t.rate_limit) == new.map(|t| &t.rate_limit) {
+        return None;
+    }
+    Some(match new {
+        Some(t) => SpeedChange {
+            rate_limit: t.rate_limit.clone(),
+            filter_id: t.filter().to_owned(),
+        },
+        None => SpeedChange {
+            rate_limit: service.rate_limit.clone(),
+            filter_id: service.filter().to_owned(),
+        },
+    })
+}
+
+/// A new speed for a live session: Mikrotik-Rate-Limit, and the Filter-Id
+/// a generic NAS gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpeedChange {
+    pub rate_limit: String,
+    pub filter_id: String,
+}
+
+/// The subscriber's service and its FUP, when it has one. `username` as
+/// the NAS sent it (raw bytes).
+pub fn fup_of<'s>(
+    snapshot: &'s Snapshot,
+    username: &[u8],
+) -> Option<(&'s Service, &'s ServiceFup)> {
+    let service_id = snapshot.subscriber(username)?.service_id?;
+    let fup = snapshot.fup.get(&service_id)?;
+    Some((snapshot.services.get(&service_id)?, fup))
+}
 
 /// The traffic a session's new cumulative counters add to what was
 /// counted before (`prev`: octets and session time last counted). Never

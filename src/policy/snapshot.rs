@@ -16,7 +16,7 @@ use super::mac;
 use super::speed::Kbps;
 use crate::proto::dict::{self, ValueKind};
 use crate::proto::Secret;
-use crate::store::{
+use crate::model::{
     Burst, ChangeVersions, MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord,
     SubscriberRecord,
 };

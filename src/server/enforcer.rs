@@ -14,9 +14,9 @@ use chrono::Utc;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tracing::{info, warn};
 
-use super::{quota, Shared};
+use super::Shared;
 use crate::coa::{self, Change, Report, Retry};
-use crate::policy::fup::{Levels, Period};
+use crate::policy::fup::{self, Period};
 use crate::store::Store;
 
 /// A change to a user's sessions: from the admin API (which waits for the
@@ -137,21 +137,15 @@ impl Enforcer {
             );
             let snapshot = self.shared.snapshot.load_full();
             for (user, before) in tiered {
-                let Some((service, fup)) = quota::fup_of(&snapshot, &user) else {
+                let Some((service, service_fup)) = fup::fup_of(&snapshot, user.as_bytes()) else {
                     continue;
                 };
-                let after = match period {
-                    Period::Daily => Levels { daily: 0, ..before },
-                    Period::Monthly => Levels {
-                        monthly: 0,
-                        ..before
-                    },
-                };
-                if let Some(change) = quota::speed_change(service, fup, before, after) {
+                let after = before.after_reset(period);
+                if let Some(speed) = fup::speed_change(service, service_fup, before, after) {
                     self.handle(Job {
                         user,
                         session: None,
-                        change,
+                        change: Change::from(speed),
                         reply: None,
                     });
                 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use crate::policy::{Preferences, Snapshot};
-use crate::store::{Result, Store};
+use crate::store::{Result, SnapshotSource};
 
 /// Changed rows are read from this far before the previous poll's clock,
 /// so a transaction that committed late with an earlier `updated_at` is
@@ -17,7 +17,7 @@ use crate::store::{Result, Store};
 const OVERLAP_MICROS: i64 = 2_000_000;
 
 pub struct Loader {
-    store: Box<dyn Store>,
+    store: Box<dyn SnapshotSource>,
     /// The last published snapshot; a change clones it once.
     snapshot: Arc<Snapshot>,
     cursor: i64,
@@ -33,7 +33,7 @@ pub struct LoadReport {
 
 impl Loader {
     /// Loads everything once.
-    pub fn new(mut store: Box<dyn Store>) -> Result<Loader> {
+    pub fn new(mut store: Box<dyn SnapshotSource>) -> Result<Loader> {
         let versions = store.change_versions()?;
         let now = store.now_micros()?;
         let mut snapshot = Snapshot {
@@ -113,8 +113,8 @@ impl Loader {
 }
 
 /// FUP tiers, free hours and the subscribers in a tier.
-fn load_fup(store: &mut dyn Store, snapshot: &mut Snapshot) -> Result<()> {
-    snapshot.fup = store.fup_policy()?;
+fn load_fup(store: &mut dyn SnapshotSource, snapshot: &mut Snapshot) -> Result<()> {
+    snapshot.fup = crate::policy::fup::policy_from(&store.fup_tiers()?, &store.free_hours()?);
     snapshot.fup_levels = store
         .fup_levels()?
         .into_iter()

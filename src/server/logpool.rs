@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 use tracing::{info, warn};
 
-use crate::store::{write_splitting, LogEntry, Store};
+use crate::store::{write_splitting, LogEntry, LogSink};
 
 /// Rows per insert at most.
 const BATCH: usize = 512;
@@ -51,7 +51,7 @@ fn lower_priority() {
 /// Writes one batch; a row the database refuses for its data is dropped
 /// alone (counted), the rest of the batch is written.
 fn write_batch(
-    store: &mut dyn Store,
+    store: &mut dyn LogSink,
     batch: &[LogEntry],
     stats: &LogPoolStats,
     failing: &mut bool,
@@ -90,7 +90,7 @@ fn write_batch(
 /// Starts `stores.len()` workers; they end when every sender is gone and
 /// the channel is drained.
 pub fn spawn(
-    stores: Vec<Box<dyn Store>>,
+    stores: Vec<Box<dyn LogSink>>,
     rx: Receiver<LogEntry>,
     stats: Arc<LogPoolStats>,
 ) -> Vec<std::thread::JoinHandle<()>> {

@@ -112,7 +112,7 @@ pub fn serve(
     };
     let log_stores = if config.log.radius_logs {
         (0..log_workers)
-            .map(|_| open_store())
+            .map(|_| open_store().map(|s| -> Box<dyn crate::store::LogSink> { s }))
             .collect::<Result<Vec<_>, _>>()?
     } else {
         Vec::new()

@@ -21,9 +21,8 @@ use super::enforcer::Job;
 use super::Shared;
 use crate::accounting::{AcctEvent, AcctKind};
 use crate::coa::Change;
-use crate::policy::fup::{usage_delta, Levels, ServiceFup};
-use crate::policy::{Service, Snapshot};
-use crate::store::Store;
+use crate::policy::fup::{fup_of, speed_change, usage_delta, Levels};
+use crate::store::{AccountingSink, UsageStore};
 
 /// How often sessions that ended without a Stop are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -53,41 +52,11 @@ pub struct Quota {
 
 /// The usage thread: owns a store connection for usage and tier levels.
 pub struct UsageWorker {
-    pub store: Box<dyn Store>,
+    pub store: Box<dyn UsageStore>,
     pub shared: Arc<Shared>,
     pub rx: crossbeam_channel::Receiver<Sums>,
     pub jobs: crossbeam_channel::Sender<Job>,
     pub stats: Arc<QuotaStats>,
-}
-
-/// The CoA for a subscriber whose levels go from `before` to `after`:
-/// the speed of the tier that now applies (the service's own with none),
-/// exactly as an Access-Accept would give it; `None` if the speed stays.
-pub fn speed_change(
-    service: &Service,
-    fup: &ServiceFup,
-    before: Levels,
-    after: Levels,
-) -> Option<Change> {
-    let (old, new) = (fup.effective(before), fup.effective(after));
-    if old.map(|t| &t.rate_limit) == new.map(|t| &t.rate_limit) {
-        return None;
-    }
-    let (rate_limit, filter_id) = match new {
-        Some(t) => (&t.rate_limit, t.filter()),
-        None => (&service.rate_limit, service.filter()),
-    };
-    Some(Change::Speed {
-        rate_limit: rate_limit.clone(),
-        filter_id: Some(filter_id.to_owned()),
-    })
-}
-
-/// The subscriber's service and its FUP, when it has one.
-pub fn fup_of<'s>(snapshot: &'s Snapshot, username: &str) -> Option<(&'s Service, &'s ServiceFup)> {
-    let service_id = snapshot.subscriber(username.as_bytes())?.service_id?;
-    let fup = snapshot.fup.get(&service_id)?;
-    Some((snapshot.services.get(&service_id)?, fup))
 }
 
 fn octets(e: &AcctEvent) -> u64 {
@@ -122,14 +91,14 @@ impl Quota {
     /// sessions not seen since start (their radacct row holds it).
     pub fn prime<'a>(
         &mut self,
-        store: &mut dyn Store,
+        store: &mut dyn AccountingSink,
         events: impl Iterator<Item = &'a AcctEvent>,
     ) {
         let snapshot = self.shared.snapshot.load();
         let unknown: Vec<String> = events
             .filter(|e| e.kind != AcctKind::NasReboot)
             .filter(|e| !self.counted.contains_key(&e.unique_id))
-            .filter(|e| fup_of(&snapshot, &e.username).is_some())
+            .filter(|e| fup_of(&snapshot, &crate::text::unstored(&e.username)).is_some())
             .map(|e| e.unique_id.clone())
             .collect();
         if unknown.is_empty() {
@@ -161,7 +130,7 @@ impl Quota {
             if e.kind == AcctKind::NasReboot {
                 continue;
             }
-            let Some((_, fup)) = fup_of(&snapshot, &e.username) else {
+            let Some((_, fup)) = fup_of(&snapshot, &crate::text::unstored(&e.username)) else {
                 continue;
             };
             let (octets, time) = (octets(e), e.session_time.unwrap_or(0));
@@ -223,7 +192,7 @@ impl UsageWorker {
         };
         let snapshot = self.shared.snapshot.load_full();
         for row in rows {
-            let Some((service, fup)) = fup_of(&snapshot, &row.username) else {
+            let Some((service, fup)) = fup_of(&snapshot, row.username.as_bytes()) else {
                 continue;
             };
             let reached = fup.levels_for(row.daily_bytes, row.monthly_bytes);
@@ -252,11 +221,11 @@ impl UsageWorker {
                 monthly_level = raised.monthly,
                 "FUP tier reached"
             );
-            if let Some(change) = speed_change(service, fup, row.levels, raised) {
+            if let Some(speed) = speed_change(service, fup, row.levels, raised) {
                 let job = Job {
                     user: row.username.clone(),
                     session: None,
-                    change,
+                    change: Change::from(speed),
                     reply: None,
                 };
                 if self.jobs.try_send(job).is_err() {

@@ -22,7 +22,7 @@ use crate::accounting::rejected::Rejected;
 use crate::accounting::spool::{sibling, Next, Spool};
 use crate::accounting::{AcctEvent, AcctKind};
 use crate::config::AccountingConfig;
-use crate::store::{write_splitting, StopCause, Stopped, Store};
+use crate::store::{write_splitting, AccountingSink, StopCause, Stopped};
 
 /// One accounting event in flight from a shard.
 pub struct AcctMessage {
@@ -91,7 +91,7 @@ impl Default for WriterStats {
 }
 
 pub struct Writer {
-    store: Box<dyn Store>,
+    store: Box<dyn AccountingSink>,
     spool: Spool,
     rejected: Rejected,
     /// Set while batches go to the spool: the outage is logged once.
@@ -129,7 +129,7 @@ const CLAMP_WARNING_EVERY: Duration = Duration::from_secs(60);
 impl Writer {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Box<dyn Store>,
+        store: Box<dyn AccountingSink>,
         spool: Spool,
         rx: Receiver<AcctMessage>,
         sockets: Vec<Vec<UdpSocket>>,

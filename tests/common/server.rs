@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shardius::nas::{self, AcctRecord, Credentials, Session};
+use shardius::nas_client::{self as nas, AcctRecord, Credentials, Session};
 use shardius::proto::{Code, Secret};
 
 pub const SECRET: &str = "testing123";

@@ -101,19 +101,6 @@ pub fn parse_nas_ip_addresses(text: &str) -> (Vec<IpAddr>, Vec<String>) {
     (good, bad)
 }
 
-/// `nas_ip_addresses` of row `id`; entries that are not addresses are
-/// skipped with a warning (a panel's typo must not take the NAS out).
-pub(super) fn nas_ip_addresses_of(id: i64, text: &str) -> Vec<IpAddr> {
-    let (good, bad) = parse_nas_ip_addresses(text);
-    for b in bad {
-        tracing::warn!(
-            "nas_devices row {id}: nas_ip_addresses entry {:?} is not an address (skipped)",
-            crate::text::printable(&b)
-        );
-    }
-    good
-}
-
 /// The column text for a list of addresses.
 pub fn format_nas_ip_addresses(ips: &[IpAddr]) -> String {
     ips.iter()
@@ -238,7 +225,7 @@ pub struct UsageRow {
     pub username: String,
     pub daily_bytes: u64,
     pub monthly_bytes: u64,
-    pub levels: crate::policy::fup::Levels,
+    pub levels: super::Levels,
 }
 
 /// A `radacct` row as `shardius sessions` and the tests read it.

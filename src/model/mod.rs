@@ -1,0 +1,14 @@
+//! The data the store hands over and the policy decides about: one type
+//! per table row, and the data of quota and fair usage. A leaf: it imports
+//! nothing of the crate, so the store depends on it and the policy depends
+//! on it, never on each other.
+
+mod fup;
+mod records;
+
+pub use fup::{FreeHours, Levels, MonthlyResetCandidate, Period, TierRecord};
+pub use records::{
+    format_nas_ip_addresses, parse_nas_ip_addresses, Burst, ChangeVersions, LogEntry, LogRow,
+    MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord, SessionRow, SubscriberRecord,
+    UsageRow,
+};

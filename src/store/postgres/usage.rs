@@ -1,0 +1,182 @@
+//! The usage thread's and the jobs' SQL: usage and tier levels, the
+//! daily and monthly resets (claimed per day, cluster-wide), leadership
+//! by advisory lock, the sessions the expiry job cuts.
+
+use chrono::NaiveDate;
+
+use super::{session_from_pg, usage_from_pg, PgStore};
+use crate::model::{Levels, MonthlyResetCandidate, SessionRow, UsageRow};
+use crate::store::{Result, UsageStore};
+
+impl UsageStore for PgStore {
+    fn add_usage(&mut self, deltas: &[(String, u64)]) -> Result<Vec<UsageRow>> {
+        // One statement over arrays: the whole batch or nothing.
+        let names: Vec<&str> = deltas.iter().map(|(u, _)| u.as_str()).collect();
+        let bytes: Vec<i64> = deltas.iter().map(|(_, b)| *b as i64).collect();
+        Ok(self
+            .query(
+                "INSERT INTO subscriber_usage AS u (username, daily_bytes, monthly_bytes, anniversary_day)
+                 SELECT d.username, d.bytes, d.bytes, coalesce(EXTRACT(DAY FROM s.created_at)::smallint, 1)
+                 FROM unnest($1::text[], $2::bigint[]) AS d (username, bytes)
+                 LEFT JOIN subscribers s ON s.username = d.username
+                 ON CONFLICT (username) DO UPDATE SET daily_bytes = u.daily_bytes + EXCLUDED.daily_bytes,
+                     monthly_bytes = u.monthly_bytes + EXCLUDED.monthly_bytes, updated_at = clock_timestamp()
+                 RETURNING u.username, u.daily_bytes, u.monthly_bytes, u.daily_level, u.monthly_level",
+                &[&names, &bytes],
+            )?
+            .iter()
+            .map(usage_from_pg)
+            .collect())
+    }
+
+    fn set_fup_levels(&mut self, username: &str, levels: Levels) -> Result<()> {
+        self.execute(
+            "INSERT INTO subscriber_usage (username, daily_level, monthly_level) VALUES ($1, $2, $3)
+             ON CONFLICT (username) DO UPDATE SET daily_level = EXCLUDED.daily_level,
+                 monthly_level = EXCLUDED.monthly_level",
+            &[
+                &username,
+                &i16::from(levels.daily),
+                &i16::from(levels.monthly),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn reset_daily(&mut self, today: NaiveDate) -> Result<Option<Vec<(String, Levels)>>> {
+        let rows = self.query(
+            "WITH claim AS (
+                 INSERT INTO quota_resets (period, done_on) VALUES ('daily', $1)
+                 ON CONFLICT (period) DO UPDATE SET done_on = EXCLUDED.done_on
+                     WHERE quota_resets.done_on < EXCLUDED.done_on
+                 RETURNING 1
+             ), before AS (
+                 SELECT username, daily_level, monthly_level FROM subscriber_usage
+                 WHERE daily_level > 0 AND EXISTS (SELECT 1 FROM claim)
+             ), reset AS (
+                 UPDATE subscriber_usage SET daily_bytes = 0, daily_level = 0
+                 WHERE (daily_bytes <> 0 OR daily_level <> 0) AND EXISTS (SELECT 1 FROM claim)
+                 RETURNING 1
+             )
+             SELECT EXISTS (SELECT 1 FROM claim), (SELECT count(*) FROM reset),
+                    b.username, b.daily_level, b.monthly_level
+             FROM (SELECT 1) AS one LEFT JOIN before b ON true",
+            &[&today],
+        )?;
+        if !rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.iter()
+                .filter_map(|r| {
+                    let name: Option<String> = r.get(2);
+                    Some((
+                        name?,
+                        Levels {
+                            daily: r.get::<_, Option<i16>>(3)? as u8,
+                            monthly: r.get::<_, Option<i16>>(4)? as u8,
+                        },
+                    ))
+                })
+                .collect(),
+        ))
+    }
+
+    fn reset_monthly(
+        &mut self,
+        today: NaiveDate,
+        due: &dyn Fn(&MonthlyResetCandidate) -> bool,
+    ) -> Result<Option<Vec<(String, Levels)>>> {
+        // Claim and reset in one transaction, so a crash between the two
+        // never loses a reset, and a second node never resets twice.
+        let (runtime, client) = self.conn()?;
+        let fut = async {
+            let tx = client.transaction().await?;
+            let claimed = tx
+                .execute(
+                    "INSERT INTO quota_resets (period, done_on) VALUES ('monthly', $1)
+                     ON CONFLICT (period) DO UPDATE SET done_on = EXCLUDED.done_on
+                         WHERE quota_resets.done_on < EXCLUDED.done_on",
+                    &[&today],
+                )
+                .await?;
+            if claimed == 0 {
+                return Ok(None);
+            }
+            let mut reset = Vec::new();
+            let mut tiered = Vec::new();
+            for r in tx
+                .query(
+                    "SELECT username, daily_level, monthly_level, anniversary_day, monthly_reset_on
+                     FROM subscriber_usage",
+                    &[],
+                )
+                .await?
+            {
+                let candidate = MonthlyResetCandidate {
+                    username: r.get(0),
+                    anniversary_day: r.get::<_, i16>(3).clamp(1, 31) as u8,
+                    last_reset: r.get(4),
+                    levels: Levels {
+                        daily: r.get::<_, i16>(1) as u8,
+                        monthly: r.get::<_, i16>(2) as u8,
+                    },
+                };
+                if !due(&candidate) {
+                    continue;
+                }
+                if candidate.levels.monthly > 0 {
+                    tiered.push((candidate.username.clone(), candidate.levels));
+                }
+                reset.push(candidate.username);
+            }
+            tx.execute(
+                "UPDATE subscriber_usage SET monthly_bytes = 0, monthly_level = 0, monthly_reset_on = $2
+                 WHERE username = ANY($1)",
+                &[&reset, &today],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok::<_, tokio_postgres::Error>(Some(tiered))
+        };
+        Ok(runtime.block_on(fut)?)
+    }
+
+    fn try_lead(&mut self, job: &str) -> Result<bool> {
+        // A session-level advisory lock keyed by the job name: it belongs
+        // to this connection, so if the node dies or its connection drops,
+        // another node takes the job over at its next try. Re-taking a lock
+        // this session holds succeeds (and only bumps a local count).
+        let key = 0x5348_0000_0000_i64 | i64::from(crc32fast::hash(job.as_bytes()));
+        let rows = self.query("SELECT pg_try_advisory_lock($1)", &[&key])?;
+        Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
+    fn sessions_to_cut(&mut self, today: chrono::NaiveDate) -> Result<Vec<SessionRow>> {
+        Ok(self
+            .query(
+                "SELECT r.*, host(r.NASIPAddress) AS nas_ip, host(r.FramedIPAddress) AS framed_ip
+                 FROM radacct r LEFT JOIN subscribers s ON s.username = r.UserName
+                 WHERE r.AcctStopTime IS NULL
+                   AND (NOT s.is_active OR s.expiry_date < $1
+                        OR (s.id IS NULL AND r.UserName IN (SELECT username FROM deleted_subscribers)))",
+                &[&today],
+            )?
+            .iter()
+            .map(session_from_pg)
+            .collect())
+    }
+
+    fn open_sessions_of(&mut self, username: &str) -> Result<Vec<SessionRow>> {
+        Ok(self
+            .query(
+                "SELECT *, host(NASIPAddress) AS nas_ip, host(FramedIPAddress) AS framed_ip FROM radacct
+                 WHERE UserName = $1 AND AcctStopTime IS NULL
+                 ORDER BY AcctStartTime DESC, RadAcctId DESC LIMIT 1000",
+                &[&username],
+            )?
+            .iter()
+            .map(session_from_pg)
+            .collect())
+    }
+}

@@ -1,0 +1,174 @@
+//! What each thread asks of the database, one trait per role. A thread
+//! holds only its role (`Box<dyn AccountingSink>` in the accounting
+//! writer, ...), so reading it tells which SQL it can reach; each backend
+//! implements a role in a file of that name (`postgres/accounting.rs` has
+//! the radacct upsert). [`Store`] is every role at once, for the CLI.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::Result;
+use crate::accounting::AcctEvent;
+use crate::model::{
+    ChangeVersions, FreeHours, Levels, LogEntry, LogRow, MonthlyResetCandidate, NasRecord, Period,
+    RadreplyRecord, ServiceRecord, SessionRow, SubscriberRecord, TierRecord, UsageRow,
+};
+
+/// The loader thread: everything a snapshot is built from.
+pub trait SnapshotSource: Send {
+    /// Per-table change counters, bumped by triggers on every write, so a
+    /// poll costs one tiny query and sees changes made by any client.
+    fn change_versions(&mut self) -> Result<ChangeVersions>;
+    /// The database clock in microseconds since the epoch (delta cursors
+    /// use the database's clock, not ours).
+    fn now_micros(&mut self) -> Result<i64>;
+    fn nas_devices(&mut self) -> Result<Vec<NasRecord>>;
+    fn services(&mut self) -> Result<Vec<ServiceRecord>>;
+    /// Streams subscribers written at or after `since_micros` (0: all)
+    /// into `sink`, row by row, so a million-row load is never held twice;
+    /// returns how many rows were streamed.
+    fn subscribers_changed_since(
+        &mut self,
+        since_micros: i64,
+        sink: &mut dyn FnMut(SubscriberRecord),
+    ) -> Result<usize>;
+    /// Usernames deleted at or after `since_micros`.
+    fn subscribers_deleted_since(&mut self, since_micros: i64) -> Result<Vec<String>>;
+    fn radreply(&mut self) -> Result<Vec<RadreplyRecord>>;
+    fn preferences(&mut self) -> Result<Vec<(String, String)>>;
+    /// Every service's FUP tiers.
+    fn fup_tiers(&mut self) -> Result<Vec<TierRecord>>;
+    /// Every service's free hours: (service id, window).
+    fn free_hours(&mut self) -> Result<Vec<(i64, FreeHours)>>;
+    /// Subscribers in a FUP tier (levels not both 0).
+    fn fup_levels(&mut self) -> Result<Vec<(String, Levels)>>;
+    /// How many sessions are open (no stop time), for the metrics.
+    fn open_session_count(&mut self) -> Result<u64>;
+    /// Blocks until another client signals a change or `timeout` passes;
+    /// true if a change was signalled. Backends without notifications
+    /// just sleep and return false (the caller polls anyway).
+    fn wait_for_change(&mut self, timeout: Duration) -> Result<bool> {
+        std::thread::sleep(timeout);
+        Ok(false)
+    }
+}
+
+/// The accounting writer: radacct, and stale sessions.
+pub trait AccountingSink: Send {
+    /// Writes a batch of accounting events in one transaction: at most one
+    /// event per session (the writer coalesces), upserted into `radacct` by
+    /// `acctuniqueid` so that counters and times never move backwards, the
+    /// first Stop wins and a late Interim never reopens a stopped session.
+    /// A NAS-reboot event closes the open sessions of its NAS's addresses
+    /// opened before it.
+    fn write_accounting(&mut self, events: &[AcctEvent]) -> Result<()>;
+    /// Closes open sessions not updated since `before` (`Stale-Session`,
+    /// stop time = last update); returns how many.
+    fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64>;
+    /// The stored counters of sessions: (acctuniqueid, input + output
+    /// octets, session time), for the writer's usage deltas.
+    fn session_counters(&mut self, unique_ids: &[String]) -> Result<Vec<(String, u64, u32)>>;
+    /// One cheap round trip: Ok when the database answers.
+    fn ping(&mut self) -> Result<()>;
+}
+
+/// The usage thread and the jobs: quota usage and tier levels, the daily
+/// and monthly resets, leadership of cluster-wide jobs, the sessions the
+/// expiry job cuts and the ones a CoA goes to.
+pub trait UsageStore: Send {
+    /// Adds counted bytes to each subscriber's daily and monthly usage in
+    /// one transaction; returns the new totals with the stored levels.
+    fn add_usage(&mut self, deltas: &[(String, u64)]) -> Result<Vec<UsageRow>>;
+    fn set_fup_levels(&mut self, username: &str, levels: Levels) -> Result<()>;
+    /// Resets daily usage, at most once per `today` cluster-wide (the day
+    /// is claimed in the same transaction). `None` if it already ran
+    /// today, else the subscribers that were in a daily tier, with their
+    /// levels before.
+    fn reset_daily(&mut self, today: NaiveDate) -> Result<Option<Vec<(String, Levels)>>>;
+    /// Claims today's monthly check and, in the same transaction, resets
+    /// the monthly usage of every subscriber for whom `due` (the policy's
+    /// decision) says so. `None` if it already ran today, else the reset
+    /// subscribers that were in a monthly tier, with their levels before.
+    fn reset_monthly(
+        &mut self,
+        today: NaiveDate,
+        due: &dyn Fn(&MonthlyResetCandidate) -> bool,
+    ) -> Result<Option<Vec<(String, Levels)>>>;
+    /// [`UsageStore::reset_daily`], or [`UsageStore::reset_monthly`] with
+    /// the policy's rule of when a subscriber's monthly reset is due
+    /// (`policy::fup::monthly_reset_due`): the store applies, the policy decides.
+    fn reset_usage(
+        &mut self,
+        period: Period,
+        today: NaiveDate,
+    ) -> Result<Option<Vec<(String, Levels)>>> {
+        match period {
+            Period::Daily => self.reset_daily(today),
+            Period::Monthly => self.reset_monthly(today, &|c| {
+                crate::policy::fup::monthly_reset_due_for(today, c)
+            }),
+        }
+    }
+    /// Whether this process leads cluster-wide job `job` (one node of
+    /// several on one database runs it): a session-level advisory lock on
+    /// PostgreSQL, always true on the embedded store (one node by nature).
+    fn try_lead(&mut self, job: &str) -> Result<bool>;
+    /// Open sessions whose subscriber is disabled, expired (last valid
+    /// day before `today`, the server's local date) or deleted (a tombstone
+    /// and no subscriber of that name): the expiry job cuts them.
+    fn sessions_to_cut(&mut self, today: NaiveDate) -> Result<Vec<SessionRow>>;
+    /// A subscriber's open sessions, newest first (`username` as stored).
+    fn open_sessions_of(&mut self, username: &str) -> Result<Vec<SessionRow>>;
+}
+
+/// The radius_logs writers.
+pub trait LogSink: Send {
+    /// Inserts a batch of `radius_logs` rows (one statement or COPY).
+    fn write_logs(&mut self, entries: &[LogEntry]) -> Result<()>;
+    /// The newest `radius_logs` rows: (username, event, result, reason).
+    fn recent_logs(&mut self, limit: usize) -> Result<Vec<LogRow>>;
+}
+
+/// The admin commands: schema, NAS devices, services, subscribers, FUP
+/// settings and what an operator looks at.
+pub trait Admin: Send {
+    /// Applies pending migrations; returns how many were applied.
+    fn migrate(&mut self) -> Result<u32>;
+    /// The schema version recorded in the database (0 = empty).
+    fn schema_version(&mut self) -> Result<u32>;
+    /// The schema version this build's migrations lead to.
+    fn target_schema_version(&self) -> u32;
+    fn add_nas(&mut self, nas: &NasRecord) -> Result<i64>;
+    /// Removes by name or IP address; false if none matched.
+    fn remove_nas(&mut self, name_or_ip: &str) -> Result<bool>;
+    fn add_service(&mut self, service: &ServiceRecord) -> Result<i64>;
+    fn remove_service(&mut self, name: &str) -> Result<bool>;
+    fn service_id(&mut self, name: &str) -> Result<Option<i64>>;
+    /// Inserts all subscribers in one transaction: all or none.
+    fn add_subscribers(&mut self, subscribers: &[SubscriberRecord]) -> Result<usize>;
+    fn remove_subscriber(&mut self, username: &str) -> Result<bool>;
+    /// Suspends or restores a subscriber; false if there is no such user.
+    fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool>;
+    /// Subscribers with their service name, ordered by username.
+    fn list_subscribers(&mut self, limit: usize)
+        -> Result<Vec<(SubscriberRecord, Option<String>)>>;
+    /// Defines tier `tier.level` of `tier.period` for its service (replacing it).
+    fn set_fup_tier(&mut self, tier: &TierRecord) -> Result<()>;
+    /// Sets (or with `None` removes) a service's free hours.
+    fn set_free_hours(&mut self, service_id: i64, free: Option<FreeHours>) -> Result<()>;
+    /// One subscriber's usage, if any was counted.
+    fn usage(&mut self, username: &str) -> Result<Option<UsageRow>>;
+    /// Sessions, newest first: open ones only unless `all`; optionally one user's.
+    fn sessions(
+        &mut self,
+        username: Option<&str>,
+        all: bool,
+        limit: usize,
+    ) -> Result<Vec<SessionRow>>;
+}
+
+/// Every role: what the CLI and the tests open.
+pub trait Store: SnapshotSource + AccountingSink + UsageStore + LogSink + Admin {}
+
+impl<T: SnapshotSource + AccountingSink + UsageStore + LogSink + Admin> Store for T {}

@@ -1,0 +1,110 @@
+//! The accounting writer's SQL: a batch in one transaction, one upsert
+//! per session into radacct; NAS reboots; stale sessions; the stored
+//! counters the usage deltas start from.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+
+use super::{sql_time, SqliteStore};
+use crate::accounting::{AcctEvent, AcctKind};
+use crate::store::{AccountingSink, Result};
+
+/// The upsert (SQLite's max()/min() return NULL on any NULL argument,
+/// hence the coalesces).
+const RADACCT_UPSERT: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, nasportid,
+        nasporttype, acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets,
+        acctoutputoctets, calledstationid, callingstationid, acctterminatecause, framedipaddress, class)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+    ON CONFLICT (acctuniqueid) DO UPDATE SET
+        acctstarttime = min(coalesce(radacct.acctstarttime, excluded.acctstarttime), coalesce(excluded.acctstarttime, radacct.acctstarttime)),
+        acctupdatetime = max(coalesce(radacct.acctupdatetime, excluded.acctupdatetime), coalesce(excluded.acctupdatetime, radacct.acctupdatetime)),
+        acctstoptime = coalesce(radacct.acctstoptime, excluded.acctstoptime),
+        acctsessiontime = max(coalesce(radacct.acctsessiontime, 0), coalesce(excluded.acctsessiontime, 0)),
+        acctinputoctets = max(coalesce(radacct.acctinputoctets, 0), coalesce(excluded.acctinputoctets, 0)),
+        acctoutputoctets = max(coalesce(radacct.acctoutputoctets, 0), coalesce(excluded.acctoutputoctets, 0)),
+        acctterminatecause = CASE WHEN radacct.acctstoptime IS NULL THEN excluded.acctterminatecause ELSE radacct.acctterminatecause END,
+        framedipaddress = coalesce(excluded.framedipaddress, radacct.framedipaddress),
+        callingstationid = coalesce(radacct.callingstationid, excluded.callingstationid),
+        calledstationid = coalesce(radacct.calledstationid, excluded.calledstationid),
+        class = coalesce(radacct.class, excluded.class)";
+
+impl AccountingSink for SqliteStore {
+    fn write_accounting(&mut self, events: &[AcctEvent]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(RADACCT_UPSERT)?;
+            for e in events {
+                if e.kind == AcctKind::NasReboot {
+                    let mut close = tx.prepare_cached(
+                        "UPDATE radacct SET acctstoptime = ?2, acctupdatetime = ?2, acctterminatecause = 'NAS-Reboot'
+                         WHERE nasipaddress = ?1 AND acctstoptime IS NULL AND acctstarttime <= ?2",
+                    )?;
+                    for ip in e.reboot_scope() {
+                        close.execute(params![ip.to_string(), sql_time(e.event_time)])?;
+                    }
+                    continue;
+                }
+                let stop = (e.kind == AcctKind::Stop).then(|| sql_time(e.event_time));
+                upsert.execute(params![
+                    e.session_id,
+                    e.unique_id,
+                    e.username,
+                    e.nas_ip.to_string(),
+                    e.nas_port_id,
+                    e.nas_port_type,
+                    sql_time(e.start_time),
+                    sql_time(e.event_time),
+                    stop,
+                    e.session_time,
+                    e.input_octets.map(|v| v as i64),
+                    e.output_octets.map(|v| v as i64),
+                    e.called_station_id,
+                    e.calling_station_id,
+                    e.terminate_cause
+                        .as_ref()
+                        .filter(|_| e.kind == AcctKind::Stop),
+                    e.framed_ip.map(|ip| ip.to_string()),
+                    e.class,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64> {
+        Ok(self.conn.execute(
+            "UPDATE radacct SET acctstoptime = coalesce(acctupdatetime, acctstarttime), acctterminatecause = 'Stale-Session'
+             WHERE acctstoptime IS NULL AND coalesce(acctupdatetime, acctstarttime) < ?1",
+            [sql_time(before)],
+        )? as u64)
+    }
+
+    fn session_counters(&mut self, unique_ids: &[String]) -> Result<Vec<(String, u64, u32)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT acctuniqueid, coalesce(acctinputoctets, 0) + coalesce(acctoutputoctets, 0),
+                    coalesce(acctsessiontime, 0)
+             FROM radacct WHERE acctuniqueid = ?1",
+        )?;
+        let mut out = Vec::new();
+        for id in unique_ids {
+            if let Some(row) = stmt
+                .query_row([id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?.max(0) as u64,
+                        r.get::<_, i64>(2)?.max(0) as u32,
+                    ))
+                })
+                .optional()?
+            {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    fn ping(&mut self) -> Result<()> {
+        Ok(self.conn.execute_batch("SELECT 1")?)
+    }
+}

@@ -1,0 +1,269 @@
+//! The admin commands' SQL: migrations (all pending ones in one
+//! transaction), NAS devices, services, subscribers, FUP settings, and
+//! what an operator lists.
+
+use std::net::IpAddr;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{
+    session_from_row, subscriber_from_row, unique, usage_from_row, SqliteStore, MIGRATIONS,
+    NOW_MICROS, SUBSCRIBER_COLUMNS,
+};
+use crate::model::{
+    format_nas_ip_addresses, FreeHours, NasRecord, ServiceRecord, SessionRow, SubscriberRecord,
+    TierRecord, UsageRow,
+};
+use crate::store::{Admin, Result, StoreError};
+
+impl Admin for SqliteStore {
+    fn migrate(&mut self) -> Result<u32> {
+        let tx = self.conn.transaction()?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")?;
+        let current: u32 = tx.query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut applied = 0;
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, {NOW_MICROS})"
+                ),
+                [version],
+            )?;
+            applied += 1;
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    fn target_schema_version(&self) -> u32 {
+        MIGRATIONS.last().map_or(0, |(v, _)| *v)
+    }
+
+    fn schema_version(&mut self) -> Result<u32> {
+        let exists: bool = self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(0);
+        }
+        Ok(self.conn.query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn add_nas(&mut self, n: &NasRecord) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO nas_devices (name, short_name, identifier, ip_address, secret, type, coa_port,
+                     require_message_authenticator, is_active, api_username, api_password, nas_ip_addresses)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    n.name,
+                    n.short_name,
+                    n.identifier,
+                    n.ip_address.to_string(),
+                    n.secret,
+                    n.nas_type.as_str(),
+                    n.coa_port,
+                    n.require_message_authenticator.as_str(),
+                    n.is_active,
+                    n.api_username,
+                    n.api_password,
+                    format_nas_ip_addresses(&n.nas_ip_addresses)
+                ],
+            )
+            .map_err(unique(|| format!("a NAS named {:?} or with IP {}", n.name, n.ip_address)))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn remove_nas(&mut self, name_or_ip: &str) -> Result<bool> {
+        let ip = name_or_ip.parse::<IpAddr>().map(|ip| ip.to_string()).ok();
+        let n = self.conn.execute(
+            "DELETE FROM nas_devices WHERE name = ?1 OR ip_address = ?2",
+            params![name_or_ip, ip],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn add_service(&mut self, s: &ServiceRecord) -> Result<i64> {
+        let b = s.burst;
+        self.conn
+            .execute(
+                "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
+                     burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs,
+                     pool_name, filter_id, idle_timeout, daily_quota_bytes, monthly_quota_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    s.name,
+                    s.download_kbps,
+                    s.upload_kbps,
+                    b.map(|b| b.download_kbps),
+                    b.map(|b| b.upload_kbps),
+                    b.map(|b| b.threshold_download_kbps),
+                    b.map(|b| b.threshold_upload_kbps),
+                    b.map(|b| b.time_secs),
+                    s.pool_name,
+                    s.filter_id,
+                    s.idle_timeout,
+                    s.daily_quota_bytes,
+                    s.monthly_quota_bytes
+                ],
+            )
+            .map_err(unique(|| format!("a service named {:?}", s.name)))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn remove_service(&mut self, name: &str) -> Result<bool> {
+        let in_use: i64 = self.conn.query_row(
+            "SELECT count(*) FROM subscribers s JOIN services v ON v.id = s.service_id WHERE v.name = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        if in_use > 0 {
+            return Err(StoreError::Invalid(format!(
+                "service {name:?} is used by {in_use} subscriber(s); move them to another service first"
+            )));
+        }
+        Ok(self
+            .conn
+            .execute("DELETE FROM services WHERE name = ?1", [name])?
+            > 0)
+    }
+
+    fn service_id(&mut self, name: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT id FROM services WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn add_subscribers(&mut self, subscribers: &[SubscriberRecord]) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO subscribers (username, password_enc, service_id, is_active, expiry_date, mac_address, static_ip)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for s in subscribers {
+                stmt.execute(params![
+                    s.username,
+                    s.password_enc,
+                    s.service_id,
+                    s.is_active,
+                    s.expiry_date.map(|d| d.format("%Y-%m-%d").to_string()),
+                    s.mac_address,
+                    s.static_ip.map(|ip| ip.to_string()),
+                ])
+                .map_err(unique(|| format!("subscriber {:?}", s.username)))?;
+            }
+        }
+        tx.commit()?;
+        Ok(subscribers.len())
+    }
+
+    fn remove_subscriber(&mut self, username: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM subscribers WHERE username = ?1", [username])?
+            > 0)
+    }
+
+    fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE subscribers SET is_active = ?2 WHERE username = ?1",
+            params![username, active],
+        )? > 0)
+    }
+
+    fn list_subscribers(
+        &mut self,
+        limit: usize,
+    ) -> Result<Vec<(SubscriberRecord, Option<String>)>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT s.{}, v.name AS service_name FROM subscribers s LEFT JOIN services v ON v.id = s.service_id
+             ORDER BY s.username LIMIT ?1",
+            SUBSCRIBER_COLUMNS.replace(", ", ", s.")
+        ))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok((subscriber_from_row(r)?, r.get("service_name")?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn set_fup_tier(&mut self, tier: &TierRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO service_fup_tiers (service_id, period, level, threshold_bytes, download_kbps, upload_kbps, filter_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (service_id, period, level) DO UPDATE SET threshold_bytes = excluded.threshold_bytes,
+                 download_kbps = excluded.download_kbps, upload_kbps = excluded.upload_kbps, filter_id = excluded.filter_id",
+            params![
+                tier.service_id,
+                tier.period.as_str(),
+                tier.level,
+                tier.threshold_bytes as i64,
+                tier.download_kbps,
+                tier.upload_kbps,
+                tier.filter_id
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn set_free_hours(&mut self, service_id: i64, free: Option<FreeHours>) -> Result<()> {
+        match free {
+            Some(f) => self.conn.execute(
+                "INSERT INTO service_free_hours (service_id, start_minute, end_minute, free_percent)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (service_id) DO UPDATE SET start_minute = excluded.start_minute,
+                     end_minute = excluded.end_minute, free_percent = excluded.free_percent",
+                params![service_id, f.start_minute, f.end_minute, f.free_percent],
+            )?,
+            None => self.conn.execute(
+                "DELETE FROM service_free_hours WHERE service_id = ?1",
+                [service_id],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn usage(&mut self, username: &str) -> Result<Option<UsageRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT username, daily_bytes, monthly_bytes, daily_level, monthly_level
+                 FROM subscriber_usage WHERE username = ?1",
+                [username],
+                usage_from_row,
+            )
+            .optional()?)
+    }
+
+    fn sessions(
+        &mut self,
+        username: Option<&str>,
+        all: bool,
+        limit: usize,
+    ) -> Result<Vec<SessionRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT * FROM radacct WHERE (?1 IS NULL OR username = ?1) AND (?2 OR acctstoptime IS NULL)
+             ORDER BY acctstarttime DESC, radacctid DESC LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![username, all, limit as i64], session_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,153 @@
+//! The usage thread's and the jobs' SQL: usage and tier levels, the
+//! daily and monthly resets (claimed per day in the same transaction),
+//! the sessions the expiry job cuts. One node by nature: it leads every job.
+
+use chrono::NaiveDate;
+use rusqlite::params;
+
+use super::{session_from_row, usage_from_row, user_levels, SqliteStore, NOW_MICROS};
+use crate::model::{Levels, MonthlyResetCandidate, Period, SessionRow, UsageRow};
+use crate::store::{Result, UsageStore};
+
+impl UsageStore for SqliteStore {
+    fn add_usage(&mut self, deltas: &[(String, u64)]) -> Result<Vec<UsageRow>> {
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::with_capacity(deltas.len());
+        {
+            let mut stmt = tx.prepare_cached(&format!(
+                "INSERT INTO subscriber_usage (username, daily_bytes, monthly_bytes, anniversary_day)
+                 VALUES (?1, ?2, ?2, coalesce((SELECT CAST(strftime('%d', created_at / 1000000, 'unixepoch', 'localtime') AS INTEGER)
+                                               FROM subscribers WHERE username = ?1), 1))
+                 ON CONFLICT (username) DO UPDATE SET daily_bytes = daily_bytes + excluded.daily_bytes,
+                     monthly_bytes = monthly_bytes + excluded.monthly_bytes, updated_at = {NOW_MICROS}
+                 RETURNING username, daily_bytes, monthly_bytes, daily_level, monthly_level"
+            ))?;
+            for (username, bytes) in deltas {
+                out.push(stmt.query_row(params![username, *bytes as i64], usage_from_row)?);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn set_fup_levels(&mut self, username: &str, levels: Levels) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO subscriber_usage (username, daily_level, monthly_level) VALUES (?1, ?2, ?3)
+             ON CONFLICT (username) DO UPDATE SET daily_level = excluded.daily_level,
+                 monthly_level = excluded.monthly_level",
+            params![username, levels.daily, levels.monthly],
+        )?;
+        Ok(())
+    }
+
+    fn reset_daily(&mut self, today: NaiveDate) -> Result<Option<Vec<(String, Levels)>>> {
+        let tx = self.conn.transaction()?;
+        if !claim(&tx, Period::Daily, today)? {
+            return Ok(None);
+        }
+        let tiered: Vec<(String, Levels)> = {
+            let mut stmt = tx.prepare(
+                "SELECT username, daily_level, monthly_level FROM subscriber_usage WHERE daily_level > 0",
+            )?;
+            let rows = stmt
+                .query_map([], user_levels)?
+                .collect::<rusqlite::Result<_>>()?;
+            rows
+        };
+        tx.execute(
+            "UPDATE subscriber_usage SET daily_bytes = 0 WHERE daily_bytes <> 0",
+            [],
+        )?;
+        // Only rows whose level changes, so the 'fup' trigger fires for them alone.
+        tx.execute(
+            "UPDATE subscriber_usage SET daily_level = 0 WHERE daily_level > 0",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(Some(tiered))
+    }
+
+    fn reset_monthly(
+        &mut self,
+        today: NaiveDate,
+        due: &dyn Fn(&MonthlyResetCandidate) -> bool,
+    ) -> Result<Option<Vec<(String, Levels)>>> {
+        let tx = self.conn.transaction()?;
+        if !claim(&tx, Period::Monthly, today)? {
+            return Ok(None);
+        }
+        let candidates: Vec<MonthlyResetCandidate> = {
+            let mut stmt = tx.prepare(
+                "SELECT username, daily_level, monthly_level, anniversary_day, monthly_reset_on
+                 FROM subscriber_usage",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let (username, levels) = user_levels(r)?;
+                    let last: String = r.get(4)?;
+                    Ok(MonthlyResetCandidate {
+                        username,
+                        levels,
+                        anniversary_day: r.get::<_, i64>(3)?.clamp(1, 31) as u8,
+                        last_reset: NaiveDate::parse_from_str(&last, "%Y-%m-%d")
+                            .unwrap_or(NaiveDate::MIN),
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            rows
+        };
+        let mut tiered = Vec::new();
+        {
+            let mut stmt = tx.prepare(
+                "UPDATE subscriber_usage SET monthly_bytes = 0, monthly_level = 0, monthly_reset_on = ?2
+                 WHERE username = ?1",
+            )?;
+            let day = today.format("%Y-%m-%d").to_string();
+            for c in candidates.into_iter().filter(|c| due(c)) {
+                stmt.execute(params![c.username, day])?;
+                if c.levels.monthly > 0 {
+                    tiered.push((c.username, c.levels));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(Some(tiered))
+    }
+
+    fn try_lead(&mut self, _job: &str) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn sessions_to_cut(&mut self, today: chrono::NaiveDate) -> Result<Vec<SessionRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.* FROM radacct r LEFT JOIN subscribers s ON s.username = r.username
+             WHERE r.acctstoptime IS NULL
+               AND (s.is_active = 0 OR s.expiry_date < ?1
+                    OR (s.id IS NULL AND r.username IN (SELECT username FROM deleted_subscribers)))",
+        )?;
+        let rows = stmt
+            .query_map([today.format("%Y-%m-%d").to_string()], session_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn open_sessions_of(&mut self, username: &str) -> Result<Vec<SessionRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT * FROM radacct WHERE username = ?1 AND acctstoptime IS NULL
+             ORDER BY acctstarttime DESC, radacctid DESC LIMIT 1000",
+        )?;
+        let rows = stmt
+            .query_map([username], session_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+}
+
+/// Claims `period`'s reset for `today` inside `tx`: false if it already ran.
+fn claim(tx: &rusqlite::Transaction<'_>, period: Period, today: NaiveDate) -> Result<bool> {
+    Ok(tx.execute(
+        "INSERT INTO quota_resets (period, done_on) VALUES (?1, ?2)
+         ON CONFLICT (period) DO UPDATE SET done_on = excluded.done_on WHERE done_on < excluded.done_on",
+        params![period.as_str(), today.format("%Y-%m-%d").to_string()],
+    )? > 0)
+}
