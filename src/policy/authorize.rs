@@ -10,9 +10,9 @@ use super::mac;
 use super::snapshot::{Nas, Service, Snapshot, Subscriber};
 use crate::auth::{chap, mschapv2, pap, Method};
 use crate::keyfile::{PasswordKey, MAX_STORED_PASSWORD};
+use crate::model::NasType;
 use crate::proto::dict::{attr, mikrotik, ms, vendor};
 use crate::proto::{Code, EncodeError, Packet, PacketBuf, PacketWriter};
-use crate::model::NasType;
 
 /// Why an Access-Request was rejected. Each has its own log reason and
 /// counter label.

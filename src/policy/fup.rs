@@ -425,4 +425,149 @@ mod tests {
         assert_eq!(usage_delta(Some((800, 40)), 600, 30), 0);
         assert_eq!(usage_delta(Some((800, 40)), 800, 40), 0);
     }
+
+    fn service() -> Service {
+        Service::from_record(&crate::model::ServiceRecord {
+            id: 1,
+            name: "10M".into(),
+            download_kbps: 10_000,
+            upload_kbps: 2_000,
+            burst: None,
+            pool_name: None,
+            filter_id: Some("plan-10M".into()),
+            idle_timeout: None,
+            daily_quota_bytes: None,
+            monthly_quota_bytes: None,
+        })
+    }
+
+    #[test]
+    fn a_speed_change_is_due_only_when_the_effective_tier_changes() {
+        let (s, f) = (service(), fup());
+        let none = Levels::default();
+        let daily1 = Levels {
+            daily: 1,
+            monthly: 0,
+        };
+        assert_eq!(
+            speed_change(&s, &f, none, daily1),
+            Some(SpeedChange {
+                rate_limit: "1000k/5000k".into(),
+                filter_id: "1000k/5000k".into(),
+            })
+        );
+        // Back to the service's own speed (and its Filter-Id) after a reset.
+        assert_eq!(
+            speed_change(&s, &f, daily1, daily1.after_reset(Period::Daily)),
+            Some(SpeedChange {
+                rate_limit: "2000k/10000k".into(),
+                filter_id: "plan-10M".into(),
+            })
+        );
+        // A monthly tier slower than the daily one takes over.
+        assert_eq!(
+            speed_change(
+                &s,
+                &f,
+                daily1,
+                Levels {
+                    daily: 1,
+                    monthly: 1
+                }
+            ),
+            Some(SpeedChange {
+                rate_limit: "1000k/3000k".into(),
+                filter_id: "1000k/3000k".into(),
+            })
+        );
+        assert_eq!(speed_change(&s, &f, daily1, daily1), None);
+        assert_eq!(
+            speed_change(
+                &s,
+                &f,
+                Levels {
+                    daily: 2,
+                    monthly: 0
+                },
+                Levels {
+                    daily: 2,
+                    monthly: 1
+                }
+            ),
+            None,
+            "the daily tier 2 stays the slower one"
+        );
+    }
+
+    #[test]
+    fn the_policy_is_built_from_stored_tiers_in_level_order() {
+        let tier = |service_id, period, level, threshold_bytes| TierRecord {
+            service_id,
+            period,
+            level,
+            threshold_bytes,
+            download_kbps: 1000 * u32::from(level),
+            upload_kbps: 500,
+            filter_id: None,
+        };
+        let policy = policy_from(
+            &[
+                tier(7, Period::Daily, 2, 10 * G),
+                tier(7, Period::Daily, 1, 5 * G),
+                tier(7, Period::Monthly, 1, 100 * G),
+            ],
+            &[(
+                9,
+                FreeHours {
+                    start_minute: 0,
+                    end_minute: 60,
+                    free_percent: 50,
+                },
+            )],
+        );
+        let f = &policy[&7];
+        assert_eq!(f.daily.iter().map(|t| t.level).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(f.monthly[0].rate_limit, "500k/1000k");
+        assert!(f.free_hours.is_none());
+        assert_eq!(policy[&9].free_hours.unwrap().free_percent, 50);
+        assert!(policy[&9].daily.is_empty());
+    }
+
+    #[test]
+    fn a_subscriber_is_found_with_its_service_and_fup_only_when_it_has_one() {
+        let mut snapshot = Snapshot::default();
+        snapshot.set_services(&[crate::model::ServiceRecord {
+            id: 1,
+            name: "10M".into(),
+            download_kbps: 10_000,
+            upload_kbps: 2_000,
+            burst: None,
+            pool_name: None,
+            filter_id: None,
+            idle_timeout: None,
+            daily_quota_bytes: None,
+            monthly_quota_bytes: None,
+        }]);
+        let sub = |name: &str, service_id| crate::model::SubscriberRecord {
+            id: 1,
+            username: name.into(),
+            password_enc: vec![],
+            service_id,
+            is_active: true,
+            expiry_date: None,
+            mac_address: None,
+            static_ip: None,
+            updated_at: 0,
+        };
+        snapshot.apply_subscribers(&[sub("tiered", Some(1)), sub("none", None)], &[]);
+        assert!(
+            fup_of(&snapshot, b"tiered").is_none(),
+            "no FUP for the service yet"
+        );
+        snapshot.fup.insert(1, std::sync::Arc::new(fup()));
+        let (s, f) = fup_of(&snapshot, b"tiered").unwrap();
+        assert_eq!((s.id, f.daily.len()), (1, 2));
+        assert!(fup_of(&snapshot, b"none").is_none());
+        assert!(fup_of(&snapshot, b"nobody").is_none());
+    }
 }

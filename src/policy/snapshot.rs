@@ -14,12 +14,12 @@ use chrono::NaiveDate;
 
 use super::mac;
 use super::speed::Kbps;
-use crate::proto::dict::{self, ValueKind};
-use crate::proto::Secret;
 use crate::model::{
     Burst, ChangeVersions, MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord,
     SubscriberRecord,
 };
+use crate::proto::dict::{self, ValueKind};
+use crate::proto::Secret;
 
 /// A registered, active NAS.
 #[derive(Debug)]
