@@ -313,7 +313,7 @@ pub fn coa_answer(resign_it: bool, data: &[u8]) {
 /// A spool file of any bytes: the reader never panics, never loops, and
 /// accounts for every byte (records and damaged stretches, in order).
 pub fn spool_bytes(data: &[u8]) {
-    let items = crate::accounting::spool::scan_bytes(data);
+    let items = crate::server::accounting::spool::scan_bytes(data);
     let mut covered = 0u64;
     for item in &items {
         match item {

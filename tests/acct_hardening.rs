@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use common::fake_nas::{FakeNas, Mode};
 use common::pg::{eventually, Cluster};
 use common::server::{acct_bytes, send_all, Backend, Install, SECRET};
-use shardius::accounting::spool::{encode_record, Spool};
 use shardius::accounting::{unique_id, AcctEvent, AcctKind};
 use shardius::nas_client::AcctRecord;
 use shardius::proto::dict::{acct_status, attr};
+use shardius::server::accounting::spool::{encode_record, Spool};
 use shardius::store::{self, DatabaseUrl, SessionRow};
 
 fn start(sid: &[u8]) -> AcctRecord<'_> {
@@ -184,7 +184,7 @@ fn a_row_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_written(bac
     assert_eq!(rows.len(), 50, "every innocent event is in radacct");
     assert!(rows.iter().all(|r| r.username == "alice"));
     let rejected = install.path("shardius-acct.spool.rejected");
-    let (events, bad) = shardius::accounting::rejected::read(&rejected).unwrap();
+    let (events, bad) = shardius::server::accounting::rejected::read(&rejected).unwrap();
     assert!(bad.is_empty());
     let mut set_aside: Vec<&str> = events.iter().map(|e| e.event.session_id.as_str()).collect();
     set_aside.sort();
@@ -277,7 +277,7 @@ fn a_spool_with_a_refused_row_and_a_damaged_record_replays_everything_else(backe
     }
     assert_eq!(stored.len(), expected.len());
     let (rejected, _) =
-        shardius::accounting::rejected::read(&install.path("shardius-acct.spool.rejected"))
+        shardius::server::accounting::rejected::read(&install.path("shardius-acct.spool.rejected"))
             .unwrap();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].event.session_id, "r3-evil");

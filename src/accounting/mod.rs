@@ -1,11 +1,8 @@
-//! Accounting, split like the rest: [`event`] turns packets into events
-//! without IO; the writer thread in `server::writer` batches them into
-//! `radacct` through the store and acknowledges only what is durable: in
-//! the database, in the [`spool`] while the database is away, or, for an
-//! event the database refuses for its data, in the [`rejected`] file.
+//! Accounting-Requests as events, without IO: [`event`] turns a packet into
+//! an [`AcctEvent`] with its session key and merge rules. The pipeline that
+//! makes them durable (writer, spool, set-aside file) is the shell's:
+//! `server::accounting`.
 
 pub mod event;
-pub mod rejected;
-pub mod spool;
 
 pub use event::{unique_id, AcctEvent, AcctKind, AcctParseError};

@@ -30,7 +30,7 @@ pub fn run(store: &mut dyn Store, cmd: AccountingCommand) -> anyhow::Result<()> 
 }
 
 fn replay(store: &mut dyn Store, file: &Path) -> anyhow::Result<()> {
-    let (events, unparsed) = crate::accounting::rejected::read(file)
+    let (events, unparsed) = crate::server::accounting::rejected::read(file)
         .with_context(|| format!("reading {}", file.display()))?;
     for line in &unparsed {
         eprintln!("{}: line {line} is not an event (skipped)", file.display());
@@ -42,7 +42,7 @@ fn replay(store: &mut dyn Store, file: &Path) -> anyhow::Result<()> {
         &rows,
         &mut |row, e| {
             refused += 1;
-            let again = crate::accounting::rejected::RejectedEvent {
+            let again = crate::server::accounting::rejected::RejectedEvent {
                 rejected_at: chrono::Utc::now(),
                 error: e.to_string(),
                 event: row.clone(),

@@ -3,13 +3,16 @@
 //! and reloads only what changed: subscribers as a delta by `updated_at`
 //! plus deletion tombstones, the small tables whole.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+use super::Shared;
 
 use crate::policy::{Preferences, Snapshot};
-use crate::store::{Result, SnapshotSource};
+use crate::store::{Result, SnapshotSource, StoreError};
 
 /// Changed rows are read from this far before the previous poll's clock,
 /// so a transaction that committed late with an earlier `updated_at` is
@@ -137,4 +140,86 @@ pub fn log_load(snapshot: &Snapshot, report: &LoadReport, started: Instant) {
             "subscriber snapshot refreshed"
         );
     }
+}
+
+/// The lines that say the first snapshot is loaded.
+pub fn log_first(snapshot: &Snapshot, started: Instant) {
+    info!("Loaded {} NAS secrets", snapshot.nas.len());
+    info!(
+        subscribers = snapshot.subscribers.len(),
+        services = snapshot.services.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "snapshot loaded"
+    );
+}
+
+/// Starts the loader thread: it waits for a change notification
+/// (PostgreSQL) or the poll interval, reloads what changed and publishes
+/// the snapshot, counts open sessions for the metrics, and keeps the
+/// shards on the cached snapshot (logging the outage once) while the
+/// database is away.
+pub fn spawn(
+    mut loader: Loader,
+    shared: Arc<Shared>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let interval = Duration::from_secs(shared.config.database.reload_interval_secs);
+    std::thread::Builder::new()
+        .name("loader".into())
+        .spawn(move || {
+            let mut outage = false;
+            let mut next_count = Instant::now();
+            let open_sessions_every =
+                Duration::from_secs(shared.config.database.open_sessions_interval_secs);
+            let report_error = |outage: &mut bool, e: &StoreError| {
+                shared.loader_status.failed();
+                if !*outage {
+                    error!("snapshot reload failed, serving from the cached snapshot: {e}");
+                    *outage = true;
+                }
+            };
+            let mut next = Instant::now() + interval;
+            while !shared.shutdown.load(Ordering::Relaxed) {
+                // Wake on a change notification (PostgreSQL), on the poll
+                // interval (every backend), or to check for shutdown.
+                let wait = next
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(200));
+                let notified = match loader.wait_for_change(wait) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        report_error(&mut outage, &e);
+                        std::thread::sleep(wait);
+                        false
+                    }
+                };
+                if !notified && Instant::now() < next {
+                    continue;
+                }
+                next = Instant::now() + interval;
+                let started = Instant::now();
+                match loader.poll() {
+                    Ok(changed) => {
+                        if let Some((snapshot, report)) = changed {
+                            log_load(&snapshot, &report, started);
+                            shared.snapshot.store(snapshot);
+                        }
+                        shared.loader_status.synced(shared.now_ms());
+                        if std::mem::take(&mut outage) {
+                            info!("database reachable again; snapshot reloading resumed");
+                        }
+                        if Instant::now() >= next_count {
+                            next_count = Instant::now() + open_sessions_every;
+                            match loader.open_session_count() {
+                                Ok(n) => shared
+                                    .loader_status
+                                    .open_sessions
+                                    .store(n, Ordering::Relaxed),
+                                Err(e) => report_error(&mut outage, &e),
+                            }
+                        }
+                    }
+                    Err(e) => report_error(&mut outage, &e),
+                }
+            }
+        })
 }

@@ -87,6 +87,25 @@ fn write_batch(
     }
 }
 
+/// A connection per radius_logs worker, none with `log.radius_logs` off:
+/// one on the embedded store (its file has one write lock), `log.workers`
+/// on PostgreSQL.
+pub fn open_stores(
+    config: &crate::config::Config,
+    open_store: super::StoreFactory<'_>,
+) -> Result<Vec<Box<dyn LogSink>>, crate::store::StoreError> {
+    if !config.log.radius_logs {
+        return Ok(Vec::new());
+    }
+    let workers = match config.database.url {
+        crate::store::DatabaseUrl::Sqlite(_) => 1,
+        crate::store::DatabaseUrl::Postgres(_) => config.log.workers,
+    };
+    (0..workers)
+        .map(|_| open_store().map(|s| -> Box<dyn LogSink> { s }))
+        .collect()
+}
+
 /// Starts `stores.len()` workers; they end when every sender is gone and
 /// the channel is drained.
 pub fn spawn(

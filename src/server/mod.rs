@@ -1,28 +1,37 @@
-//! The IO shell: shards (glommio executors, one per core) own the sockets
-//! and call the engine; the loader thread publishes snapshots; the main
-//! thread waits for SIGTERM/SIGINT and drains.
+//! The IO shell: everything that touches a socket, a thread, the clock or
+//! a database, grouped by subsystem. Nothing here decides; the core does.
+//!
+//! - [`shard`]: one glommio executor per core, owning its sockets (one per
+//!   listen address, in SO_REUSEPORT groups) and its `Engine`: receive,
+//!   call the engine, send or hand to the writer. The only glommio code.
+//! - [`accounting`]: the accounting writer thread (batches, commits,
+//!   acknowledges only what is durable), the spool, the set-aside file,
+//!   and quota bookkeeping with its usage thread.
+//! - [`control`]: the control thread: `/metrics`, `/healthz`, the admin
+//!   API and the systemd watchdog.
+//! - [`loader`]: the loader thread, publishing snapshots to the shards.
+//! - [`jobs`]: the jobs thread: CoA and Disconnect, the expiry/suspension
+//!   sweep and the usage resets.
+//! - [`logpool`]: the radius_logs workers.
+//! - [`threads`]: the running threads and the order they stop in.
+//!
+//! [`serve`] wires them: build, start, wait for a signal, stop.
 
-mod admin_api;
-mod clock;
-mod control;
-mod enforcer;
+pub mod accounting;
+pub mod control;
+mod jobs;
 mod loader;
 mod logpool;
-pub mod metrics;
-mod quota;
-mod shard;
-pub mod socket;
-pub mod status;
-mod unknown_nas;
-pub mod writer;
+pub mod shard;
+mod threads;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 pub use loader::{LoadReport, Loader};
 
@@ -31,7 +40,9 @@ use crate::engine::{all_drop_reasons, Counter, DropReason, StatsSlot};
 use crate::keyfile::PasswordKey;
 use crate::policy::RejectReason;
 use crate::policy::Snapshot;
-use crate::store::{Store, StoreError};
+use crate::store::{AccountingSink, Store, StoreError, UsageStore};
+use control::status;
+use shard::unknown_nas;
 
 /// What every shard and the loader share.
 pub struct Shared {
@@ -74,8 +85,13 @@ pub enum ServeError {
     },
     #[error("cannot start shard: {0}")]
     Shard(std::io::Error),
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        name: &'static str,
+        source: std::io::Error,
+    },
     #[error("accounting spool: {0}")]
-    Spool(#[from] crate::accounting::spool::SpoolError),
+    Spool(#[from] accounting::spool::SpoolError),
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
     #[error("RLIMIT_MEMLOCK is {have_kib} KiB but a shard's io_uring needs {need_kib} KiB: raise it (LimitMEMLOCK= in the systemd unit, `ulimit -l` in a shell)")]
@@ -91,8 +107,8 @@ pub enum ServeError {
 pub type StoreFactory<'a> = &'a dyn Fn() -> Result<Box<dyn Store>, StoreError>;
 
 /// Runs the server until SIGTERM or SIGINT. Every thread that talks to the
-/// database gets its own connection from `open_store`: the loader, the
-/// accounting writer and each radius_logs worker.
+/// database gets a connection of its own from `open_store`, holding only
+/// the role it uses.
 pub fn serve(
     config: Config,
     key: PasswordKey,
@@ -100,169 +116,40 @@ pub fn serve(
 ) -> Result<(), ServeError> {
     let started = Instant::now();
     check_memlock()?;
-    let store = open_store()?;
-    let acct_store = open_store()?;
-    let enforcer_store = open_store()?;
-    let usage_store = open_store()?;
-    // One radius_logs writer on the embedded store (its file has one write
-    // lock; see logpool); `log.workers` on PostgreSQL.
-    let log_workers = match config.database.url {
-        crate::store::DatabaseUrl::Sqlite(_) => 1,
-        crate::store::DatabaseUrl::Postgres(_) => config.log.workers,
-    };
-    let log_stores = if config.log.radius_logs {
-        (0..log_workers)
-            .map(|_| open_store().map(|s| -> Box<dyn crate::store::LogSink> { s }))
-            .collect::<Result<Vec<_>, _>>()?
-    } else {
-        Vec::new()
-    };
+    let loader = Loader::new(open_store()?)?;
+    let acct_store: Box<dyn AccountingSink> = open_store()?;
+    let usage_store: Box<dyn UsageStore> = open_store()?;
+    let jobs_store: Box<dyn Store> = open_store()?;
+    let log_stores = logpool::open_stores(&config, open_store)?;
+    let first = loader.snapshot();
+    loader::log_first(&first, started);
     let shard_count = config.shard_count();
-    let loader = Loader::new(store)?;
-    let first = loader.snapshot().clone();
-    info!("Loaded {} NAS secrets", first.nas.len());
-    info!(
-        subscribers = first.subscribers.len(),
-        services = first.services.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "snapshot loaded"
-    );
+    let mut bound = shard::bind(&config.server, shard_count)?;
+    let http = control::bind(&config.http)?;
+    let spool = accounting::open_spool(&config.accounting)?;
 
-    let mut per_shard: Vec<shard::ShardSockets> = (0..shard_count)
-        .map(|_| shard::ShardSockets {
-            auth: Vec::new(),
-            acct: Vec::new(),
-            writer: None,
-            logs: None,
-        })
-        .collect();
-    let mut writer_sockets: Vec<Vec<std::net::UdpSocket>> =
-        (0..shard_count).map(|_| Vec::new()).collect();
-    let mut bound_auth = Vec::new();
-    let mut bound_acct = Vec::new();
-    // Held until serve() returns: this process serves these addresses.
-    let mut address_locks = Vec::new();
-    let recv_buffer = config.server.recv_buffer_bytes;
-    for (addrs, bound, is_auth) in [
-        (&config.server.listen_auth, &mut bound_auth, true),
-        (&config.server.listen_acct, &mut bound_acct, false),
-    ] {
-        for &addr in addrs {
-            // Claim a fixed address before joining its socket group (never
-            // take a running instance's traffic, even for a moment); a
-            // port-0 group is new, so claim it once its port is known.
-            let early = (addr.port() != 0)
-                .then(|| socket::lock_address(addr))
-                .transpose()
-                .map_err(|source| ServeError::Bind { addr, source })?;
-            let group = socket::bind_group(addr, shard_count, recv_buffer)
-                .map_err(|source| ServeError::Bind { addr, source })?;
-            let actual = group[0]
-                .local_addr()
-                .map_err(|source| ServeError::Bind { addr, source })?;
-            let lock = match early {
-                Some(lock) => lock,
-                None => socket::lock_address(actual).map_err(|source| ServeError::Bind {
-                    addr: actual,
-                    source,
-                })?,
-            };
-            address_locks.push(lock);
-            bound.push(actual);
-            for (i, s) in group.into_iter().enumerate() {
-                if is_auth {
-                    per_shard[i].auth.push(s);
-                } else {
-                    // The writer answers accounting on the same socket.
-                    writer_sockets[i].push(
-                        s.try_clone()
-                            .map_err(|source| ServeError::Bind { addr, source })?,
-                    );
-                    per_shard[i].acct.push(s);
-                }
-            }
-        }
-    }
-
-    let http_listener = if config.http.enabled {
-        let addr = config.http.listen;
-        Some(
-            std::net::TcpListener::bind(addr)
-                .map_err(|source| ServeError::Http { addr, source })?,
-        )
-    } else {
-        None
-    };
-    let http_addr = match &http_listener {
-        Some(l) => l
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into()),
-        None => "off".into(),
-    };
-
-    let acct_committed: Arc<[std::sync::atomic::AtomicU64]> = (0..shard_count)
-        .map(|_| std::sync::atomic::AtomicU64::new(0))
-        .collect();
+    // The channels, each bounded, and what a full one means: shards →
+    // writer (not acknowledged, counted; the NAS retransmits); shards and
+    // jobs → radius_logs (dropped, counted); writer → usage thread (one
+    // batch of sums; the writer keeps summing); usage thread and admin API
+    // → jobs (a CoA refused with an error).
     let (acct_tx, acct_rx) = crossbeam_channel::bounded(config.accounting.queue_capacity);
-    let queue_watch = acct_rx.clone();
-    for s in &mut per_shard {
+    let (log_tx, log_rx) = crossbeam_channel::bounded(config.log.queue_capacity);
+    let (usage_tx, usage_rx) = accounting::quota::channel();
+    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(1024);
+    for s in &mut bound.shards {
         s.writer = Some(acct_tx.clone());
+        s.logs = (!log_stores.is_empty()).then(|| log_tx.clone());
     }
     drop(acct_tx);
-    let log_stats = Arc::new(logpool::LogPoolStats::default());
-    let log_workers = if log_stores.is_empty() {
-        Vec::new()
-    } else {
-        let (log_tx, log_rx) = crossbeam_channel::bounded(config.log.queue_capacity);
-        for s in &mut per_shard {
-            s.logs = Some(log_tx.clone());
-        }
-        logpool::spawn(log_stores, log_rx, log_stats.clone())
-    };
-    let writer_stats = Arc::new(writer::WriterStats::default());
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let acct_writer = {
-        let (spool, opened) = crate::accounting::spool::Spool::open(
-            &config.accounting.spool_path,
-            config.accounting.spool_max_bytes,
-        )?;
-        if opened.tail > 0 {
-            let what = if opened.tail_torn {
-                "a record cut short by a crash (never acknowledged)"
-            } else {
-                "damaged bytes (acknowledged accounting may have been in them)"
-            };
-            warn!(
-                "accounting spool {}: its last {} bytes hold no intact record, {what}; kept in {}",
-                spool.path().display(),
-                opened.tail,
-                spool.unreadable_path().display()
-            );
-        }
-        if opened.pending > 0 {
-            info!(
-                bytes = opened.pending,
-                "accounting spool left from a previous run: replaying it"
-            );
-        }
-        writer::Writer::new(
-            acct_store,
-            spool,
-            acct_rx,
-            writer_sockets,
-            acct_committed.clone(),
-            writer_stats.clone(),
-            config.accounting.clone(),
-            shutdown.clone(),
-        )
-    };
 
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let acct_committed: Arc<[AtomicU64]> = (0..shard_count).map(|_| AtomicU64::new(0)).collect();
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::new(first),
         stats: (0..shard_count).map(|_| StatsSlot::default()).collect(),
-        acct_committed,
-        shutdown,
+        acct_committed: acct_committed.clone(),
+        shutdown: shutdown.clone(),
         origin: started,
         loader_status: Default::default(),
         coa: Default::default(),
@@ -270,82 +157,61 @@ pub fn serve(
         key,
         config,
     });
-    // CoA jobs: from the admin API and from quota bookkeeping.
-    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(1024);
-    let quota_stats = Arc::new(quota::QuotaStats::default());
-    let (usage_tx, usage_rx) = quota::channel();
-    let acct_writer = acct_writer.with_quota(quota::Quota::new(shared.clone(), usage_tx));
-    let usage_thread = {
-        let worker = quota::UsageWorker {
-            store: usage_store,
-            shared: shared.clone(),
-            rx: usage_rx,
-            jobs: jobs_tx.clone(),
-            stats: quota_stats.clone(),
-        };
-        std::thread::Builder::new()
-            .name("usage".into())
-            .spawn(move || worker.run())
-            .map_err(ServeError::Shard)?
+    let writer_stats = Arc::new(accounting::WriterStats::default());
+    let quota_stats = Arc::new(accounting::quota::QuotaStats::default());
+    let log_stats = Arc::new(logpool::LogPoolStats::default());
+    let writer = accounting::Writer::new(
+        acct_store,
+        spool,
+        acct_rx.clone(),
+        std::mem::take(&mut bound.writer_sockets),
+        acct_committed,
+        writer_stats.clone(),
+        shared.config.accounting.clone(),
+        shutdown,
+    )
+    .with_quota(accounting::quota::Quota::new(shared.clone(), usage_tx));
+    let usage = accounting::quota::UsageWorker {
+        store: usage_store,
+        shared: shared.clone(),
+        rx: usage_rx,
+        jobs: jobs_tx.clone(),
+        stats: quota_stats.clone(),
     };
-    let writer_thread = std::thread::Builder::new()
-        .name("acct-writer".into())
-        .spawn(move || acct_writer.run())
-        .map_err(ServeError::Shard)?;
-
-    let signals = signal_hook::iterator::Signals::new([
+    let jobs = jobs::Enforcer::new(jobs_store, jobs_rx, shared.clone());
+    let control = Arc::new(control::ControlState::new(
+        control::metrics::Sources {
+            shared: shared.clone(),
+            writer: writer_stats,
+            logs: log_stats.clone(),
+            queue: acct_rx,
+            quota: quota_stats,
+        },
+        jobs_tx,
+    ));
+    let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])
     .map_err(ServeError::Signals)?;
-    shared.loader_status.synced(shared.now_ms());
-    let loader_thread = spawn_loader(loader, shared.clone());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut shards = Vec::with_capacity(shard_count);
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    for (i, sockets) in per_shard.into_iter().enumerate() {
-        shards.push(
-            shard::spawn(
-                i,
-                Some(i % cores),
-                sockets,
-                shared.clone(),
-                started_tx.clone(),
-            )
-            .map_err(ServeError::Shard)?,
-        );
-    }
-    drop(started_tx);
-    // Every shard reports once its executor runs; one that cannot start
-    // drops its sender unsent. Never report ready with a shard missing.
-    let shards_up = started_rx.iter().take(shard_count).count();
-    let sources = Arc::new(metrics::Sources {
-        shared: shared.clone(),
-        writer: writer_stats.clone(),
-        logs: log_stats.clone(),
-        queue: queue_watch,
-        quota: quota_stats,
+
+    let http_addr = http.as_ref().map_or("off".into(), |l| {
+        l.local_addr().map_or("?".into(), |a| a.to_string())
     });
-    let enforcer_thread = {
-        let enforcer = enforcer::Enforcer::new(enforcer_store, jobs_rx, shared.clone());
-        std::thread::Builder::new()
-            .name("enforcer".into())
-            .spawn(move || enforcer.run())
-            .map_err(ServeError::Shard)?
+    let parts = threads::Parts {
+        writer,
+        usage,
+        loader,
+        shards: std::mem::take(&mut bound.shards),
+        jobs,
+        http,
+        control,
+        log_stores,
+        log_rx,
+        log_stats: log_stats.clone(),
     };
-    let control_thread = control::spawn(
-        http_listener,
-        Arc::new(control::ControlState {
-            registry: metrics::registry(sources.clone()),
-            sources,
-            admin: admin_api::Admin {
-                token: shared.config.http.admin_token.clone(),
-                jobs: jobs_tx,
-            },
-        }),
-    )
-    .map_err(ServeError::Shard)?;
-    let mut signals = signals;
+    let (threads, shards_up) = threads::Threads::start(parts, &shared)?;
+    drop(log_tx);
     if shards_up < shard_count {
         // Never "listening" or READY with a shard missing.
         error!(
@@ -353,23 +219,7 @@ pub fn serve(
             shard_count - shards_up
         );
     } else {
-        info!(
-            "listening auth={} acct={} http={} shards={}",
-            join(&bound_auth),
-            join(&bound_acct),
-            http_addr,
-            shard_count
-        );
-        // Sockets are bound, every shard runs, the first snapshot is loaded:
-        // tell systemd (Type=notify). Without NOTIFY_SOCKET this does nothing.
-        let _ = sd_notify::notify(&[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(&format!(
-                "serving {} NAS, {} subscribers on {shard_count} shards",
-                shared.snapshot.load().nas.len(),
-                shared.snapshot.load().subscribers.len()
-            )),
-        ]);
+        announce_ready(&shared, &bound, &http_addr);
         if let Some(sig) = signals.forever().next() {
             info!(signal = sig, "shutting down");
         }
@@ -379,52 +229,48 @@ pub fn serve(
         sd_notify::NotifyState::Status("draining accounting"),
     ]);
     shared.shutdown.store(true, Ordering::Relaxed);
-    let mut shard_error = None;
-    for (i, h) in shards.into_iter().enumerate() {
-        if let Err(e) = h.join() {
-            error!(shard = i, "shard ended with an error: {e}");
-            shard_error.get_or_insert_with(|| format!("shard {i}: {e}"));
-        }
-    }
-    if loader_thread.join().is_err() {
-        error!("loader thread panicked");
-    }
-    if control_thread.join().is_err() {
-        error!("control thread panicked");
-    }
-    if enforcer_thread.join().is_err() {
-        error!("enforcer thread panicked");
-    }
-    // The shards are gone, so are their senders: the writer commits and
-    // answers what is still queued, then ends.
-    if writer_thread.join().is_err() {
-        error!("accounting writer panicked");
-    }
-    // The writer handed over its last sums; the usage thread counts them.
-    if usage_thread.join().is_err() {
-        error!("usage thread panicked");
-    }
-    let had_log_workers = !log_workers.is_empty();
-    for w in log_workers {
-        if w.join().is_err() {
-            error!("radius_logs worker panicked");
-        }
-    }
-    if had_log_workers {
-        info!(
-            "radius_logs stopped: written={} failed={}",
-            log_stats.written.load(Ordering::Relaxed),
-            log_stats.failed.load(Ordering::Relaxed)
-        );
-    }
-    for (i, slot) in shared.stats.iter().enumerate() {
-        info!("{}", shard_summary(i, slot));
-    }
-    drop(address_locks);
+    let shard_error = threads.join_in_order();
+    log_summaries(&shared, &log_stats);
+    drop(bound.claims);
     info!("stopped");
     match shard_error {
         Some(e) if shards_up < shard_count => Err(ServeError::Shard(std::io::Error::other(e))),
         _ => Ok(()),
+    }
+}
+
+/// Says the server serves: the `listening` line tests and operators parse,
+/// and READY to systemd (Type=notify; without NOTIFY_SOCKET a no-op), once
+/// the sockets are bound, every shard runs and the first snapshot is loaded.
+fn announce_ready(shared: &Shared, bound: &shard::Bound, http: &str) {
+    let shards = shared.stats.len();
+    info!(
+        "listening auth={} acct={} http={http} shards={shards}",
+        join(&bound.auth),
+        join(&bound.acct),
+    );
+    let snapshot = shared.snapshot.load();
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!(
+            "serving {} NAS, {} subscribers on {shards} shards",
+            snapshot.nas.len(),
+            snapshot.subscribers.len()
+        )),
+    ]);
+}
+
+/// What the log pool and each shard did, at exit.
+fn log_summaries(shared: &Shared, logs: &logpool::LogPoolStats) {
+    if shared.config.log.radius_logs {
+        info!(
+            "radius_logs stopped: written={} failed={}",
+            logs.written.load(Ordering::Relaxed),
+            logs.failed.load(Ordering::Relaxed)
+        );
+    }
+    for (i, slot) in shared.stats.iter().enumerate() {
+        info!("{}", shard_summary(i, slot));
     }
 }
 
@@ -475,68 +321,4 @@ fn join(addrs: &[SocketAddr]) -> String {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn spawn_loader(mut loader: Loader, shared: Arc<Shared>) -> std::thread::JoinHandle<()> {
-    let interval = Duration::from_secs(shared.config.database.reload_interval_secs);
-    std::thread::Builder::new()
-        .name("loader".into())
-        .spawn(move || {
-            let mut outage = false;
-            let mut next_count = Instant::now();
-            let open_sessions_every =
-                Duration::from_secs(shared.config.database.open_sessions_interval_secs);
-            let report_error = |outage: &mut bool, e: &StoreError| {
-                shared.loader_status.failed();
-                if !*outage {
-                    error!("snapshot reload failed, serving from the cached snapshot: {e}");
-                    *outage = true;
-                }
-            };
-            let mut next = Instant::now() + interval;
-            while !shared.shutdown.load(Ordering::Relaxed) {
-                // Wake on a change notification (PostgreSQL), on the poll
-                // interval (every backend), or to check for shutdown.
-                let wait = next
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(200));
-                let notified = match loader.wait_for_change(wait) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        report_error(&mut outage, &e);
-                        std::thread::sleep(wait);
-                        false
-                    }
-                };
-                if !notified && Instant::now() < next {
-                    continue;
-                }
-                next = Instant::now() + interval;
-                let started = Instant::now();
-                match loader.poll() {
-                    Ok(changed) => {
-                        if let Some((snapshot, report)) = changed {
-                            loader::log_load(&snapshot, &report, started);
-                            shared.snapshot.store(snapshot);
-                        }
-                        shared.loader_status.synced(shared.now_ms());
-                        if std::mem::take(&mut outage) {
-                            info!("database reachable again; snapshot reloading resumed");
-                        }
-                        if Instant::now() >= next_count {
-                            next_count = Instant::now() + open_sessions_every;
-                            match loader.open_session_count() {
-                                Ok(n) => shared
-                                    .loader_status
-                                    .open_sessions
-                                    .store(n, Ordering::Relaxed),
-                                Err(e) => report_error(&mut outage, &e),
-                            }
-                        }
-                    }
-                    Err(e) => report_error(&mut outage, &e),
-                }
-            }
-        })
-        .expect("spawning a thread only fails when the process is out of resources")
 }

@@ -18,8 +18,8 @@ use chrono::Utc;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tracing::{debug, error, info, warn};
 
-use crate::accounting::rejected::Rejected;
-use crate::accounting::spool::{sibling, Next, Spool};
+use super::rejected::Rejected;
+use super::spool::{sibling, Next, Spool};
 use crate::accounting::{AcctEvent, AcctKind};
 use crate::config::AccountingConfig;
 use crate::store::{write_splitting, AccountingSink, StopCause, Stopped};
@@ -84,8 +84,8 @@ impl Default for WriterStats {
             spool_unreadable_bytes: AtomicU64::new(0),
             clamped_events: AtomicU64::new(0),
             abandoned_events: AtomicU64::new(0),
-            batch_size: super::metrics::batch_size_histogram(),
-            commit_seconds: super::metrics::commit_seconds_histogram(),
+            batch_size: crate::server::control::metrics::batch_size_histogram(),
+            commit_seconds: crate::server::control::metrics::commit_seconds_histogram(),
         }
     }
 }
@@ -310,7 +310,7 @@ impl Writer {
     fn make_durable(
         &mut self,
         rows: &[AcctEvent],
-    ) -> Result<bool, (usize, StopCause, crate::accounting::spool::SpoolError)> {
+    ) -> Result<bool, (usize, StopCause, super::spool::SpoolError)> {
         let stopped = match self.write_rows(rows) {
             Ok(()) => {
                 if std::mem::take(&mut self.spooling) {

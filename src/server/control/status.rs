@@ -8,8 +8,8 @@ use std::time::Duration;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use super::Shared;
 use crate::coa::{CoaKind, CoaResult};
+use crate::server::Shared;
 
 /// A shard that has not published its counters for this long is stuck.
 pub const SHARD_STALL: Duration = Duration::from_secs(2);

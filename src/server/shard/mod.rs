@@ -1,6 +1,13 @@
 //! One shard: a glommio executor pinned to a core, owning its sockets and
 //! its engine. Receive, look up, call the engine, send; nothing here
-//! decides anything.
+//! decides anything. The only glommio code of the crate is in this folder:
+//! `socket.rs` binds the SO_REUSEPORT groups and claims the addresses,
+//! `clock.rs` reads the time once per datagram, `unknown_nas.rs` bounds the
+//! `unknown NAS` log across shards.
+
+mod clock;
+pub mod socket;
+pub mod unknown_nas;
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
@@ -14,14 +21,14 @@ use glommio::net::UdpSocket;
 use glommio::{GlommioError, LocalExecutorBuilder, Placement};
 use tracing::{debug, info, warn};
 
-use super::clock::ShardClock;
-use super::writer::AcctMessage;
-use super::Shared;
 use crate::accounting::AcctKind;
 use crate::engine::{Context, Counter, Engine, Event, Port};
 use crate::proto::dict::attr;
 use crate::proto::Packet;
+use crate::server::accounting::AcctMessage;
+use crate::server::{ServeError, Shared};
 use crate::store::LogEntry;
+use clock::ShardClock;
 
 /// How often a blocked receive wakes up to check for shutdown.
 const POLL_SHUTDOWN: Duration = Duration::from_millis(200);
@@ -41,6 +48,95 @@ pub struct ShardSockets {
     pub logs: Option<crossbeam_channel::Sender<LogEntry>>,
 }
 
+/// Every listen address, bound once per shard and claimed.
+pub struct Bound {
+    /// Per shard: its sockets (the channels are filled in by the caller).
+    pub shards: Vec<ShardSockets>,
+    /// Per shard, per accounting address: a clone of the socket, for the
+    /// accounting writer to answer on.
+    pub writer_sockets: Vec<Vec<StdUdpSocket>>,
+    pub auth: Vec<SocketAddr>,
+    pub acct: Vec<SocketAddr>,
+    /// Held while the server runs: this process serves these addresses.
+    pub claims: Vec<socket::AddressLock>,
+}
+
+/// Binds every listen address of `config` for `shards` shards, each
+/// claimed before its socket group is joined (never taking a running
+/// instance's traffic, even for a moment).
+///
+/// Port 0 picks a free port first, with a probe socket bound without
+/// SO_REUSEPORT: a reuseport bind to port 0 may be handed a port that
+/// another reuseport group of the same user already has (seen here after
+/// about 100 open sockets), and would join that group.
+pub fn bind(config: &crate::config::ServerConfig, shards: usize) -> Result<Bound, ServeError> {
+    let mut bound = Bound {
+        shards: (0..shards)
+            .map(|_| ShardSockets {
+                auth: Vec::new(),
+                acct: Vec::new(),
+                writer: None,
+                logs: None,
+            })
+            .collect(),
+        writer_sockets: (0..shards).map(|_| Vec::new()).collect(),
+        auth: Vec::new(),
+        acct: Vec::new(),
+        claims: Vec::new(),
+    };
+    for (addrs, is_auth) in [(&config.listen_auth, true), (&config.listen_acct, false)] {
+        for &asked in addrs {
+            let bind_error = |addr, source| ServeError::Bind { addr, source };
+            let (addr, claim) = claim(asked).map_err(|e| bind_error(asked, e))?;
+            let group = socket::bind_group(addr, shards, config.recv_buffer_bytes)
+                .map_err(|e| bind_error(addr, e))?;
+            bound.claims.push(claim);
+            for (i, s) in group.into_iter().enumerate() {
+                if is_auth {
+                    bound.shards[i].auth.push(s);
+                } else {
+                    // The writer answers accounting on the same socket.
+                    bound.writer_sockets[i].push(s.try_clone().map_err(|e| bind_error(addr, e))?);
+                    bound.shards[i].acct.push(s);
+                }
+            }
+            if is_auth {
+                bound.auth.push(addr);
+            } else {
+                bound.acct.push(addr);
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// Claims `asked`, or for port 0 a free port of its address.
+fn claim(asked: SocketAddr) -> std::io::Result<(SocketAddr, socket::AddressLock)> {
+    if asked.port() != 0 {
+        return Ok((asked, socket::lock_address(asked)?));
+    }
+    let mut last = None;
+    // Another shardius may claim the probed port before we do: try again.
+    for _ in 0..8 {
+        let addr = StdUdpSocket::bind(asked)?.local_addr()?;
+        match socket::lock_address(addr) {
+            Ok(claim) => return Ok((addr, claim)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("tried at least once"))
+}
+
+/// A running shard.
+pub struct Handle(glommio::ExecutorJoinHandle<()>);
+
+impl Handle {
+    /// Waits for the shard to end; Err describes why it failed.
+    pub fn join(self) -> Result<(), String> {
+        self.0.join().map_err(|e| e.to_string())
+    }
+}
+
 /// Starts shard `index`. It sends its index on `started` once its executor
 /// runs; if the executor cannot be built (e.g. RLIMIT_MEMLOCK too low for
 /// io_uring) the sender is dropped unsent, which the caller notices.
@@ -50,7 +146,7 @@ pub fn spawn(
     sockets: ShardSockets,
     shared: Arc<Shared>,
     started: std::sync::mpsc::Sender<usize>,
-) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
+) -> std::io::Result<Handle> {
     let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
     LocalExecutorBuilder::new(placement)
         .name(&format!("shard-{index}"))
@@ -60,6 +156,7 @@ pub fn spawn(
             drop(started);
             run(index, sockets, shared)
         })
+        .map(Handle)
         .map_err(|e| std::io::Error::other(format!("shard {index}: {e}")))
 }
 

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use chrono::Local;
 use tracing::{info, warn};
 
-use super::enforcer::Job;
-use super::Shared;
 use crate::accounting::{AcctEvent, AcctKind};
 use crate::coa::Change;
 use crate::policy::fup::{fup_of, speed_change, usage_delta, Levels};
+use crate::server::jobs::Job;
+use crate::server::Shared;
 use crate::store::{AccountingSink, UsageStore};
 
 /// How often sessions that ended without a Stop are forgotten.

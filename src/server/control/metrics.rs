@@ -14,12 +14,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::logpool::LogPoolStats;
-use super::writer::{AcctMessage, WriterStats};
-use super::Shared;
 use crate::engine::{all_drop_reasons, Counter, DropReason, StatsSlot};
 use crate::policy::RejectReason;
 use crate::proto::ParseError;
+use crate::server::accounting::quota::QuotaStats;
+use crate::server::accounting::{AcctMessage, WriterStats};
+use crate::server::logpool::LogPoolStats;
+use crate::server::Shared;
 
 /// Bucket bounds of the accounting batch size histogram (events per commit).
 pub const BATCH_SIZE_BUCKETS: [f64; 10] =
@@ -44,7 +45,7 @@ pub struct Sources {
     pub logs: Arc<LogPoolStats>,
     /// A receiver of the writer queue, only to read its length.
     pub queue: crossbeam_channel::Receiver<AcctMessage>,
-    pub quota: Arc<super::quota::QuotaStats>,
+    pub quota: Arc<QuotaStats>,
 }
 
 /// Builds the registry once; each scrape encodes it anew.

@@ -21,9 +21,9 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::control::ControlState;
-use super::enforcer::Job;
+use super::ControlState;
 use crate::coa::Change;
+use crate::server::jobs::Job;
 
 /// What the handlers need: the token and the way to the enforcer.
 pub struct Admin {

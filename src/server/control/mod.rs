@@ -2,6 +2,10 @@
 //! serves HTTP (`/metrics`, `/healthz`, the admin API) and pings the
 //! systemd watchdog while every shard is alive.
 
+pub mod admin_api;
+pub mod metrics;
+pub mod status;
+
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,18 +19,49 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 use tracing::{error, warn};
 
-use super::metrics::{self, Sources};
-use super::Shared;
+use crate::server::Shared;
+use metrics::Sources;
 
 /// What the HTTP handlers share.
 pub struct ControlState {
     pub sources: Arc<Sources>,
     pub registry: Registry,
-    pub admin: super::admin_api::Admin,
+    pub admin: admin_api::Admin,
 }
 
-/// Starts the control thread. `listener` is bound by the caller, so a
-/// taken port fails the start instead of a thread later.
+impl ControlState {
+    /// The registry over `sources`, and the admin API sending to `jobs`.
+    pub fn new(
+        sources: Sources,
+        jobs: crossbeam_channel::Sender<crate::server::jobs::Job>,
+    ) -> Self {
+        let sources = Arc::new(sources);
+        ControlState {
+            registry: metrics::registry(sources.clone()),
+            admin: admin_api::Admin {
+                token: sources.shared.config.http.admin_token.clone(),
+                jobs,
+            },
+            sources,
+        }
+    }
+}
+
+/// Binds `http.listen` (when HTTP is on), so a taken port fails the start
+/// instead of a thread later.
+pub fn bind(
+    config: &crate::config::HttpConfig,
+) -> Result<Option<TcpListener>, crate::server::ServeError> {
+    if !config.enabled {
+        return Ok(None);
+    }
+    let addr = config.listen;
+    TcpListener::bind(addr)
+        .map(Some)
+        .map_err(|source| crate::server::ServeError::Http { addr, source })
+}
+
+/// Starts the control thread on the listener [`bind`] made.
 pub fn spawn(
     listener: Option<TcpListener>,
     state: Arc<ControlState>,
@@ -86,7 +121,7 @@ fn report_suppressed(shared: &Shared) {
     if n > 0 {
         warn!(
             "unknown NAS: {n} more lines suppressed (at most {} a minute; every packet is counted in shardius_unknown_nas_packets_total)",
-            super::unknown_nas::LINES_PER_MINUTE
+            crate::server::shard::unknown_nas::LINES_PER_MINUTE
         );
     }
 }
@@ -95,7 +130,7 @@ fn router(state: Arc<ControlState>) -> Router {
     let router = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(health_handler));
-    super::admin_api::routes(router).with_state(state)
+    admin_api::routes(router).with_state(state)
 }
 
 /// Resolves once the server is shutting down.

@@ -32,7 +32,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::AcctEvent;
+use crate::accounting::AcctEvent;
 
 /// The first bytes of every format-2 record.
 pub const MAGIC: [u8; 4] = [0xF5, b'S', b'P', b'2'];

@@ -14,9 +14,9 @@ use chrono::Utc;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tracing::{info, warn};
 
-use super::Shared;
 use crate::coa::{self, Change, Report, Retry};
 use crate::policy::fup::{self, Period};
+use crate::server::Shared;
 use crate::store::Store;
 
 /// A change to a user's sessions: from the admin API (which waits for the
