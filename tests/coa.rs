@@ -6,7 +6,7 @@
 #[macro_use]
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
 use common::fake_nas::{FakeNas, Mode, Received};
@@ -410,4 +410,150 @@ fn radclient_builds_the_same_coa_request_as_we_do() {
     };
     assert_eq!(strip(&ours), strip(&theirs));
     assert_eq!(ours.code, theirs.code);
+}
+
+/// NAS entries BNG-k on 127.0.0.(10+k), each with a fake NAS taking CoA;
+/// `sessions` subscribers u0.. with one open session each, spread over
+/// the NASes; `silent` of the NASes never answer.
+fn sweep_setup(
+    nases: u8,
+    silent: u8,
+    sessions: usize,
+    timeout_ms: u64,
+    config: &str,
+) -> (Install, Vec<FakeNas>, Server) {
+    let install = Install::empty();
+    install.write_config(&format!(
+        "[database]\nreload_interval_secs = 1\n\n[coa]\ntries = 3\ntimeout_ms = {timeout_ms}\nexpiry_check_interval_secs = 1\n{config}"
+    ));
+    install.provision_nas("mikrotik", 1700);
+    let fakes: Vec<FakeNas> = (0..nases)
+        .map(|k| {
+            let fake = FakeNas::start_on(&format!("127.0.0.{}", 10 + k), SECRET);
+            fake.set_mode(if k < silent { Mode::Silent } else { Mode::Ack });
+            install.ok(&[
+                "nas",
+                "add",
+                "--name",
+                &format!("SWEEP-{k}"),
+                "--ip",
+                &fake.addr.ip().to_string(),
+                "--secret",
+                SECRET,
+                "--coa-port",
+                &fake.addr.port().to_string(),
+            ]);
+            fake
+        })
+        .collect();
+    let csv = install.path("subs.csv");
+    let mut text = String::from("username,password,service\n");
+    for i in 0..sessions {
+        text.push_str(&format!("u{i},pw{i},10M\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    install.ok(&["subscriber", "import", csv.to_str().unwrap()]);
+    let server = install.serve(1);
+    for k in 0..nases {
+        let ip = format!("127.0.0.{}", 10 + k);
+        let socket = UdpSocket::bind((ip.as_str(), 0)).unwrap();
+        let names: Vec<(String, String)> = (0..sessions)
+            .filter(|i| i % usize::from(nases) == usize::from(k))
+            .map(|i| (format!("u{i}"), format!("s-{i}")))
+            .collect();
+        let records: Vec<_> = names
+            .iter()
+            .map(|(u, s)| acct_record(acct_status::START, u, s, 0, 0, None))
+            .collect();
+        let session = shardius::nas_client::Session {
+            nas_ip: ip.parse().unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(
+            common::server::send_all_as(&socket, server.acct, &records, &session).len(),
+            records.len()
+        );
+    }
+    (install, fakes, server)
+}
+
+/// Every session's Disconnect-Request leaves at once: a silent NAS delays
+/// only its own sessions, by one retry window (before, the sweep asked one
+/// session at a time, 3 tries each).
+#[test]
+fn the_expiry_sweep_asks_every_session_at_once_whatever_the_silent_nases() {
+    let (install, fakes, server) = sweep_setup(4, 2, 40, 300, "");
+    let db = install.db_url.strip_prefix("sqlite:").unwrap().to_owned();
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute(
+            "UPDATE subscribers SET is_active = 0 WHERE username LIKE 'u%'",
+            [],
+        )
+        .unwrap();
+    for (k, fake) in fakes.iter().enumerate() {
+        let want = if k < 2 { 30 } else { 10 };
+        let got = fake.wait_for(want, Duration::from_secs(20));
+        assert_eq!(got.len(), want, "NAS {k}");
+        if k < 2 {
+            // All ten first transmissions come before any retransmission.
+            let first: std::collections::HashSet<Vec<u8>> = got[..10]
+                .iter()
+                .map(|r| r.attr(attr::ACCT_SESSION_ID).unwrap().to_vec())
+                .collect();
+            assert_eq!(first.len(), 10, "NAS {k} was asked one session at a time");
+            let ids: std::collections::HashSet<u8> = got[..10].iter().map(|r| r.bytes[1]).collect();
+            assert_eq!(ids.len(), 10, "identifiers in flight together are distinct");
+        }
+    }
+    let metric = |result: &str| {
+        server.metric(&format!(
+            "shardius_coa_requests_total{{kind=\"disconnect\",result=\"{result}\"}}"
+        ))
+    };
+    assert!(
+        common::pg::eventually(Duration::from_secs(10), || metric("timeout") == 20.0),
+        "{}",
+        metric("timeout")
+    );
+    assert_eq!(metric("ack"), 20.0);
+}
+
+/// The sweep measurement of the architecture issue: 10,000 sessions on 20
+/// NASes, 5 of them silent (`bench/coa-sweep.sh` runs it).
+#[test]
+#[ignore = "a measurement: bench/coa-sweep.sh"]
+fn sweep_of_10000_sessions_on_20_nases_5_silent() {
+    let (install, fakes, server) = sweep_setup(20, 5, 10_000, 2000, "");
+    let db = install.db_url.strip_prefix("sqlite:").unwrap().to_owned();
+    let total = || -> f64 {
+        ["ack", "timeout", "nak", "bad_response", "error"]
+            .iter()
+            .map(|r| {
+                server.metric(&format!(
+                    "shardius_coa_requests_total{{kind=\"disconnect\",result=\"{r}\"}}"
+                ))
+            })
+            .sum()
+    };
+    let started = std::time::Instant::now();
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute("UPDATE subscribers SET is_active = 0", [])
+        .unwrap();
+    let mut first = None;
+    while total() < 10_000.0 {
+        if first.is_none() && fakes.iter().any(|f| !f.received().is_empty()) {
+            first = Some(started.elapsed());
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "{}", total());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let all = started.elapsed();
+    let timeouts =
+        server.metric("shardius_coa_requests_total{kind=\"disconnect\",result=\"timeout\"}");
+    eprintln!(
+        "sweep of 10,000 sessions on 20 NASes (5 silent, coa.tries 3 x timeout_ms 2000 = a 6 s retry window): first request {:?} after the UPDATE, all settled {all:?}; {timeouts} timeouts",
+        first.unwrap_or_default()
+    );
 }

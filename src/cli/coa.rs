@@ -21,17 +21,85 @@ pub fn change_sessions(
     if let Some(results) = through_server(config, user, session, &change)? {
         return report(user, session, &results);
     }
-    let retry = crate::coa::Retry {
-        tries: config.coa.tries,
-        timeout: std::time::Duration::from_millis(config.coa.timeout_ms),
-    };
     let mut store = open_store()?;
-    let reports = crate::coa::act(store.as_mut(), user, session, &change, retry)?;
+    let reports = send_from_here(store.as_mut(), config, user, session, &change)?;
     let results: Vec<(String, bool)> = reports
         .iter()
-        .map(|r| (r.line(), r.result == crate::coa::CoaResult::Ack))
+        .map(|r| (r.line(), r.result() == crate::coa::CoaResult::Ack))
         .collect();
     report(user, session, &results)
+}
+
+/// Sends `change` to each open session of `user` (or `session`) from this
+/// process, driving the same CoA machine as the server's jobs thread with
+/// a blocking loop, and writes every result to radius_logs.
+fn send_from_here(
+    store: &mut dyn Store,
+    config: &crate::config::Config,
+    user: &str,
+    session: Option<&str>,
+    change: &crate::coa::Change,
+) -> anyhow::Result<Vec<crate::coa::Report>> {
+    use crate::coa::{Ended, Report};
+    let sessions: Vec<_> = store
+        .open_sessions_of(user)?
+        .into_iter()
+        .filter(|s| session.is_none_or(|id| s.session_id == id))
+        .collect();
+    let nas = store.nas_devices()?;
+    let mut driver = crate::server::jobs::coa::Driver::new(crate::coa::Retry {
+        tries: config.coa.tries,
+        timeout: std::time::Duration::from_millis(config.coa.timeout_ms),
+    });
+    let mut reports = Vec::new();
+    let mut sent = std::collections::HashMap::new();
+    let event_timestamp = chrono::Utc::now().timestamp().max(0) as u32;
+    for s in sessions {
+        let prepared = match crate::coa::prepare(
+            &s,
+            |ip| crate::server::jobs::nas_target_in(&nas, ip),
+            change,
+        ) {
+            Ok(p) => p,
+            Err(report) => {
+                reports.push(report);
+                continue;
+            }
+        };
+        match driver.send(
+            prepared.to,
+            &prepared.secret,
+            &prepared.target(),
+            &prepared.action,
+            event_timestamp,
+        ) {
+            Ok(id) => {
+                sent.insert(id, (s, prepared.to));
+            }
+            Err(e) => reports.push(Report::new(
+                change.kind(),
+                &s,
+                Some(prepared.to),
+                Ended::NotSent(format!("cannot build the request: {e}")),
+            )),
+        }
+    }
+    for (id, outcome) in driver.finish_all()? {
+        if let Some((s, to)) = sent.remove(&id) {
+            reports.push(Report::new(
+                change.kind(),
+                &s,
+                Some(to),
+                Ended::Done(outcome),
+            ));
+        }
+    }
+    let now = chrono::Utc::now();
+    let entries: Vec<_> = reports.iter().map(|r| r.log_entry(now)).collect();
+    if let Err(e) = store.write_logs(&entries) {
+        tracing::warn!("cannot write CoA results to radius_logs: {e}");
+    }
+    Ok(reports)
 }
 
 /// Prints (line, acknowledged) per session; fails unless all were ACKed.

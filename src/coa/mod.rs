@@ -1,9 +1,10 @@
 //! Change of Authorization (RFC 5176): CoA-Request and Disconnect-Request
-//! to the NAS of a live session. `packet` builds and checks the bytes
-//! (sans-IO), `client` does one exchange over UDP, and [`act`] finds a
-//! user's open sessions in the store, sends to each session's NAS and
-//! logs every result to `radius_logs`. Used by `shardius coa|disconnect`,
-//! the admin API and the expiry/suspension job.
+//! to the NAS of a live session, without IO. [`packet`] builds and checks
+//! the bytes; [`client`] is the state machine that keeps many requests in
+//! flight, retransmits and gives up, on a clock passed in; this module
+//! turns a session and a change into a request ([`prepare`]) and an
+//! outcome into a [`Report`] and its radius_logs row. The shell drives it
+//! (the jobs thread, `shardius coa|disconnect`).
 
 pub mod client;
 pub mod packet;
@@ -12,11 +13,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use chrono::{DateTime, Utc};
 
-pub use client::{Retry, SendError};
+pub use client::{CoaClient, Outcome, RequestId, Retry, Transmit};
 pub use packet::{Action, Answer, AnswerError, Target};
 
+use crate::model::{LogEntry, NasType, SessionRow};
 use crate::proto::Secret;
-use crate::store::{LogEntry, NasRecord, NasType, SessionRow, Store, StoreError};
 
 /// What to change on a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +114,15 @@ impl CoaResult {
     }
 }
 
+/// How one session's request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Done(Outcome),
+    /// Not sent: the session's NAS is not configured, the request does not
+    /// fit, a socket error.
+    NotSent(String),
+}
+
 /// One session's result.
 #[derive(Debug)]
 pub struct Report {
@@ -124,31 +134,70 @@ pub struct Report {
     pub nas: String,
     /// The session's NAS address as radacct has it, for radius_logs.
     pub nas_ip: Option<IpAddr>,
-    pub outcome: Result<Answer, String>,
-    pub result: CoaResult,
+    pub ended: Ended,
 }
 
 impl Report {
-    /// `alice session=81a00003 nas=10.0.0.1:1700 disconnect: ACK`
+    /// The report of `session`'s request to `nas` (or its NAS address).
+    pub fn new(
+        kind: CoaKind,
+        session: &SessionRow,
+        nas: Option<SocketAddr>,
+        ended: Ended,
+    ) -> Report {
+        Report {
+            kind,
+            username: session.username.clone(),
+            session_id: session.session_id.clone(),
+            nas: nas.map_or_else(|| session.nas_ip.clone(), |a| a.to_string()),
+            nas_ip: session.nas_ip.parse().ok(),
+            ended,
+        }
+    }
+
+    /// The metric label of how it ended.
+    pub fn result(&self) -> CoaResult {
+        match &self.ended {
+            Ended::Done(Outcome::Answer(Answer::Ack)) => CoaResult::Ack,
+            Ended::Done(Outcome::Answer(Answer::Nak { .. })) => CoaResult::Nak,
+            Ended::Done(Outcome::TimedOut { .. }) => CoaResult::Timeout,
+            Ended::Done(Outcome::BadAnswer(_)) => CoaResult::BadResponse,
+            Ended::NotSent(_) => CoaResult::Error,
+        }
+    }
+
+    /// `ACK`, `NAK Session-Context-Not-Found (503)`, `timeout: no answer
+    /// to 3 tries`, `answer does not verify ... (wrong secret?)`, `error: ...`.
+    fn what(&self) -> String {
+        match &self.ended {
+            Ended::Done(Outcome::Answer(a)) => a.describe(),
+            Ended::Done(Outcome::TimedOut { tries }) => {
+                format!("timeout: no answer to {tries} tries")
+            }
+            Ended::Done(Outcome::BadAnswer(e)) => e.to_string(),
+            Ended::NotSent(e) => format!("error: {e}"),
+        }
+    }
+
+    /// `alice session=81a00003 nas=10.0.0.1:1700 disconnect: ACK` (the
+    /// session's text as radacct has it, made safe to print).
     pub fn line(&self) -> String {
-        let what = match &self.outcome {
-            Ok(a) => a.describe(),
-            Err(e) => e.clone(),
-        };
-        format!(
-            "{} session={} nas={} {}: {what}",
+        crate::text::printable(&format!(
+            "{} session={} nas={} {}: {}",
             self.username,
             self.session_id,
             self.nas,
-            self.kind.as_str()
-        )
+            self.kind.as_str(),
+            self.what()
+        ))
+        .into_owned()
     }
 
     pub fn to_json(&self) -> serde_json::Value {
-        let (answer, error_cause, error) = match &self.outcome {
-            Ok(Answer::Ack) => ("ack", None, None),
-            Ok(Answer::Nak { error_cause }) => ("nak", *error_cause, None),
-            Err(e) => (self.result.as_str(), None, Some(e.clone())),
+        let (error_cause, error) = match &self.ended {
+            Ended::Done(Outcome::Answer(Answer::Nak { error_cause })) => (*error_cause, None),
+            Ended::Done(Outcome::Answer(Answer::Ack)) => (None, None),
+            _ => (None, Some(self.what())),
         };
         serde_json::json!({
             "line": self.line(),
@@ -156,128 +205,97 @@ impl Report {
             "session_id": self.session_id,
             "nas": self.nas,
             "kind": self.kind.as_str(),
-            "result": answer,
+            "result": self.result().as_str(),
             "error_cause": error_cause,
             "error_cause_name": error_cause.map(crate::proto::dict::error_cause::name),
             "error": error,
         })
     }
+
+    /// Its `radius_logs` row, at `at`.
+    pub fn log_entry(&self, at: DateTime<Utc>) -> LogEntry {
+        LogEntry {
+            at,
+            nas_ip: self.nas_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            username: self.username.clone(),
+            event: self.kind.as_str(),
+            result: self.result().as_str(),
+            reason: match self.ended {
+                Ended::Done(Outcome::Answer(Answer::Nak {
+                    error_cause: Some(c),
+                })) => Some(crate::proto::dict::error_cause::name(c)),
+                _ => None,
+            },
+            shard: 0,
+        }
+    }
 }
 
-/// Sends `change` to one session's NAS.
-pub fn act_on_session(
+/// What a CoA needs of a session's NAS.
+#[derive(Clone, Debug)]
+pub struct NasTarget {
+    /// The NAS entry's address and CoA port.
+    pub addr: SocketAddr,
+    pub secret: Secret,
+    pub nas_type: NasType,
+}
+
+/// A request ready for [`CoaClient::send`].
+pub struct Prepared {
+    pub to: SocketAddr,
+    pub secret: Secret,
+    pub user_name: Vec<u8>,
+    pub acct_session_id: Vec<u8>,
+    pub nas_ip: Option<std::net::Ipv4Addr>,
+    pub framed_ip: Option<std::net::Ipv4Addr>,
+    pub action: Action,
+}
+
+impl Prepared {
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            user_name: &self.user_name,
+            acct_session_id: &self.acct_session_id,
+            nas_ip: self.nas_ip,
+            framed_ip: self.framed_ip,
+        }
+    }
+}
+
+/// The request that applies `change` to `session`, sent to its NAS as
+/// `find_nas` knows it (by the NAS address radacct has: the entry's own or
+/// one of its other NAS-IP-Addresses); the report of why not otherwise.
+pub fn prepare(
     session: &SessionRow,
-    nas_devices: &[NasRecord],
+    find_nas: impl Fn(IpAddr) -> Option<NasTarget>,
     change: &Change,
-    retry: Retry,
-    now: DateTime<Utc>,
-) -> Report {
-    let kind = change.kind();
-    let mut report = Report {
-        kind,
-        username: session.username.clone(),
-        session_id: session.session_id.clone(),
-        nas: session.nas_ip.clone(),
-        nas_ip: session.nas_ip.parse().ok(),
-        outcome: Err(String::new()),
-        result: CoaResult::Error,
-    };
-    // The session's NAS address is the entry's own or one of its other
-    // NAS-IP-Addresses; requests go to the entry's address.
-    let Some(nas) = report
-        .nas_ip
-        .and_then(|ip| nas_devices.iter().find(|n| n.has_address(ip)))
-    else {
-        report.outcome = Err(format!(
-            "error: NAS {} is not configured (nas add)",
-            session.nas_ip
+) -> Result<Prepared, Report> {
+    let nas_ip = session.nas_ip.parse::<IpAddr>().ok();
+    let Some(nas) = nas_ip.and_then(find_nas) else {
+        return Err(Report::new(
+            change.kind(),
+            session,
+            None,
+            Ended::NotSent(format!(
+                "NAS {} is not configured (nas add)",
+                session.nas_ip
+            )),
         ));
-        return report;
     };
-    let to = SocketAddr::new(nas.ip_address, nas.coa_port);
-    report.nas = to.to_string();
-    // radacct holds them in stored form: back to the bytes the NAS sent.
-    let user_name = crate::text::unstored(&session.username);
-    let acct_session_id = crate::text::unstored(&session.session_id);
-    let target = Target {
-        user_name: &user_name,
-        acct_session_id: &acct_session_id,
+    Ok(Prepared {
+        to: nas.addr,
+        secret: nas.secret,
+        // radacct holds them in stored form: back to the bytes the NAS sent.
+        user_name: crate::text::unstored(&session.username).into_owned(),
+        acct_session_id: crate::text::unstored(&session.session_id).into_owned(),
         // The NAS-IP-Address the NAS itself reported for the session.
-        nas_ip: match report.nas_ip {
+        nas_ip: match nas_ip {
             Some(IpAddr::V4(v4)) => Some(v4),
             _ => None,
         },
         framed_ip: session.framed_ip.as_deref().and_then(|ip| ip.parse().ok()),
-    };
-    let secret = Secret::new(nas.secret.as_bytes());
-    let action = change.action(nas.nas_type);
-    let sent = client::send(
-        to,
-        &secret,
-        &target,
-        &action,
-        now.timestamp().max(0) as u32,
-        retry,
-    );
-    (report.result, report.outcome) = match sent {
-        Ok(a @ Answer::Ack) => (CoaResult::Ack, Ok(a)),
-        Ok(a @ Answer::Nak { .. }) => (CoaResult::Nak, Ok(a)),
-        Err(e @ SendError::Timeout { .. }) => (CoaResult::Timeout, Err(e.to_string())),
-        Err(SendError::BadAnswer(e)) => (CoaResult::BadResponse, Err(e.to_string())),
-        Err(e) => (CoaResult::Error, Err(format!("error: {e}"))),
-    };
-    report
-}
-
-/// Sends `change` to every open session of `user` (or only `session`),
-/// logs each result to `radius_logs`, and returns the reports (empty when
-/// the user has no open session).
-pub fn act(
-    store: &mut dyn Store,
-    user: &str,
-    session: Option<&str>,
-    change: &Change,
-    retry: Retry,
-) -> Result<Vec<Report>, StoreError> {
-    let sessions: Vec<SessionRow> = store
-        .sessions(Some(user), false, 1000)?
-        .into_iter()
-        .filter(|s| session.is_none_or(|id| s.session_id == id))
-        .collect();
-    if sessions.is_empty() {
-        return Ok(Vec::new());
-    }
-    let nas = store.nas_devices()?;
-    let reports: Vec<Report> = sessions
-        .iter()
-        .map(|s| act_on_session(s, &nas, change, retry, Utc::now()))
-        .collect();
-    log_reports(store, &reports);
-    Ok(reports)
-}
-
-/// Writes one `radius_logs` row per report; best effort, like all logging.
-pub fn log_reports(store: &mut dyn Store, reports: &[Report]) {
-    let entries: Vec<LogEntry> = reports
-        .iter()
-        .map(|r| LogEntry {
-            at: Utc::now(),
-            nas_ip: r.nas_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            username: r.username.clone(),
-            event: r.kind.as_str(),
-            result: r.result.as_str(),
-            reason: match r.outcome {
-                Ok(Answer::Nak {
-                    error_cause: Some(c),
-                }) => Some(crate::proto::dict::error_cause::name(c)),
-                _ => None,
-            },
-            shard: 0,
-        })
-        .collect();
-    if let Err(e) = store.write_logs(&entries) {
-        tracing::warn!("cannot write CoA results to radius_logs: {e}");
-    }
+        action: change.action(nas.nas_type),
+    })
 }
 
 /// Checks a MikroTik rate limit: `rx/tx` with speeds like `2M` or `512k`,

@@ -19,7 +19,7 @@
 
 pub mod accounting;
 pub mod control;
-mod jobs;
+pub mod jobs;
 mod loader;
 mod logpool;
 pub mod shard;
@@ -119,7 +119,7 @@ pub fn serve(
     let loader = Loader::new(open_store()?)?;
     let acct_store: Box<dyn AccountingSink> = open_store()?;
     let usage_store: Box<dyn UsageStore> = open_store()?;
-    let jobs_store: Box<dyn Store> = open_store()?;
+    let jobs_store: Box<dyn UsageStore> = open_store()?;
     let log_stores = logpool::open_stores(&config, open_store)?;
     let first = loader.snapshot();
     loader::log_first(&first, started);
@@ -178,7 +178,8 @@ pub fn serve(
         jobs: jobs_tx.clone(),
         stats: quota_stats.clone(),
     };
-    let jobs = jobs::Enforcer::new(jobs_store, jobs_rx, shared.clone());
+    let logs = (!log_stores.is_empty()).then(|| log_tx.clone());
+    let jobs = jobs::Enforcer::new(jobs_store, jobs_rx, logs, shared.clone());
     let control = Arc::new(control::ControlState::new(
         control::metrics::Sources {
             shared: shared.clone(),

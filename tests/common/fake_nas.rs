@@ -75,7 +75,18 @@ fn message_authenticator_ok(bytes: &[u8], secret: &[u8]) -> bool {
 impl FakeNas {
     /// Listens on 127.0.0.1 on a free port; checks requests with `secret`.
     pub fn start(secret: &str) -> FakeNas {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        FakeNas::start_on("127.0.0.1", secret)
+    }
+
+    /// Listens on `ip` (a loopback address) on a free port.
+    pub fn start_on(ip: &str, secret: &str) -> FakeNas {
+        // A buffer for a sweep's burst of requests, as a real BNG has.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        let _ = socket.set_recv_buffer_size(8 << 20);
+        let addr: std::net::SocketAddr = format!("{ip}:0").parse().unwrap();
+        socket.bind(&addr.into()).unwrap();
+        let socket: UdpSocket = socket.into();
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();

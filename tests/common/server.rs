@@ -563,6 +563,16 @@ pub fn send_accounting(to: SocketAddr, record: &nas::AcctRecord<'_>) {
 /// Sends Accounting-Requests, up to 200 in flight, from one socket;
 /// returns the indexes whose Accounting-Response verified.
 pub fn send_all(socket: &UdpSocket, to: SocketAddr, records: &[AcctRecord<'_>]) -> HashSet<usize> {
+    send_all_as(socket, to, records, &Session::default())
+}
+
+/// [`send_all`] with the NAS's session details (its NAS-IP-Address, ...).
+pub fn send_all_as(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    records: &[AcctRecord<'_>],
+    session: &Session<'_>,
+) -> HashSet<usize> {
     let secret = Secret::new(SECRET.as_bytes());
     socket
         .set_read_timeout(Some(Duration::from_millis(1500)))
@@ -573,8 +583,7 @@ pub fn send_all(socket: &UdpSocket, to: SocketAddr, records: &[AcctRecord<'_>]) 
         for (i, r) in chunk.iter().enumerate() {
             let mut buf = [0u8; 4096];
             let id = i as u8;
-            let bytes =
-                nas::accounting_request(&mut buf, id, &secret, r, &Session::default()).unwrap();
+            let bytes = nas::accounting_request(&mut buf, id, &secret, r, session).unwrap();
             pending.insert(id, (chunk_no * 200 + i, bytes[4..20].try_into().unwrap()));
             socket.send_to(bytes, to).unwrap();
         }

@@ -1,23 +1,32 @@
-//! The enforcement thread: owns one store connection and does everything
-//! that changes live sessions from the server's side: the CoA and
-//! Disconnect requests the admin API asks for, and the expiry/suspension
-//! job, which disconnects the open sessions of subscribers that expired
-//! or were disabled (on one node only, see [`Store::try_lead`]). Off the
-//! packet path: a slow NAS or database delays only this thread.
+//! The jobs thread: everything that changes live sessions from the
+//! server's side, off the packet path. It owns the CoA sockets ([`coa`])
+//! and keeps every request in flight at once: the CoA and Disconnect
+//! requests the admin API and quota bookkeeping ask for ([`Job`]), the
+//! expiry/suspension sweep, which disconnects the open sessions of
+//! subscribers that expired, were disabled or deleted (on one node only,
+//! see `UsageStore::try_lead`), and the daily and monthly usage resets,
+//! which give subscribers leaving a tier their speed back. A slow NAS or
+//! database delays only this thread, and a silent NAS only its own
+//! requests (one retry window, not one per session).
 
-use std::collections::HashMap;
+pub mod coa;
+
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use tracing::{info, warn};
 
-use crate::coa::{self, Change, Report, Retry};
+use crate::coa::{prepare, Change, Ended, NasTarget, Prepared, Report, RequestId, Retry};
+use crate::model::{LogEntry, SessionRow};
 use crate::policy::fup::{self, Period};
+use crate::policy::Snapshot;
+use crate::proto::Secret;
 use crate::server::Shared;
-use crate::store::Store;
+use crate::store::UsageStore;
 
 /// A change to a user's sessions: from the admin API (which waits for the
 /// reply) or from quota bookkeeping (which does not).
@@ -28,37 +37,80 @@ pub struct Job {
     pub reply: Option<tokio::sync::oneshot::Sender<Result<Vec<Report>, String>>>,
 }
 
-/// A session the job disconnected is not asked again before this: its
+/// A session the sweep disconnected is not asked again before this: its
 /// Accounting-Stop is on the way, or the NAS no longer knows it.
 const RETRY_CUT_AFTER: Duration = Duration::from_secs(300);
 /// The cluster-wide job name (one advisory lock on PostgreSQL).
 const EXPIRY_JOB: &str = "shardius-expiry";
+/// Requests in flight at most; more wait in a queue (a sweep over a
+/// million sessions must not hold a million packets).
+const MAX_IN_FLIGHT: usize = 16_384;
+/// How long to finish the requests in flight at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Who waits for a request's outcome.
+#[derive(Clone, Copy)]
+enum Origin {
+    /// A job; its index in `waiting`.
+    Job(u64),
+    Sweep,
+}
+
+/// A request waiting for a free slot or for its outcome.
+struct Request {
+    origin: Origin,
+    session: SessionRow,
+    kind: crate::coa::CoaKind,
+    prepared: Prepared,
+}
+
+/// A job whose requests are in flight.
+struct Waiting {
+    reply: Option<tokio::sync::oneshot::Sender<Result<Vec<Report>, String>>>,
+    reports: Vec<Report>,
+    left: usize,
+}
 
 pub struct Enforcer {
-    pub store: Box<dyn Store>,
-    pub jobs: Receiver<Job>,
-    pub shared: Arc<Shared>,
+    store: Box<dyn UsageStore>,
+    jobs: Receiver<Job>,
+    shared: Arc<Shared>,
+    /// To the radius_logs pool, when it is on.
+    logs: Option<Sender<LogEntry>>,
+    coa: coa::Driver,
+    queued: VecDeque<Request>,
+    in_flight: HashMap<RequestId, Request>,
+    waiting: HashMap<u64, Waiting>,
+    next_job: u64,
     /// When each session was last cut, by acctuniqueid.
     cut: HashMap<String, Instant>,
     leading: bool,
 }
 
 impl Enforcer {
-    pub fn new(store: Box<dyn Store>, jobs: Receiver<Job>, shared: Arc<Shared>) -> Enforcer {
+    pub fn new(
+        store: Box<dyn UsageStore>,
+        jobs: Receiver<Job>,
+        logs: Option<Sender<LogEntry>>,
+        shared: Arc<Shared>,
+    ) -> Enforcer {
+        let c = &shared.config.coa;
+        let retry = Retry {
+            tries: c.tries,
+            timeout: Duration::from_millis(c.timeout_ms),
+        };
         Enforcer {
             store,
             jobs,
-            shared,
+            logs,
+            coa: coa::Driver::new(retry),
+            queued: VecDeque::new(),
+            in_flight: HashMap::new(),
+            waiting: HashMap::new(),
+            next_job: 0,
             cut: HashMap::new(),
             leading: false,
-        }
-    }
-
-    fn retry(&self) -> Retry {
-        let c = &self.shared.config.coa;
-        Retry {
-            tries: c.tries,
-            timeout: Duration::from_millis(c.timeout_ms),
+            shared,
         }
     }
 
@@ -68,13 +120,12 @@ impl Enforcer {
         // the server was down is cut within seconds.
         let mut next_check = Instant::now() + Duration::from_secs(2).min(interval);
         while !self.shared.shutdown.load(Ordering::Relaxed) {
-            let wait = next_check
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(200));
-            match self.jobs.recv_timeout(wait) {
-                Ok(job) => self.handle(job),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            loop {
+                match self.jobs.try_recv() {
+                    Ok(job) => self.start(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
             }
             if Instant::now() >= next_check {
                 next_check = Instant::now() + interval;
@@ -83,32 +134,141 @@ impl Enforcer {
                     self.check_resets();
                 }
             }
+            // Wake for new jobs within 50 ms; answers as they come.
+            let until = next_check.min(Instant::now() + Duration::from_millis(50));
+            self.turn(until);
+        }
+        let grace = Instant::now() + SHUTDOWN_GRACE;
+        while self.coa.in_flight() > 0 && Instant::now() < grace {
+            self.turn(grace);
         }
     }
 
-    fn handle(&mut self, job: Job) {
-        let retry = self.retry();
-        let result = coa::act(
-            self.store.as_mut(),
-            &job.user,
-            job.session.as_deref(),
-            &job.change,
-            retry,
-        )
-        .map_err(|e| e.to_string());
-        if let Ok(reports) = &result {
-            for r in reports {
-                self.shared.coa.record(r.kind, r.result);
-                info!("{}", r.line());
+    /// One turn of the CoA driver: send, wait until `until`, settle.
+    fn turn(&mut self, until: Instant) {
+        self.launch();
+        match self.coa.turn(until) {
+            Ok(done) => {
+                for (id, outcome) in done {
+                    if let Some(request) = self.in_flight.remove(&id) {
+                        self.settle(request, Ended::Done(outcome));
+                    }
+                }
+            }
+            Err(e) => {
+                warn!("CoA sockets: {e}");
+                std::thread::sleep(
+                    Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+                );
             }
         }
-        match (job.reply, result) {
-            // The caller may have given up (its HTTP client went away).
-            (Some(reply), result) => {
-                let _ = reply.send(result);
+        self.launch();
+    }
+
+    /// Moves queued requests into flight while there is room.
+    fn launch(&mut self) {
+        while self.coa.in_flight() < MAX_IN_FLIGHT {
+            let Some(request) = self.queued.pop_front() else {
+                break;
+            };
+            let p = &request.prepared;
+            let event_timestamp = Utc::now().timestamp().max(0) as u32;
+            match self
+                .coa
+                .send(p.to, &p.secret, &p.target(), &p.action, event_timestamp)
+            {
+                Ok(id) => {
+                    self.in_flight.insert(id, request);
+                }
+                Err(e) => {
+                    let error = format!("cannot build the request: {e}");
+                    self.settle(request, Ended::NotSent(error));
+                }
             }
-            (None, Err(e)) => warn!(user = %job.user, "CoA not sent: {e}"),
-            (None, Ok(_)) => {}
+        }
+    }
+
+    /// A request ended: count it, log it, hand it to its job.
+    fn settle(&mut self, request: Request, ended: Ended) {
+        let report = Report::new(
+            request.kind,
+            &request.session,
+            Some(request.prepared.to),
+            ended,
+        );
+        self.finished(request.origin, report);
+    }
+
+    fn finished(&mut self, origin: Origin, report: Report) {
+        self.shared.coa.record(report.kind, report.result());
+        if let Some(logs) = &self.logs {
+            // Best effort, like every radius_logs row: a full queue drops it.
+            let _ = logs.try_send(report.log_entry(Utc::now()));
+        }
+        match origin {
+            Origin::Sweep => info!("expired or disabled: {}", report.line()),
+            Origin::Job(key) => {
+                info!("{}", report.line());
+                let Some(w) = self.waiting.get_mut(&key) else {
+                    return;
+                };
+                w.reports.push(report);
+                w.left -= 1;
+                if w.left == 0 {
+                    let w = self.waiting.remove(&key).expect("present above");
+                    reply(w.reply, Ok(w.reports), None);
+                }
+            }
+        }
+    }
+
+    /// Starts a job: one request per open session of the user (or the one
+    /// it names), to each session's NAS.
+    fn start(&mut self, job: Job) {
+        let sessions = match self.store.open_sessions_of(&job.user) {
+            Ok(s) => s,
+            Err(e) => return reply(job.reply, Err(e.to_string()), Some(&job.user)),
+        };
+        let sessions: Vec<SessionRow> = sessions
+            .into_iter()
+            .filter(|s| job.session.as_deref().is_none_or(|id| s.session_id == id))
+            .collect();
+        if sessions.is_empty() {
+            return reply(job.reply, Ok(Vec::new()), None);
+        }
+        let key = self.next_job;
+        self.next_job += 1;
+        self.waiting.insert(
+            key,
+            Waiting {
+                reply: job.reply,
+                reports: Vec::new(),
+                left: sessions.len(),
+            },
+        );
+        let snapshot = self.shared.snapshot.load_full();
+        for s in sessions {
+            self.request(Origin::Job(key), s, &job.change, &snapshot);
+        }
+    }
+
+    /// Queues `change` for `session`, or settles it at once when it cannot
+    /// be sent (its NAS is not configured).
+    fn request(
+        &mut self,
+        origin: Origin,
+        session: SessionRow,
+        change: &Change,
+        snapshot: &Snapshot,
+    ) {
+        match prepare(&session, |ip| nas_target(snapshot, ip), change) {
+            Ok(prepared) => self.queued.push_back(Request {
+                origin,
+                session,
+                kind: change.kind(),
+                prepared,
+            }),
+            Err(report) => self.finished(origin, report),
         }
     }
 
@@ -142,7 +302,7 @@ impl Enforcer {
                 };
                 let after = before.after_reset(period);
                 if let Some(speed) = fup::speed_change(service, service_fup, before, after) {
-                    self.handle(Job {
+                    self.start(Job {
                         user,
                         session: None,
                         change: Change::from(speed),
@@ -153,7 +313,9 @@ impl Enforcer {
         }
     }
 
-    /// Disconnects the open sessions of disabled and expired subscribers.
+    /// Disconnects the open sessions of disabled, expired and deleted
+    /// subscribers: every one at once, so the sweep takes about one retry
+    /// window however many sessions and silent NASes it meets.
     fn check_expiry(&mut self) {
         match self.store.try_lead(EXPIRY_JOB) {
             Ok(true) => {
@@ -183,29 +345,57 @@ impl Enforcer {
         let now = Instant::now();
         self.cut
             .retain(|_, at| now.duration_since(*at) < RETRY_CUT_AFTER);
-        let due: Vec<_> = sessions
-            .into_iter()
-            .filter(|s| !self.cut.contains_key(&s.unique_id))
-            .collect();
-        if due.is_empty() {
-            return;
-        }
-        let nas = match self.store.nas_devices() {
-            Ok(n) => n,
-            Err(e) => {
-                warn!("expiry/suspension job: {e}");
-                return;
+        let snapshot = self.shared.snapshot.load_full();
+        for s in sessions {
+            if self.cut.contains_key(&s.unique_id) {
+                continue;
             }
-        };
-        let retry = self.retry();
-        let mut reports = Vec::with_capacity(due.len());
-        for s in &due {
-            let report = coa::act_on_session(s, &nas, &Change::Disconnect, retry, Utc::now());
-            self.shared.coa.record(report.kind, report.result);
-            info!("expired or disabled: {}", report.line());
             self.cut.insert(s.unique_id.clone(), now);
-            reports.push(report);
+            self.request(Origin::Sweep, s, &Change::Disconnect, &snapshot);
         }
-        coa::log_reports(self.store.as_mut(), &reports);
     }
+}
+
+/// A job's answer, to whoever waits for it; a job nobody waits for only
+/// has its failure logged.
+fn reply(
+    to: Option<tokio::sync::oneshot::Sender<Result<Vec<Report>, String>>>,
+    result: Result<Vec<Report>, String>,
+    user: Option<&str>,
+) {
+    match (to, result) {
+        // The caller may have given up (its HTTP client went away).
+        (Some(to), result) => {
+            let _ = to.send(result);
+        }
+        (None, Err(e)) => warn!(user = user.unwrap_or(""), "CoA not sent: {e}"),
+        (None, Ok(_)) => {}
+    }
+}
+
+/// The NAS of a session, by the address radacct has for it: the entry of
+/// that address, or the one that lists it among its other NAS-IP-Addresses.
+pub fn nas_target(snapshot: &Snapshot, ip: std::net::IpAddr) -> Option<NasTarget> {
+    let nas = snapshot
+        .nas
+        .get(&ip)
+        .or_else(|| snapshot.nas.values().find(|n| n.has_address(ip)))?;
+    Some(NasTarget {
+        addr: std::net::SocketAddr::new(nas.ip, nas.coa_port),
+        secret: nas.secret.clone(),
+        nas_type: nas.nas_type,
+    })
+}
+
+/// The NAS of a session among `records` (for the CLI, which has no snapshot).
+pub fn nas_target_in(
+    records: &[crate::model::NasRecord],
+    ip: std::net::IpAddr,
+) -> Option<NasTarget> {
+    let nas = records.iter().find(|n| n.has_address(ip))?;
+    Some(NasTarget {
+        addr: std::net::SocketAddr::new(nas.ip_address, nas.coa_port),
+        secret: Secret::new(nas.secret.as_bytes()),
+        nas_type: nas.nas_type,
+    })
 }
