@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "# bench/coa-sweep.sh $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(uname -r)"
-cargo test --release -q --test "${TEST_BINARY:-coa}" -- --ignored --exact \
-    sweep_of_10000_sessions_on_20_nases_5_silent --nocapture 2>&1 | grep -E "^sweep|test result"
+cargo test --release -q --test it -- --ignored --exact \
+    coa::sweep_of_10000_sessions_on_20_nases_5_silent --nocapture 2>&1 | grep -E "^sweep|test result"

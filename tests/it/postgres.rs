@@ -2,13 +2,10 @@
 //! LISTEN/NOTIFY when a billing panel writes plain SQL, riding out a
 //! database restart, and clear errors for bad URLs.
 
-#[macro_use]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::pg::{self, Cluster};
-use common::server::{Install, TestNas, SECRET};
+use crate::common::pg::{self, Cluster};
+use crate::common::server::{Install, TestNas, SECRET};
 use shardius::nas_client::{Credentials, Session};
 use shardius::proto::Code;
 
@@ -34,7 +31,7 @@ fn until(
 
 #[test]
 fn plain_sql_from_a_billing_panel_is_served_within_a_second() {
-    let install = Install::new_on(common::server::Backend::Postgres);
+    let install = Install::new_on(crate::common::server::Backend::Postgres);
     // A 60 s poll: only LISTEN/NOTIFY can make changes visible faster.
     install.write_config("[database]\nreload_interval_secs = 60\n");
     let server = install.serve(2);

@@ -1,11 +1,8 @@
 //! The radacct upsert rules, on both stores: a session's events in any
 //! order, split over any batches, give the same row.
 
-#[macro_use]
-mod common;
-
+use crate::common::server::{Backend, Install};
 use chrono::{DateTime, Duration, Utc};
-use common::server::{Backend, Install};
 use shardius::accounting::{unique_id, AcctEvent, AcctKind};
 use shardius::store::{self, DatabaseUrl, SessionRow, Store};
 

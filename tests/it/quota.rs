@@ -3,15 +3,14 @@
 //! the tier speed, counter resets and reordered interims are handled, free
 //! hours count only the paid share, and the daily reset restores the speed.
 
-#[macro_use]
-mod common;
-
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::fake_nas::{FakeNas, Received};
-use common::pg::eventually;
-use common::server::{acct_record, send_accounting, Backend, Install, Server, TestNas, SECRET};
+use crate::common::fake_nas::{FakeNas, Received};
+use crate::common::pg::eventually;
+use crate::common::server::{
+    acct_record, send_accounting, Backend, Install, Server, TestNas, SECRET,
+};
 use shardius::nas_client::{Credentials, Session};
 use shardius::proto::dict::{acct_status, mikrotik, vendor};
 use shardius::proto::{Code, Packet};
@@ -27,7 +26,7 @@ fn sql(install: &Install, statement: &str) {
             .unwrap();
     } else {
         let db = install.db_url.rsplit('/').next().unwrap().to_owned();
-        common::pg::shared()
+        crate::common::pg::shared()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .psql(&db, statement);

@@ -1,12 +1,9 @@
 //! Byte-exact vectors from the RFCs and from FreeRADIUS's radclient
 //! (provenance in tests/vectors/README.md).
 
-#[macro_use]
-mod common;
-
 use std::net::Ipv4Addr;
 
-use common::{hex, hex16, vector};
+use crate::common::{hex, hex16, vector};
 use shardius::auth::{mppe, mschapv2, pap};
 use shardius::proto::authenticator::{check_message_authenticator, verify_response};
 use shardius::proto::dict::attr;

@@ -2,12 +2,9 @@
 //! an independent client (radclient), our MS-CHAPv2 NAS, every reject
 //! reason, unknown NAS, retransmissions, live reload and shard spreading.
 
-#[macro_use]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::server::{radclient, shard_counters, Backend, Install, TestNas, SECRET};
+use crate::common::server::{radclient, shard_counters, Backend, Install, TestNas, SECRET};
 use shardius::nas_client::{Credentials, Session};
 use shardius::proto::dict::{mikrotik, ms, vendor};
 use shardius::proto::{Code, Packet};

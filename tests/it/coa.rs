@@ -3,14 +3,11 @@
 //! request with the shared secret; and radclient's CoA-Request compared
 //! attribute by attribute with ours.
 
-#[macro_use]
-mod common;
-
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
-use common::fake_nas::{FakeNas, Mode, Received};
-use common::server::{
+use crate::common::fake_nas::{FakeNas, Mode, Received};
+use crate::common::server::{
     acct_record, http_request, send_accounting, Backend, Install, Server, SECRET,
 };
 use shardius::proto::dict::{acct_status, attr, mikrotik, vendor};
@@ -394,7 +391,7 @@ fn radclient_builds_the_same_coa_request_as_we_do() {
     let attributes = format!(
         "Message-Authenticator = 0x00, User-Name = \"alice\", Acct-Session-Id = \"81a00003\", NAS-IP-Address = 127.0.0.1, Framed-IP-Address = {framed}, Event-Timestamp = {timestamp}, Mikrotik-Rate-Limit = \"2M/10M\"\n"
     );
-    let out = common::server::radclient(fake.addr, "coa", &attributes);
+    let out = crate::common::server::radclient(fake.addr, "coa", &attributes);
     assert!(out.contains("CoA-ACK"), "{out}");
     let theirs = fake.received().remove(0);
     assert!(theirs.request_authenticator_ok && theirs.message_authenticator_ok);
@@ -470,7 +467,7 @@ fn sweep_setup(
             ..Default::default()
         };
         assert_eq!(
-            common::server::send_all_as(&socket, server.acct, &records, &session).len(),
+            crate::common::server::send_all_as(&socket, server.acct, &records, &session).len(),
             records.len()
         );
     }
@@ -512,7 +509,7 @@ fn the_expiry_sweep_asks_every_session_at_once_whatever_the_silent_nases() {
         ))
     };
     assert!(
-        common::pg::eventually(Duration::from_secs(10), || metric("timeout") == 20.0),
+        crate::common::pg::eventually(Duration::from_secs(10), || metric("timeout") == 20.0),
         "{}",
         metric("timeout")
     );

@@ -2,16 +2,13 @@
 //! Accounting-Response means the event is in radacct, whatever happens
 //! to the server afterwards.
 
-#[macro_use]
-mod common;
-
 use std::collections::HashSet;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::server::{radclient, send_all, Backend, Install, SECRET};
+use crate::common::server::{radclient, send_all, Backend, Install, SECRET};
 use shardius::nas_client::{self as nas, AcctRecord, Session};
 use shardius::proto::dict::acct_status;
 use shardius::proto::Secret;

@@ -1,10 +1,7 @@
 //! The admin CLI: input is validated with errors naming the field, the
 //! CSV import is all or nothing, check-config and migrate behave.
 
-#[macro_use]
-mod common;
-
-use common::server::{Backend, Install};
+use crate::common::server::{Backend, Install};
 
 fn nas_add_list_and_rm(backend: Backend) {
     let i = Install::new_on(backend);

@@ -4,15 +4,12 @@
 //! what was acknowledged is in radacct, set aside in a file beside the
 //! spool, or (damaged on disk) kept in a file and reported.
 
-#[macro_use]
-mod common;
-
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::fake_nas::{FakeNas, Mode};
-use common::pg::{eventually, Cluster};
-use common::server::{acct_bytes, send_all, Backend, Install, SECRET};
+use crate::common::fake_nas::{FakeNas, Mode};
+use crate::common::pg::{eventually, Cluster};
+use crate::common::server::{acct_bytes, send_all, Backend, Install, SECRET};
 use shardius::accounting::{unique_id, AcctEvent, AcctKind};
 use shardius::nas_client::AcctRecord;
 use shardius::proto::dict::{acct_status, attr};
@@ -64,7 +61,7 @@ fn sql(install: &Install, backend: Backend, postgres: &str, sqlite: &str) {
     match backend {
         Backend::Postgres => {
             let db = install.db_url.rsplit('/').next().unwrap().to_owned();
-            common::pg::shared()
+            crate::common::pg::shared()
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .psql(&db, postgres);

@@ -3,14 +3,11 @@
 //! to forge log lines, a proxy's Proxy-State, a second instance on the
 //! same ports, a NAS that writes accounting in another NAS's name.
 
-#[macro_use]
-mod common;
-
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::pg::eventually;
-use common::server::{radclient, Backend, Install, TestNas, SECRET};
+use crate::common::pg::eventually;
+use crate::common::server::{radclient, Backend, Install, TestNas, SECRET};
 use shardius::nas_client::{Credentials, Session};
 use shardius::proto::Code;
 
@@ -154,7 +151,7 @@ on_both_backends!(every_reply_to_radclient_echoes_its_proxy_states);
 /// URL whatever it looks like, and debug logs with tokio-postgres on.
 #[test]
 fn passwords_and_secrets_never_reach_the_output_or_the_logs() {
-    let url = common::pg::fresh_database();
+    let url = crate::common::pg::fresh_database();
     let with_password = url.replacen("postgres@", "postgres:TraceSecretPG9@", 1);
     let install = Install::on_url(with_password.clone());
     install.provision();

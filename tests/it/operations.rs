@@ -2,14 +2,11 @@
 //! passes `promtool check metrics`, `/healthz`, systemd readiness and
 //! watchdog notifications, and the log lines operators grep for.
 
-#[macro_use]
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{
+use crate::common::server::{
     acct_record, metric_value, send_accounting, Backend, Install, Server, TestNas, SECRET,
 };
 use shardius::nas_client::{Credentials, Session};

@@ -1,0 +1,26 @@
+//! The integration tests, as one binary (hickory-dns style): it links
+//! once. Most start the real `shardius` binary on free ports of 127.0.0.1
+//! (and throwaway PostgreSQL clusters); `on_both_backends!` runs a store
+//! test on SQLite and on PostgreSQL. `tests/no_alloc.rs` stays a binary of
+//! its own: it installs a counting global allocator.
+#![allow(clippy::unwrap_used)]
+
+#[macro_use]
+mod common;
+
+mod accounting;
+mod accounting_store;
+mod acct_hardening;
+mod cli;
+mod coa;
+mod codec_properties;
+mod engine;
+mod engine_properties;
+mod hostile;
+mod operations;
+mod postgres;
+mod quota;
+mod radius_crate_interop;
+mod rfc_vectors;
+mod server;
+mod systemd;
