@@ -2,6 +2,7 @@
 //! Accounting-Request costs on one core, without sockets.
 //!
 //! Run: `cargo bench --bench core` (medians go in README "Performance").
+#![allow(clippy::unwrap_used)] // a benchmark: its set-up may panic
 
 use std::hint::black_box;
 

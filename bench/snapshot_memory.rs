@@ -4,6 +4,7 @@
 //!
 //! Run: `cargo bench --bench snapshot_memory` (N = 1,000,000);
 //! `-- --test` runs it with N = 10,000 as a smoke test.
+#![allow(clippy::unwrap_used)] // a benchmark: its set-up may panic
 
 use std::net::Ipv4Addr;
 
@@ -12,6 +13,7 @@ use shardius::keyfile::PasswordKey;
 use shardius::policy::Snapshot;
 use shardius::store::SubscriberRecord;
 
+#[allow(unsafe_code)] // sysconf(3): no safe wrapper in std
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
     let pages: u64 = statm

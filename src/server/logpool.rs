@@ -36,6 +36,7 @@ pub struct LogPoolStats {
 /// authentication slowing down. Measured on 2 cores with SQLite: at normal
 /// priority 8 log workers cut one shard from 134,600 to 55,000 PAP/s, and
 /// at nice 10 they still raised p99 at 19,500/s from 0.26 to 1.7 ms.
+#[allow(unsafe_code)] // sched_setscheduler(2): no safe wrapper in std or libc
 fn lower_priority() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread on Linux; a failure (e.g. a

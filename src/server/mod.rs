@@ -277,6 +277,7 @@ fn log_summaries(shared: &Shared, logs: &logpool::LogPoolStats) {
 
 /// glommio refuses to start an executor whose io_uring buffers exceed
 /// RLIMIT_MEMLOCK, with an error that names neither the limit nor the fix.
+#[allow(unsafe_code)] // getrlimit(2): no safe wrapper in std
 fn check_memlock() -> Result<(), ServeError> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

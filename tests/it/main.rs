@@ -4,6 +4,9 @@
 //! test on SQLite and on PostgreSQL. `tests/no_alloc.rs` stays a binary of
 //! its own: it installs a counting global allocator.
 #![allow(clippy::unwrap_used)]
+// The harness calls libc (kill, geteuid, atexit, setrlimit before exec),
+// each site with its SAFETY comment.
+#![allow(unsafe_code)]
 
 #[macro_use]
 mod common;
@@ -17,6 +20,7 @@ mod codec_properties;
 mod engine;
 mod engine_properties;
 mod hostile;
+mod layering;
 mod operations;
 mod postgres;
 mod quota;

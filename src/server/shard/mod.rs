@@ -189,6 +189,8 @@ async fn run(index: usize, sockets: ShardSockets, shared: Arc<Shared>) {
         );
     for (socket, port, socket_index) in all {
         // SAFETY: the fd comes from a std socket we own and give up here.
+        // glommio takes sockets only as raw fds.
+        #[allow(unsafe_code)]
         let socket = unsafe { UdpSocket::from_raw_fd(socket.into_raw_fd()) };
         if let Err(e) = socket.set_read_timeout(Some(POLL_SHUTDOWN)) {
             warn!(shard = index, "cannot set read timeout: {e}");

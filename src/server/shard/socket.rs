@@ -123,6 +123,7 @@ const BPF_RET_A: u16 = 0x16;
 /// is spread over every shard, while a retransmission (same authenticator)
 /// reaches the shard holding its duplicate-cache entry. A datagram too
 /// short to load from makes the program return 0: shard 0 drops it.
+#[allow(unsafe_code)] // SO_ATTACH_REUSEPORT_CBPF: socket2 has no wrapper for it
 pub fn attach_authenticator_selector(socket: &UdpSocket, shards: u32) -> io::Result<()> {
     let mut program = [
         libc::sock_filter {
