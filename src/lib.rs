@@ -1,22 +1,40 @@
 //! shardius: a thread-per-core RADIUS server for Internet service providers.
 //!
-//! The crate is split so that everything that decides is free of IO:
+//! Everything that decides is free of IO; a thin shell does the IO
+//! (ARCHITECTURE.md is the map). The modules, in three groups:
 //!
-//! - [`proto`]: the RADIUS wire format. Parse a datagram into a borrowed
-//!   [`proto::Packet`], build packets with a [`proto::PacketWriter`] into a
-//!   caller-owned buffer, compute and check Request/Response Authenticators,
-//!   Message-Authenticator, User-Password hiding and MPPE key encryption.
-//! - [`auth`]: PAP, CHAP and MS-CHAPv2 verification (RFC 2759) and MPPE key
-//!   derivation (RFC 3079), as pure functions over bytes.
-//! - [`nas`]: the client side: Access-Requests as a MikroTik BNG builds
-//!   them, and full checks of the replies (used by loadgen and the tests).
+//! **Decides, no IO** (`tests/it/layering.rs` holds the line: no socket,
+//! clock read, thread, file or database, nothing of `store` or `server`):
+//! - [`proto`]: the RADIUS wire format: a bounds-checked borrowed
+//!   [`proto::Packet`], a [`proto::PacketWriter`] into a caller buffer,
+//!   every authenticator, User-Password hiding, MPPE key encryption.
+//! - [`auth`]: PAP, CHAP, MS-CHAPv2 (RFC 2759) and MPPE keys (RFC 3079).
+//! - [`model`]: the rows the store hands over and the FUP data the policy
+//!   decides about; a leaf that imports nothing of the crate.
+//! - [`policy`]: the snapshot shards answer from, the login decision and
+//!   its reply, quota and FUP decisions.
+//! - [`engine`]: one shard's request engine: datagram, snapshot and time
+//!   in; reply, event and counters out.
+//! - [`accounting`]: Accounting-Requests as events, session keys, merge rules.
+//! - [`coa`]: CoA/Disconnect packets and the client machine that keeps
+//!   many requests in flight on a clock passed in.
+//! - [`text`]: request bytes as storable text and as printable text.
+//! - [`nas_client`]: the NAS side: requests as a MikroTik builds them and
+//!   checks of the replies (for loadgen and the tests).
 //!
-//! None of these modules opens a socket, spawns a thread, touches a
-//! database or reads the clock: callers pass bytes, secrets and the time in.
+//! **Does IO**:
+//! - [`server`]: the shell: shards (glommio), the accounting pipeline, the
+//!   control thread, the loader, the jobs thread, the radius_logs workers.
+//! - [`store`]: the database, one trait per role, SQLite and PostgreSQL.
+//! - [`keyfile`]: the master key file; AES-256-GCM passwords at rest.
+//! - [`cli`]: the `shardius` command line.
+//!
+//! **Support**:
+//! - [`config`]: the TOML file and `SHARDIUS_*` environment, checked.
+//! - `fuzzing`: entry points shared by the fuzz targets and the property tests.
 
 pub mod accounting;
 pub mod auth;
-
 pub mod cli;
 pub mod coa;
 pub mod config;

@@ -300,7 +300,7 @@ impl ErrorCode {
     }
 }
 
-/// An MS-CHAP-Error value: Ident, then "E=691 R=0 C=<challenge> V=3 M=<text>".
+/// An MS-CHAP-Error value: Ident, then `E=691 R=0 C=<challenge> V=3 M=<text>`.
 /// R=0 tells the peer not to retry within this PPP session.
 pub struct ErrorValue {
     buf: [u8; 80],

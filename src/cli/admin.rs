@@ -184,7 +184,7 @@ pub enum SubscriberCommand {
     /// Show a subscriber's counted daily and monthly usage and FUP levels
     Usage { username: String },
     /// Import subscribers from CSV; all lines or none are applied.
-    /// Header: username,password,service[,expiry,mac,static_ip,active]
+    /// Header: `username,password,service[,expiry,mac,static_ip,active]`
     Import { file: std::path::PathBuf },
 }
 

@@ -1,5 +1,6 @@
-//! The Access-Request decision (SPEC §3), as a pure function: the packet,
-//! its NAS, the snapshot, the password key and the clock go in; a signed
+//! The Access-Request decision, in the order README "What a login gets"
+//! lists, as a pure function: the packet, its NAS, the snapshot, the
+//! password key and the clock go in; a signed
 //! Access-Accept or Access-Reject comes out in the caller's buffer,
 //! together with the reason for the log and the counters.
 
@@ -243,7 +244,7 @@ fn verify_credentials(
     }
 }
 
-/// The Access-Accept attributes of SPEC §3, in a fixed order. A radreply
+/// The Access-Accept attributes of README "What a login gets", in a fixed order. A radreply
 /// row naming an attribute replaces the one shardius would generate.
 fn write_accept(
     ctx: &AuthContext<'_>,

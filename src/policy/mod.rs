@@ -1,5 +1,5 @@
 //! Policy, without IO: the snapshot the shards answer from, and the
-//! Access-Request decision and reply (SPEC §3).
+//! Access-Request decision and reply (README "What a login gets").
 
 mod authorize;
 pub mod fup;

@@ -9,11 +9,11 @@
 //!   and quota bookkeeping with its usage thread.
 //! - [`control`]: the control thread: `/metrics`, `/healthz`, the admin
 //!   API and the systemd watchdog.
-//! - [`loader`]: the loader thread, publishing snapshots to the shards.
+//! - `loader`: the loader thread, publishing snapshots to the shards.
 //! - [`jobs`]: the jobs thread: CoA and Disconnect, the expiry/suspension
 //!   sweep and the usage resets.
-//! - [`logpool`]: the radius_logs workers.
-//! - [`threads`]: the running threads and the order they stop in.
+//! - `logpool`: the radius_logs workers.
+//! - `threads`: the running threads and the order they stop in.
 //!
 //! [`serve`] wires them: build, start, wait for a signal, stop.
 

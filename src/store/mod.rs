@@ -2,7 +2,7 @@
 //! default and PostgreSQL for production, with the same schema (the
 //! migrations in `migrations/`, one folder per backend). The shards never
 //! call a store; each other thread holds the one role it uses
-//! ([`roles`]): the loader a [`SnapshotSource`], the accounting writer an
+//! (`roles`): the loader a [`SnapshotSource`], the accounting writer an
 //! [`AccountingSink`], the usage and jobs threads a [`UsageStore`], the
 //! radius_logs workers a [`LogSink`], the CLI all of them ([`Store`]).
 

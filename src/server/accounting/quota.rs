@@ -1,4 +1,4 @@
-//! Quota bookkeeping on the accounting writer's batches (SPEC §7). After a
+//! Quota bookkeeping on the accounting writer's batches (README: "Quota and fair usage"). After a
 //! batch is durable in the database, the writer works out in memory the
 //! traffic each session added since it was last counted ([`Quota`]) and
 //! hands the per-subscriber sums to the usage thread ([`UsageWorker`]),

@@ -1,4 +1,4 @@
--- Quota and fair usage (SPEC §7). Usage counters live in subscriber_usage,
+-- Quota and fair usage (README: "Quota and fair usage"). Usage counters live in subscriber_usage,
 -- a table without change triggers on its byte counters, so the writer's
 -- per-batch usage updates never make the loader reload subscribers; only
 -- tier and level changes bump the 'fup' change counter.

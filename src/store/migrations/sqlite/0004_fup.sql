@@ -1,4 +1,4 @@
--- Quota and fair usage (SPEC §7); the same tables as on PostgreSQL.
+-- Quota and fair usage (README: "Quota and fair usage"); the same tables as on PostgreSQL.
 -- Usage counters live in subscriber_usage, without change triggers on
 -- its byte counters; tier and level changes bump the 'fup' counter.
 CREATE TABLE service_fup_tiers (
