@@ -288,14 +288,20 @@ mod tests {
         out
     }
 
-    #[test]
-    fn an_answered_request_ends_with_its_answer() {
+    /// A client with one Disconnect-Request queued to `nas(1)`.
+    fn one_request(retry: Retry) -> (Instant, Secret, CoaClient, RequestId) {
         let t0 = Instant::now();
         let secret = Secret::new(b"s3cr3t");
-        let mut c = CoaClient::new(Retry::default());
+        let mut c = CoaClient::new(retry);
         let id = c
             .send(t0, nas(1), &secret, &target(), &Action::Disconnect, 0)
             .unwrap();
+        (t0, secret, c, id)
+    }
+
+    #[test]
+    fn an_answered_request_ends_with_its_answer() {
+        let (t0, secret, mut c, id) = one_request(Retry::default());
         let sent = drain(&mut c, t0);
         assert_eq!(sent.len(), 1);
         let (t, bytes) = &sent[0];
@@ -311,16 +317,10 @@ mod tests {
 
     #[test]
     fn silence_is_retransmitted_with_the_same_bytes_then_given_up_on_a_virtual_clock() {
-        let t0 = Instant::now();
-        let secret = Secret::new(b"s3cr3t");
-        let retry = Retry {
+        let (t0, _, mut c, id) = one_request(Retry {
             tries: 3,
             timeout: Duration::from_secs(2),
-        };
-        let mut c = CoaClient::new(retry);
-        let id = c
-            .send(t0, nas(1), &secret, &target(), &Action::Disconnect, 0)
-            .unwrap();
+        });
         let mut sent = drain(&mut c, t0);
         assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(2)));
         assert!(c
@@ -344,12 +344,7 @@ mod tests {
 
     #[test]
     fn stray_datagrams_are_ignored_and_a_wrong_secret_is_reported() {
-        let t0 = Instant::now();
-        let secret = Secret::new(b"s3cr3t");
-        let mut c = CoaClient::new(Retry::default());
-        let id = c
-            .send(t0, nas(1), &secret, &target(), &Action::Disconnect, 0)
-            .unwrap();
+        let (t0, secret, mut c, id) = one_request(Retry::default());
         let (t, bytes) = drain(&mut c, t0).remove(0);
         let ack = answer(&bytes, Code::DISCONNECT_ACK, &secret);
         assert_eq!(c.handle(t0, t.socket, nas(2), &ack), None, "another source");

@@ -426,19 +426,24 @@ mod tests {
         assert_eq!(usage_delta(Some((800, 40)), 800, 40), 0);
     }
 
-    fn service() -> Service {
-        Service::from_record(&crate::model::ServiceRecord {
+    /// Service 1, 10M, with `filter_id`.
+    fn service_record(filter_id: Option<&str>) -> crate::model::ServiceRecord {
+        crate::model::ServiceRecord {
             id: 1,
             name: "10M".into(),
             download_kbps: 10_000,
             upload_kbps: 2_000,
             burst: None,
             pool_name: None,
-            filter_id: Some("plan-10M".into()),
+            filter_id: filter_id.map(str::to_owned),
             idle_timeout: None,
             daily_quota_bytes: None,
             monthly_quota_bytes: None,
-        })
+        }
+    }
+
+    fn service() -> Service {
+        Service::from_record(&service_record(Some("plan-10M")))
     }
 
     #[test]
@@ -536,18 +541,7 @@ mod tests {
     #[test]
     fn a_subscriber_is_found_with_its_service_and_fup_only_when_it_has_one() {
         let mut snapshot = Snapshot::default();
-        snapshot.set_services(&[crate::model::ServiceRecord {
-            id: 1,
-            name: "10M".into(),
-            download_kbps: 10_000,
-            upload_kbps: 2_000,
-            burst: None,
-            pool_name: None,
-            filter_id: None,
-            idle_timeout: None,
-            daily_quota_bytes: None,
-            monthly_quota_bytes: None,
-        }]);
+        snapshot.set_services(&[service_record(None)]);
         let sub = |name: &str, service_id| crate::model::SubscriberRecord {
             id: 1,
             username: name.into(),
