@@ -3,8 +3,11 @@
 //! nothing of the crate, so the store depends on it and the policy depends
 //! on it, never on each other.
 
+mod cluster;
 mod fup;
 mod records;
+
+pub use cluster::{ClusterView, Fence, LeaseRow, NodeInfo, NodeRow, JOBS};
 
 pub use fup::{FreeHours, Levels, MonthlyResetCandidate, Period, TierRecord};
 pub use records::{

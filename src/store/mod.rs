@@ -19,7 +19,9 @@ pub use crate::model::{
     UsageRow,
 };
 pub use postgres::PgStore;
-pub use roles::{AccountingSink, Admin, LogSink, SnapshotSource, Store, UsageStore};
+pub use roles::{
+    AccountingSink, Admin, ClusterStore, JobsStore, LogSink, SnapshotSource, Store, UsageStore,
+};
 pub use split::{write_splitting, StopCause, Stopped};
 pub use sqlite::{logs_path as sqlite_logs_path, SqliteStore};
 pub use url::{redact as redact_url, DatabaseUrl, PgUrl};
@@ -55,8 +57,8 @@ pub enum Failure {
     /// constraint violation): the same rows will fail again, other rows
     /// of the batch may pass.
     Data,
-    /// The database refused the statement for another reason: read-only
-    /// (a standby), a missing table or column, permissions. Not the rows'
+    /// The database refused the statement for another reason: a missing
+    /// table or column, permissions (a read-only standby is Unavailable). Not the rows'
     /// fault: try again later.
     Refused,
 }

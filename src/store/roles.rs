@@ -11,8 +11,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::Result;
 use crate::accounting::AcctEvent;
 use crate::model::{
-    ChangeVersions, FreeHours, Levels, LogEntry, LogRow, MonthlyResetCandidate, NasRecord, Period,
-    RadreplyRecord, ServiceRecord, SessionRow, SubscriberRecord, TierRecord, UsageRow,
+    ChangeVersions, ClusterView, Fence, FreeHours, Levels, LogEntry, LogRow, MonthlyResetCandidate,
+    NasRecord, NodeInfo, Period, RadreplyRecord, ServiceRecord, SessionRow, SubscriberRecord,
+    TierRecord, UsageRow,
 };
 
 /// The loader thread: everything a snapshot is built from.
@@ -63,6 +64,14 @@ pub trait AccountingSink: Send {
     /// A NAS-reboot event closes the open sessions of its NAS's addresses
     /// opened before it.
     fn write_accounting(&mut self, events: &[AcctEvent]) -> Result<()>;
+    /// [`AccountingSink::write_accounting`], returning also, per event, the
+    /// session's counters as stored before this write (input + output
+    /// octets, session time; `None` for a new row or a NAS reboot), read
+    /// under the row's lock in the same transaction. A usage delta against
+    /// them is exact however many nodes write the same session: each
+    /// write sees the one committed before it.
+    fn write_accounting_counted(&mut self, events: &[AcctEvent])
+        -> Result<Vec<Option<(u64, u32)>>>;
     /// Closes open sessions not updated since `before` (`Stale-Session`,
     /// stop time = last update); returns how many.
     fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64>;
@@ -74,8 +83,8 @@ pub trait AccountingSink: Send {
 }
 
 /// The usage thread and the jobs: quota usage and tier levels, the daily
-/// and monthly resets, leadership of cluster-wide jobs, the sessions the
-/// expiry job cuts and the ones a CoA goes to.
+/// and monthly resets, the sessions the expiry job cuts and the ones a
+/// CoA goes to (leadership is [`ClusterStore`]'s).
 pub trait UsageStore: Send {
     /// Adds counted bytes to each subscriber's daily and monthly usage in
     /// one transaction; returns the new totals with the stored levels.
@@ -110,16 +119,43 @@ pub trait UsageStore: Send {
             }),
         }
     }
-    /// Whether this process leads cluster-wide job `job` (one node of
-    /// several on one database runs it): a session-level advisory lock on
-    /// PostgreSQL, always true on the embedded store (one node by nature).
-    fn try_lead(&mut self, job: &str) -> Result<bool>;
     /// Open sessions whose subscriber is disabled, expired (last valid
     /// day before `today`, the server's local date) or deleted (a tombstone
     /// and no subscriber of that name): the expiry job cuts them.
     fn sessions_to_cut(&mut self, today: NaiveDate) -> Result<Vec<SessionRow>>;
     /// A subscriber's open sessions, newest first (`username` as stored).
     fn open_sessions_of(&mut self, username: &str) -> Result<Vec<SessionRow>>;
+}
+
+/// The cluster thread and the singleton jobs: this node's registry row,
+/// the leases, and the fenced writes of a leader.
+pub trait ClusterStore: Send {
+    /// Inserts or refreshes this node's `cluster_nodes` row, heartbeat =
+    /// the database's now. `started` rewrites the start time (at start).
+    fn heartbeat(&mut self, node: &NodeInfo, started: bool) -> Result<()>;
+    /// Takes `job`'s lease for `node` if it is free or expired, or renews
+    /// it if `node` holds it, for `ttl` by the database's clock; the epoch
+    /// grows whenever the lease changes hands or was expired. Returns the
+    /// lease as it is after the attempt: `node` leads iff it is the holder.
+    fn acquire_lease(
+        &mut self,
+        job: &str,
+        node: &str,
+        ttl: Duration,
+    ) -> Result<crate::model::LeaseRow>;
+    /// Gives the lease up (at shutdown), so another node takes over at its
+    /// next attempt instead of after the lease runs out.
+    fn release_lease(&mut self, job: &str, node: &str) -> Result<()>;
+    /// Closes stale sessions (as [`AccountingSink::close_stale_sessions`])
+    /// and records the run, in one transaction that commits only if
+    /// `fence` still holds (the lease row is locked until commit, so no
+    /// takeover interleaves). `None`: the fence did not hold, nothing done.
+    fn close_stale_fenced(&mut self, fence: &Fence, before: DateTime<Utc>) -> Result<Option<u64>>;
+    /// Records a run of a job that acted outside the database (the expiry
+    /// sweep's CoAs, a usage reset), if `fence` holds; false otherwise.
+    fn record_run(&mut self, fence: &Fence, affected: u64) -> Result<bool>;
+    /// The nodes and leases, with the database's clock.
+    fn cluster_view(&mut self) -> Result<ClusterView>;
 }
 
 /// The radius_logs writers.
@@ -168,7 +204,12 @@ pub trait Admin: Send {
     ) -> Result<Vec<SessionRow>>;
 }
 
-/// Every role: what the CLI and the tests open.
-pub trait Store: SnapshotSource + AccountingSink + UsageStore + LogSink + Admin {}
+/// The jobs thread's connection: usage, resets and the fenced runs.
+pub trait JobsStore: UsageStore + ClusterStore {}
 
-impl<T: SnapshotSource + AccountingSink + UsageStore + LogSink + Admin> Store for T {}
+impl<T: UsageStore + ClusterStore> JobsStore for T {}
+
+/// Every role: what the CLI and the tests open.
+pub trait Store: SnapshotSource + AccountingSink + JobsStore + LogSink + Admin {}
+
+impl<T: SnapshotSource + AccountingSink + JobsStore + LogSink + Admin> Store for T {}

@@ -2,6 +2,7 @@
 //! into a staging table and one upsert into radacct; NAS reboots; stale
 //! sessions; the stored counters the usage deltas start from.
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +11,7 @@ use tokio_postgres::types::Type;
 
 use super::PgStore;
 use crate::accounting::{AcctEvent, AcctKind};
-use crate::store::{AccountingSink, Result};
+use crate::store::{AccountingSink, Result, StoreError};
 
 /// Staging table for the binary COPY of one batch; emptied at commit.
 const STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS radacct_staging (
@@ -49,8 +50,39 @@ const RADACCT_UPSERT: &str = "INSERT INTO radacct (AcctSessionId, AcctUniqueId, 
         CalledStationId = COALESCE(radacct.CalledStationId, EXCLUDED.CalledStationId),
         Class = COALESCE(radacct.Class, EXCLUDED.Class)";
 
-impl AccountingSink for PgStore {
-    fn write_accounting(&mut self, events: &[AcctEvent]) -> Result<()> {
+/// With counters wanted: the new sessions first, inserted as they are
+/// (a concurrent insert of the same session by another node is waited
+/// for and then skipped), so that every other row exists and can be read
+/// under its lock before the upsert changes it.
+const INSERT_NEW: &str = "INSERT INTO radacct (AcctSessionId, AcctUniqueId, UserName, NASIPAddress, NASPortId,
+        NASPortType, AcctStartTime, AcctUpdateTime, AcctStopTime, AcctSessionTime, AcctInputOctets,
+        AcctOutputOctets, CalledStationId, CallingStationId, AcctTerminateCause, FramedIPAddress, Class)
+    SELECT acctsessionid, acctuniqueid, username, nasipaddress, nasportid, nasporttype,
+        acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets,
+        calledstationid, callingstationid, acctterminatecause, framedipaddress, class
+    FROM radacct_staging
+    ON CONFLICT (AcctUniqueId) DO NOTHING
+    RETURNING AcctUniqueId";
+
+/// The stored counters of the batch's existing sessions, locked until
+/// commit: another node's write of the same session waits for ours, and
+/// then reads what we wrote.
+const COUNTERS_LOCKED: &str =
+    "SELECT AcctUniqueId, coalesce(AcctInputOctets, 0) + coalesce(AcctOutputOctets, 0),
+        coalesce(AcctSessionTime, 0)
+    FROM radacct WHERE AcctUniqueId IN (SELECT acctuniqueid FROM radacct_staging)
+        AND NOT (AcctUniqueId = ANY($1))
+    ORDER BY AcctUniqueId
+    FOR UPDATE";
+
+impl PgStore {
+    /// The batch in one transaction; with `counted`, each event's stored
+    /// counters before it (see `AccountingSink::write_accounting_counted`).
+    fn write_batch(
+        &mut self,
+        events: &[AcctEvent],
+        counted: bool,
+    ) -> Result<Vec<Option<(u64, u32)>>> {
         let (runtime, client) = self.conn()?;
         let fut = async {
             let tx = client.transaction().await?;
@@ -117,6 +149,23 @@ impl AccountingSink for PgStore {
                     .await?;
             }
             writer.finish().await?;
+            let mut before = HashMap::new();
+            let mut inserted = HashSet::new();
+            if counted {
+                for r in tx.query(INSERT_NEW, &[]).await? {
+                    inserted.insert(r.get::<_, String>(0));
+                }
+                let new: Vec<&str> = inserted.iter().map(String::as_str).collect();
+                for r in tx.query(COUNTERS_LOCKED, &[&new]).await? {
+                    before.insert(
+                        r.get::<_, String>(0),
+                        (
+                            r.get::<_, i64>(1).max(0) as u64,
+                            r.get::<_, i64>(2).clamp(0, i64::from(u32::MAX)) as u32,
+                        ),
+                    );
+                }
+            }
             tx.batch_execute(RADACCT_UPSERT).await?;
             for e in reboots {
                 tx
@@ -128,9 +177,35 @@ impl AccountingSink for PgStore {
                         .await?;
             }
             // Dropped without a commit (an error above), it rolls back.
-            tx.commit().await
+            tx.commit().await?;
+            let counters = if counted {
+                events
+                    .iter()
+                    .map(|e| match e.kind {
+                        AcctKind::NasReboot => None,
+                        _ => before.get(&e.unique_id).copied(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok::<_, tokio_postgres::Error>(counters)
         };
-        Ok(runtime.block_on(fut)?)
+        let result = runtime.block_on(fut);
+        self.after_write(result)
+    }
+}
+
+impl AccountingSink for PgStore {
+    fn write_accounting(&mut self, events: &[AcctEvent]) -> Result<()> {
+        self.write_batch(events, false).map(drop)
+    }
+
+    fn write_accounting_counted(
+        &mut self,
+        events: &[AcctEvent],
+    ) -> Result<Vec<Option<(u64, u32)>>> {
+        self.write_batch(events, true)
     }
 
     fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64> {
@@ -160,8 +235,23 @@ impl AccountingSink for PgStore {
             .collect())
     }
 
+    /// Also fails on a server in recovery (a standby, or a primary that
+    /// was demoted): the writer must not replay its spool into it. The
+    /// connection is dropped, so the next attempt reconnects and, on a
+    /// multi-host URL with `target_session_attrs=read-write`, finds the
+    /// writable host.
     fn ping(&mut self) -> Result<()> {
         let (runtime, client) = self.conn()?;
-        Ok(runtime.block_on(client.batch_execute("SELECT 1"))?)
+        let result = runtime.block_on(client.query_one("SELECT pg_is_in_recovery()", &[]));
+        match self.after_write(result)?.get::<_, bool>(0) {
+            false => Ok(()),
+            true => {
+                self.disconnect();
+                Err(StoreError::Unavailable(
+                    "the database is read-only (in recovery); waiting for a writable primary"
+                        .into(),
+                ))
+            }
+        }
     }
 }

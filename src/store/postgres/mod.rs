@@ -7,11 +7,13 @@
 //! This file: connecting, reconnecting with backoff, query helpers, error
 //! classification and row mappers. One file per role: `snapshot.rs`
 //! (the loader's reads), `accounting.rs` (the radacct upsert, stale
-//! sessions), `usage.rs` (usage, resets, leadership, sessions to cut),
+//! sessions), `usage.rs` (usage, resets, sessions to cut), `cluster.rs` (nodes,
+//! leases, fenced job runs),
 //! `logs.rs` (radius_logs), `admin.rs` (migrations and the CLI's writes).
 
 mod accounting;
 mod admin;
+mod cluster;
 mod logs;
 mod snapshot;
 mod usage;
@@ -49,6 +51,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         5,
         include_str!("../migrations/postgres/0005_nas_addresses.sql"),
     ),
+    (6, include_str!("../migrations/postgres/0006_cluster.sql")),
 ];
 
 const CHANNEL: &str = "shardius_changes";
@@ -77,6 +80,17 @@ impl PgStore {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("shardius");
+        // A dead peer (power loss, a cut network) is noticed in seconds,
+        // not after the kernel's two hours: keepalives probe an idle
+        // connection, the user timeout ends one with unacknowledged data.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(3);
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(10));
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -118,8 +132,16 @@ impl PgStore {
                 }
             }
         });
-        self.runtime
-            .block_on(client.batch_execute(&format!("LISTEN {CHANNEL}")))?;
+        // A standby (database.read_url) cannot LISTEN (25006, "cannot
+        // execute LISTEN during recovery"): its reader polls instead.
+        if let Err(e) = self
+            .runtime
+            .block_on(client.batch_execute(&format!("LISTEN {CHANNEL}")))
+        {
+            if e.code() != Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
+                return Err(e.into());
+            }
+        }
         self.client = Some(client);
         self.backoff = Duration::from_millis(250);
         // Whatever changed while we were away is found by the next poll.
@@ -157,6 +179,32 @@ impl PgStore {
         Ok(())
     }
 
+    /// Forgets the connection; the next use reconnects (after backoff).
+    fn disconnect(&mut self) {
+        self.client = None;
+    }
+
+    /// Passes a write's result on, dropping the connection when the error
+    /// says this server cannot take writes: it is read-only (a standby,
+    /// SQLSTATE 25006) or going away. The reconnect then looks for a
+    /// writable host among the URL's hosts.
+    fn after_write<T>(
+        &mut self,
+        result: std::result::Result<T, tokio_postgres::Error>,
+    ) -> Result<T> {
+        match result {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+                    || failure(&e) == super::Failure::Unavailable
+                {
+                    self.disconnect();
+                }
+                Err(e.into())
+            }
+        }
+    }
+
     fn query(
         &mut self,
         sql: &str,
@@ -187,6 +235,9 @@ pub(in crate::store) fn failure(e: &tokio_postgres::Error) -> super::Failure {
     match e.code().map(SqlState::code) {
         Some(code) if code.starts_with("22") || code.starts_with("23") => Failure::Data,
         Some(code) if code.starts_with("08") || code.starts_with("57P") => Failure::Unavailable,
+        // 25006 read_only_sql_transaction: a standby, or the primary was
+        // demoted; the rows are fine, a writable primary will take them.
+        Some("25006") => Failure::Unavailable,
         Some(_) => Failure::Refused,
         None => Failure::Unavailable,
     }

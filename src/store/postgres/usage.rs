@@ -142,16 +142,6 @@ impl UsageStore for PgStore {
         Ok(runtime.block_on(fut)?)
     }
 
-    fn try_lead(&mut self, job: &str) -> Result<bool> {
-        // A session-level advisory lock keyed by the job name: it belongs
-        // to this connection, so if the node dies or its connection drops,
-        // another node takes the job over at its next try. Re-taking a lock
-        // this session holds succeeds (and only bumps a local count).
-        let key = 0x5348_0000_0000_i64 | i64::from(crc32fast::hash(job.as_bytes()));
-        let rows = self.query("SELECT pg_try_advisory_lock($1)", &[&key])?;
-        Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
-    }
-
     fn sessions_to_cut(&mut self, today: chrono::NaiveDate) -> Result<Vec<SessionRow>> {
         Ok(self
             .query(

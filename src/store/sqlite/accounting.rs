@@ -28,12 +28,39 @@ const RADACCT_UPSERT: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, 
         calledstationid = coalesce(radacct.calledstationid, excluded.calledstationid),
         class = coalesce(radacct.class, excluded.class)";
 
-impl AccountingSink for SqliteStore {
-    fn write_accounting(&mut self, events: &[AcctEvent]) -> Result<()> {
+/// A session's stored counters, read before its upsert in the same
+/// transaction (one writer at a time on SQLite: nothing interleaves).
+const COUNTERS: &str = "SELECT coalesce(acctinputoctets, 0) + coalesce(acctoutputoctets, 0), coalesce(acctsessiontime, 0)
+     FROM radacct WHERE acctuniqueid = ?1";
+
+impl SqliteStore {
+    /// The batch in one transaction; with `counted`, each event's stored
+    /// counters before it (see `AccountingSink::write_accounting_counted`).
+    fn write_batch(
+        &mut self,
+        events: &[AcctEvent],
+        counted: bool,
+    ) -> Result<Vec<Option<(u64, u32)>>> {
         let tx = self.conn.transaction()?;
+        let mut before = Vec::with_capacity(if counted { events.len() } else { 0 });
         {
             let mut upsert = tx.prepare_cached(RADACCT_UPSERT)?;
             for e in events {
+                if counted {
+                    let prev = if e.kind == AcctKind::NasReboot {
+                        None
+                    } else {
+                        tx.prepare_cached(COUNTERS)?
+                            .query_row([&e.unique_id], |r| {
+                                Ok((
+                                    r.get::<_, i64>(0)?.max(0) as u64,
+                                    r.get::<_, i64>(1)?.clamp(0, i64::from(u32::MAX)) as u32,
+                                ))
+                            })
+                            .optional()?
+                    };
+                    before.push(prev);
+                }
                 if e.kind == AcctKind::NasReboot {
                     let mut close = tx.prepare_cached(
                         "UPDATE radacct SET acctstoptime = ?2, acctupdatetime = ?2, acctterminatecause = 'NAS-Reboot'
@@ -69,7 +96,20 @@ impl AccountingSink for SqliteStore {
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(before)
+    }
+}
+
+impl AccountingSink for SqliteStore {
+    fn write_accounting(&mut self, events: &[AcctEvent]) -> Result<()> {
+        self.write_batch(events, false).map(drop)
+    }
+
+    fn write_accounting_counted(
+        &mut self,
+        events: &[AcctEvent],
+    ) -> Result<Vec<Option<(u64, u32)>>> {
+        self.write_batch(events, true)
     }
 
     fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64> {

@@ -3,10 +3,12 @@
 //!
 //! This file: opening (WAL, the radius_logs file of its own), error
 //! classification and row mappers. One file per role, as for PostgreSQL:
-//! `snapshot.rs`, `accounting.rs`, `usage.rs`, `logs.rs`, `admin.rs`.
+//! `snapshot.rs`, `accounting.rs`, `usage.rs`, `cluster.rs`, `logs.rs`,
+//! `admin.rs`.
 
 mod accounting;
 mod admin;
+mod cluster;
 mod logs;
 mod snapshot;
 mod usage;
@@ -34,6 +36,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         5,
         include_str!("../migrations/sqlite/0005_nas_addresses.sql"),
     ),
+    (6, include_str!("../migrations/sqlite/0006_cluster.sql")),
 ];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";

@@ -1,6 +1,6 @@
 //! The usage thread's and the jobs' SQL: usage and tier levels, the
 //! daily and monthly resets (claimed per day in the same transaction),
-//! the sessions the expiry job cuts. One node by nature: it leads every job.
+//! the sessions the expiry job cuts.
 
 use chrono::NaiveDate;
 use rusqlite::params;
@@ -112,10 +112,6 @@ impl UsageStore for SqliteStore {
         }
         tx.commit()?;
         Ok(Some(tiered))
-    }
-
-    fn try_lead(&mut self, _job: &str) -> Result<bool> {
-        Ok(true)
     }
 
     fn sessions_to_cut(&mut self, today: chrono::NaiveDate) -> Result<Vec<SessionRow>> {

@@ -1,0 +1,30 @@
+-- The nodes of a cluster and the leases of its singleton jobs (see the
+-- PostgreSQL migration of the same number). The embedded store has one
+-- node, which registers here too and leads every job. Times are
+-- microseconds since the epoch, as elsewhere in this schema.
+CREATE TABLE IF NOT EXISTS cluster_nodes (
+    name TEXT PRIMARY KEY,
+    listen TEXT NOT NULL DEFAULT '',
+    version TEXT NOT NULL DEFAULT '',
+    started_at INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    snapshot_age_ms INTEGER NOT NULL DEFAULT 0,
+    spool_bytes INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS cluster_leases (
+    job TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS cluster_job_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL,
+    node TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    ran_at INTEGER NOT NULL,
+    affected INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS cluster_job_runs_job_ran ON cluster_job_runs (job, ran_at);
