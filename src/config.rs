@@ -23,6 +23,52 @@ pub struct Config {
     pub http: HttpConfig,
     pub coa: CoaConfig,
     pub quota: QuotaConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Several nodes on one database: each registers under its name and
+/// heartbeats; singleton jobs run on the holder of a lease.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name in `cluster_nodes` and in leases; empty = the host
+    /// name. Unique per node: two nodes of one name share their leases.
+    pub node_name: String,
+    /// How often the node heartbeats and renews (or tries to take) leases.
+    pub heartbeat_ms: u64,
+    /// How long a lease lasts without renewal: a dead leader's jobs move
+    /// to another node at most lease_ms + heartbeat_ms after its last
+    /// renewal. A leader stops acting when its renewal is this old (less a
+    /// margin), before any other node can take over.
+    pub lease_ms: u64,
+    /// A node whose heartbeat is older than this shows as dead.
+    pub node_dead_after_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_name: String::new(),
+            heartbeat_ms: 1000,
+            lease_ms: 3000,
+            node_dead_after_ms: 5000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The configured name, else the host name, else `shardius`.
+    pub fn node_name(&self) -> String {
+        let name = self.node_name.trim();
+        if !name.is_empty() {
+            return name.to_owned();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "shardius".into())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -171,6 +217,9 @@ pub struct DatabaseConfig {
     /// `sqlite:PATH` (embedded, the default) or `postgres://...`; shown
     /// only with its password redacted.
     pub url: crate::store::DatabaseUrl,
+    /// Optional: where the snapshot loader reads (a nearby streaming
+    /// replica); every writer uses `url`.
+    pub read_url: Option<crate::store::DatabaseUrl>,
     /// How often the loader polls for changed NAS devices, services and subscribers.
     pub reload_interval_secs: u64,
     /// How often the open-session count (`shardius_open_sessions`) is refreshed.
@@ -230,6 +279,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             url: crate::store::DatabaseUrl::default(),
+            read_url: None,
             reload_interval_secs: 5,
             open_sessions_interval_secs: 30,
         }
@@ -375,6 +425,21 @@ impl Config {
                     self.database.url =
                         crate::store::DatabaseUrl::parse(&value).map_err(|e| bad(e.to_string()))?
                 }
+                "SHARDIUS_DATABASE_READ_URL" => {
+                    self.database.read_url = Some(
+                        crate::store::DatabaseUrl::parse(&value).map_err(|e| bad(e.to_string()))?,
+                    )
+                }
+                "SHARDIUS_CLUSTER_NODE_NAME" => self.cluster.node_name = value.clone(),
+                "SHARDIUS_CLUSTER_HEARTBEAT_MS" => {
+                    self.cluster.heartbeat_ms = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_CLUSTER_LEASE_MS" => {
+                    self.cluster.lease_ms = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_CLUSTER_NODE_DEAD_AFTER_MS" => {
+                    self.cluster.node_dead_after_ms = parse_num(&value).map_err(bad)?
+                }
                 "SHARDIUS_DATABASE_OPEN_SESSIONS_INTERVAL_SECS" => {
                     self.database.open_sessions_interval_secs = parse_num(&value).map_err(bad)?
                 }
@@ -484,6 +549,19 @@ impl Config {
             return Err(invalid(
                 "database.open_sessions_interval_secs",
                 "must be at least 1",
+            ));
+        }
+        let c = &self.cluster;
+        if c.heartbeat_ms < 100 || c.lease_ms < 2 * c.heartbeat_ms {
+            return Err(invalid(
+                "cluster.lease_ms",
+                "heartbeat_ms must be at least 100 and lease_ms at least twice heartbeat_ms",
+            ));
+        }
+        if c.node_name.len() > 128 || c.node_name.chars().any(|ch| ch.is_control()) {
+            return Err(invalid(
+                "cluster.node_name",
+                "at most 128 characters, no control characters",
             ));
         }
         if self.database.reload_interval_secs == 0 {

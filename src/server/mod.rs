@@ -12,12 +12,15 @@
 //! - `loader`: the loader thread, publishing snapshots to the shards.
 //! - [`jobs`]: the jobs thread: CoA and Disconnect, the expiry/suspension
 //!   sweep and the usage resets.
+//! - [`cluster`]: the cluster thread: this node's heartbeat and the
+//!   leases of the singleton jobs, published as [`cluster::Leadership`].
 //! - `logpool`: the radius_logs workers.
 //! - `threads`: the running threads and the order they stop in.
 //!
 //! [`serve`] wires them: build, start, wait for a signal, stop.
 
 pub mod accounting;
+pub mod cluster;
 pub mod control;
 pub mod jobs;
 mod loader;
@@ -40,7 +43,7 @@ use crate::engine::{all_drop_reasons, Counter, DropReason, StatsSlot};
 use crate::keyfile::PasswordKey;
 use crate::policy::RejectReason;
 use crate::policy::Snapshot;
-use crate::store::{AccountingSink, Store, StoreError, UsageStore};
+use crate::store::{AccountingSink, ClusterStore, JobsStore, Store, StoreError, UsageStore};
 use control::status;
 use shard::unknown_nas;
 
@@ -60,6 +63,8 @@ pub struct Shared {
     pub coa: status::CoaStats,
     /// The `unknown NAS` log line, bounded across shards.
     pub unknown_nas: unknown_nas::UnknownNasLog,
+    /// Which singleton jobs this node leads (the cluster thread writes it).
+    pub leadership: cluster::Leadership,
 }
 
 impl Shared {
@@ -116,10 +121,15 @@ pub fn serve(
 ) -> Result<(), ServeError> {
     let started = Instant::now();
     check_memlock()?;
-    let loader = Loader::new(open_store()?)?;
+    // The loader only reads: from a nearby replica when one is configured.
+    let loader = Loader::new(match &config.database.read_url {
+        Some(url) => crate::store::open(url)?,
+        None => open_store()?,
+    })?;
     let acct_store: Box<dyn AccountingSink> = open_store()?;
     let usage_store: Box<dyn UsageStore> = open_store()?;
-    let jobs_store: Box<dyn UsageStore> = open_store()?;
+    let jobs_store: Box<dyn JobsStore> = open_store()?;
+    let cluster_store: Box<dyn ClusterStore> = open_store()?;
     let log_stores = logpool::open_stores(&config, open_store)?;
     let first = loader.snapshot();
     loader::log_first(&first, started);
@@ -154,6 +164,7 @@ pub fn serve(
         loader_status: Default::default(),
         coa: Default::default(),
         unknown_nas: Default::default(),
+        leadership: cluster::Leadership::new(config.cluster.node_name()),
         key,
         config,
     });
@@ -179,7 +190,19 @@ pub fn serve(
         stats: quota_stats.clone(),
     };
     let logs = (!log_stores.is_empty()).then(|| log_tx.clone());
-    let jobs = jobs::Enforcer::new(jobs_store, jobs_rx, logs, shared.clone());
+    let jobs = jobs::Enforcer::new(
+        jobs_store,
+        jobs_rx,
+        logs,
+        shared.clone(),
+        writer_stats.clone(),
+    );
+    let cluster = cluster::ClusterThread {
+        store: cluster_store,
+        shared: shared.clone(),
+        writer: writer_stats.clone(),
+        listen: format!("auth={} acct={}", join(&bound.auth), join(&bound.acct)),
+    };
     let control = Arc::new(control::ControlState::new(
         control::metrics::Sources {
             shared: shared.clone(),
@@ -205,6 +228,7 @@ pub fn serve(
         loader,
         shards: std::mem::take(&mut bound.shards),
         jobs,
+        cluster,
         http,
         control,
         log_stores,
@@ -315,6 +339,18 @@ fn shard_summary(index: usize, slot: &StatsSlot) -> String {
         slot.get(Counter::Dropped(DropReason::UnknownNas)),
         slot.get(Counter::LogDropped),
     )
+}
+
+/// Sleeps for `wait`, waking early when `flag` is set.
+pub(crate) fn sleep_unless(flag: &AtomicBool, wait: std::time::Duration) {
+    let until = Instant::now() + wait;
+    while !flag.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
+    }
 }
 
 fn join(addrs: &[SocketAddr]) -> String {

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use tracing::error;
 
-use super::{accounting, control, jobs, loader, logpool, shard, ServeError, Shared};
+use super::{accounting, cluster, control, jobs, loader, logpool, shard, ServeError, Shared};
 use crate::store::{LogEntry, LogSink};
 
 /// Everything built and ready to run.
@@ -19,6 +19,7 @@ pub struct Parts {
     pub loader: loader::Loader,
     pub shards: Vec<shard::ShardSockets>,
     pub jobs: jobs::Enforcer,
+    pub cluster: cluster::ClusterThread,
     pub http: Option<TcpListener>,
     pub control: Arc<control::ControlState>,
     pub log_stores: Vec<Box<dyn LogSink>>,
@@ -31,6 +32,7 @@ pub struct Threads {
     pub loader: JoinHandle<()>,
     pub control: JoinHandle<()>,
     pub jobs: JoinHandle<()>,
+    pub cluster: JoinHandle<()>,
     pub writer: JoinHandle<()>,
     pub usage: JoinHandle<()>,
     pub logs: Vec<JoinHandle<()>>,
@@ -39,8 +41,8 @@ pub struct Threads {
 impl Threads {
     /// Starts every thread: the accounting writer and the usage thread
     /// before the shards feed them, the loader, the shards (each reports
-    /// once its executor runs), then the jobs, the control thread and the
-    /// radius_logs workers. Returns how many shards started.
+    /// once its executor runs), then the cluster thread, the jobs, the
+    /// control thread and the radius_logs workers. Returns how many shards started.
     pub fn start(parts: Parts, shared: &Arc<Shared>) -> Result<(Threads, usize), ServeError> {
         let thread = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -54,6 +56,7 @@ impl Threads {
             loader,
             shards,
             jobs,
+            cluster,
             http,
             control,
             log_stores,
@@ -88,6 +91,7 @@ impl Threads {
         drop(started_tx);
         // One that cannot start drops its sender unsent.
         let shards_up = started_rx.iter().take(count).count();
+        let cluster = thread("cluster", Box::new(move || cluster.run()))?;
         let jobs = thread("jobs", Box::new(move || jobs.run()))?;
         let control = control::spawn(http, control).map_err(|source| ServeError::Thread {
             name: "control",
@@ -99,6 +103,7 @@ impl Threads {
             loader,
             control,
             jobs,
+            cluster,
             writer,
             usage,
             logs,
@@ -125,6 +130,9 @@ impl Threads {
         // 3. The jobs thread finishes the CoA in flight and ends (it may
         //    still queue radius_logs rows: the log pool stops last).
         joined(self.jobs, "jobs thread");
+        // 3b. The cluster thread gives up the leases this node holds, so
+        //     another node takes the jobs over at once, not when they expire.
+        joined(self.cluster, "cluster thread");
         // 4. The accounting writer: with no sender left it commits and
         //    answers what is queued (or abandons, unacknowledged, what
         //    neither the database nor a full spool takes), then ends.

@@ -1,7 +1,12 @@
-//! Quota bookkeeping on the accounting writer's batches (README: "Quota and fair usage"). After a
-//! batch is durable in the database, the writer works out in memory the
-//! traffic each session added since it was last counted ([`Quota`]) and
-//! hands the per-subscriber sums to the usage thread ([`UsageWorker`]),
+//! Quota bookkeeping on the accounting writer's batches (README: "Quota
+//! and fair usage"). The writer asks the database, in the transaction
+//! that writes a batch, for each counted session's counters as stored
+//! before it (`AccountingSink::write_accounting_counted`, under the row's
+//! lock). After the batch is durable the traffic a session added is the
+//! difference ([`Quota`]): exact however the session's packets are spread
+//! over the nodes of a cluster, since every write sees the one committed
+//! before it, whichever node made it. The writer hands the
+//! per-subscriber sums to the usage thread ([`UsageWorker`]),
 //! which adds them to the daily and monthly usage in one statement, and
 //! for a subscriber whose usage crossed a FUP tier records the new level
 //! and queues a CoA with the tier's speed for the enforcer. So the
@@ -12,7 +17,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chrono::Local;
 use tracing::{info, warn};
@@ -22,10 +26,11 @@ use crate::coa::Change;
 use crate::policy::fup::{fup_of, speed_change, usage_delta, Levels};
 use crate::server::jobs::Job;
 use crate::server::Shared;
-use crate::store::{AccountingSink, UsageStore};
+use crate::store::UsageStore;
 
-/// How often sessions that ended without a Stop are forgotten.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Per session (acctuniqueid): its counters (octets, session time) as
+/// stored before the write that just committed; `None` for a new row.
+pub type Before = HashMap<String, Option<(u64, u32)>>;
 
 /// What quota bookkeeping did, for the metrics.
 #[derive(Debug, Default)]
@@ -36,18 +41,12 @@ pub struct QuotaStats {
     pub usage_errors: AtomicU64,
 }
 
-/// The writer's side: what each session has been counted for, and the
-/// sums not yet handed over.
+/// The writer's side: the sums not yet handed over.
 pub struct Quota {
     shared: Arc<Shared>,
     /// To the usage thread; capacity 1, so sums pile up here while it works.
     usage: crossbeam_channel::Sender<Sums>,
-    /// Per session (acctuniqueid): the octets and session time last
-    /// counted, and when. Sessions that end without a Stop (NAS reboot,
-    /// stale) are pruned after `accounting.stale_after_secs`.
-    counted: HashMap<String, (u64, u32, Instant)>,
     pending: Sums,
-    next_prune: Instant,
 }
 
 /// The usage thread: owns a store connection for usage and tier levels.
@@ -81,69 +80,37 @@ impl Quota {
         Quota {
             shared,
             usage,
-            counted: HashMap::new(),
             pending: HashMap::new(),
-            next_prune: Instant::now() + PRUNE_EVERY,
         }
     }
 
-    /// Before a batch is written: learns what was already counted for
-    /// sessions not seen since start (their radacct row holds it).
-    pub fn prime<'a>(
-        &mut self,
-        store: &mut dyn AccountingSink,
-        events: impl Iterator<Item = &'a AcctEvent>,
-    ) {
+    /// Whether any of `rows` is counted (its subscriber's service has
+    /// tiers or free hours): only then does the write read the counters.
+    pub fn wants(&self, rows: &[AcctEvent]) -> bool {
         let snapshot = self.shared.snapshot.load();
-        let unknown: Vec<String> = events
-            .filter(|e| e.kind != AcctKind::NasReboot)
-            .filter(|e| !self.counted.contains_key(&e.unique_id))
-            .filter(|e| fup_of(&snapshot, &crate::text::unstored(&e.username)).is_some())
-            .map(|e| e.unique_id.clone())
-            .collect();
-        if unknown.is_empty() {
-            return;
-        }
-        match store.session_counters(&unknown) {
-            Ok(rows) => {
-                let now = Instant::now();
-                for (id, octets, time) in rows {
-                    self.counted.insert(id, (octets, time, now));
-                }
-            }
-            Err(e) => warn!("quota: cannot read session counters: {e}"),
-        }
+        rows.iter().any(|e| {
+            e.kind != AcctKind::NasReboot
+                && fup_of(&snapshot, &crate::text::unstored(&e.username)).is_some()
+        })
     }
 
-    /// After a batch is durable in the database: sums its traffic per
-    /// subscriber and hands the sums to the usage thread when it is free.
-    pub fn account<'a>(&mut self, events: impl Iterator<Item = &'a AcctEvent>) {
+    /// After rows are durable in the database: sums the traffic each
+    /// added to what `before` says was stored per subscriber, and hands
+    /// the sums to the usage thread when it is free. Rows without an entry
+    /// in `before` (not written with counters) are not counted.
+    pub fn account(&mut self, rows: &[AcctEvent], before: &Before) {
         let snapshot = self.shared.snapshot.load();
-        let now = Instant::now();
-        if now >= self.next_prune {
-            self.next_prune = now + PRUNE_EVERY;
-            let keep = Duration::from_secs(self.shared.config.accounting.stale_after_secs);
-            self.counted
-                .retain(|_, (_, _, at)| now.duration_since(*at) < keep);
-        }
-        for e in events {
+        for e in rows {
             if e.kind == AcctKind::NasReboot {
                 continue;
             }
+            let Some(prev) = before.get(&e.unique_id) else {
+                continue;
+            };
             let Some((_, fup)) = fup_of(&snapshot, &crate::text::unstored(&e.username)) else {
                 continue;
             };
-            let (octets, time) = (octets(e), e.session_time.unwrap_or(0));
-            let prev = self.counted.get(&e.unique_id).map(|&(o, t, _)| (o, t));
-            let delta = usage_delta(prev, octets, time);
-            if e.kind == AcctKind::Stop {
-                self.counted.remove(&e.unique_id);
-            } else if delta > 0 || prev.is_none() {
-                self.counted
-                    .insert(e.unique_id.clone(), (octets, time, now));
-            } else if let Some(entry) = self.counted.get_mut(&e.unique_id) {
-                entry.2 = now;
-            }
+            let delta = usage_delta(*prev, octets(e), e.session_time.unwrap_or(0));
             let at = e.event_time.with_timezone(&Local).time();
             let counted = fup.counted(delta, at);
             if counted > 0 {

@@ -42,6 +42,8 @@ pub struct WriterStats {
     pub events: AtomicU64,
     pub batches: AtomicU64,
     pub rows: AtomicU64,
+    /// Sessions the stale-session job closed (it runs on the jobs thread
+    /// of the node leading it; counted here with the rest of accounting).
     pub stale_closed: AtomicU64,
     /// Batches acknowledged from the spool while the database was away.
     pub spooled_batches: AtomicU64,
@@ -105,6 +107,8 @@ pub struct Writer {
     config: AccountingConfig,
     /// Quota/FUP bookkeeping on each committed batch.
     quota: Option<super::quota::Quota>,
+    /// The stored counters before the last write (quota bookkeeping).
+    before: super::quota::Before,
     /// Set at shutdown: a batch that cannot be made durable is then
     /// abandoned (unacknowledged) instead of retried, so the process exits.
     shutdown: Arc<AtomicBool>,
@@ -115,7 +119,6 @@ pub struct Writer {
     last_clamp_warning: Option<Instant>,
 }
 
-const STALE_FIRST_RUN: Duration = Duration::from_secs(10);
 /// While the database is away, how often the spool's replay is tried.
 const SPOOL_RETRY_EVERY: Duration = Duration::from_secs(1);
 /// Replay time per turn of the loop, so acknowledgements never wait
@@ -152,6 +155,7 @@ impl Writer {
             stats,
             config,
             quota: None,
+            before: Default::default(),
             shutdown,
             next_replay: Instant::now(),
             replay_done: 0,
@@ -171,7 +175,6 @@ impl Writer {
     /// unacknowledged for the NAS to retransmit).
     pub fn run(mut self) {
         let max_wait = Duration::from_millis(self.config.batch_max_wait_ms);
-        let mut next_stale = Instant::now() + STALE_FIRST_RUN;
         let mut batch: Vec<AcctMessage> = Vec::with_capacity(self.config.batch_max_events);
         loop {
             let replay_due = !self.spool.is_empty() && Instant::now() >= self.next_replay;
@@ -198,11 +201,6 @@ impl Writer {
                     }
                 }
                 self.commit(&mut batch);
-            }
-            if Instant::now() >= next_stale {
-                next_stale =
-                    Instant::now() + Duration::from_secs(self.config.stale_check_interval_secs);
-                self.close_stale();
             }
         }
         if !self.spool.is_empty() {
@@ -233,16 +231,14 @@ impl Writer {
     fn commit(&mut self, batch: &mut Vec<AcctMessage>) {
         let rows = coalesce(batch.iter().map(|m| &m.event));
         self.note_clamped(batch);
-        if let Some(q) = &mut self.quota {
-            q.prime(self.store.as_mut(), batch.iter().map(|m| &m.event));
-        }
+        self.before.clear();
         let started = Instant::now();
         let mut wait = Duration::from_millis(50);
         let mut from = 0;
         let mut logged = false;
-        let in_database = loop {
+        loop {
             match self.make_durable(&rows[from..]) {
-                Ok(in_database) => break in_database,
+                Ok(_in_database) => break,
                 Err((handled, cause, spool_error)) => {
                     from += handled;
                     if !logged {
@@ -264,11 +260,11 @@ impl Writer {
                         batch.clear();
                         return;
                     }
-                    sleep_unless(&self.shutdown, wait);
+                    crate::server::sleep_unless(&self.shutdown, wait);
                     wait = (wait * 2).min(MAX_RETRY_WAIT);
                 }
             }
-        };
+        }
         self.stats
             .events
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -294,11 +290,12 @@ impl Writer {
                 let _ = socket.send_to(&m.reply, m.dest);
             }
         }
-        // Usage counts once the batch is in the database, after the NAS has
-        // its answers; a spooled batch is counted by the session's next
-        // event, whose cumulative counters include it.
-        if let (Some(q), true) = (&mut self.quota, in_database) {
-            q.account(batch.iter().map(|m| &m.event));
+        // Usage counts once rows are in the database, after the NAS has its
+        // answers; spooled rows count when the spool is replayed (or, if a
+        // later event of the session gets there first, with it: the
+        // difference to the stored counters includes them).
+        if let Some(q) = &mut self.quota {
+            q.account(&rows, &self.before);
         }
         batch.clear();
     }
@@ -341,11 +338,24 @@ impl Writer {
         }
     }
 
-    /// [`write_splitting`] into this writer's store, refused rows set aside.
+    /// [`write_splitting`] into this writer's store, refused rows set
+    /// aside. With quota bookkeeping on and a counted row among them, the
+    /// stored counters before each written row land in `self.before`.
     fn write_rows(&mut self, rows: &[AcctEvent]) -> Result<(), Stopped> {
+        let counted = self.quota.as_ref().is_some_and(|q| q.wants(rows));
         let (store, rejected, stats) = (&mut self.store, &mut self.rejected, &self.stats);
+        let before = &mut self.before;
         write_splitting(
-            &mut |rows| store.write_accounting(rows),
+            &mut |rows| {
+                if !counted {
+                    return store.write_accounting(rows);
+                }
+                let prev = store.write_accounting_counted(rows)?;
+                for (e, p) in rows.iter().zip(prev) {
+                    before.insert(e.unique_id.clone(), p);
+                }
+                Ok(())
+            },
             rows,
             &mut |row, e| {
                 rejected.set_aside(row, &e.to_string(), Utc::now())?;
@@ -412,8 +422,12 @@ impl Writer {
                 }
                 Some(Next::Record { events, end }) => {
                     let rows = &events[self.replay_done.min(events.len())..];
+                    self.before.clear();
                     match self.write_rows(rows) {
                         Ok(()) => {
+                            if let Some(q) = &mut self.quota {
+                                q.account(rows, &self.before);
+                            }
                             self.spool.mark_replayed(end);
                             self.replay_done = 0;
                             self.stats.replayed_batches.fetch_add(1, Ordering::Relaxed);
@@ -422,6 +436,10 @@ impl Writer {
                             }
                         }
                         Err(stopped) => {
+                            // The rows written before the stop are counted now.
+                            if let Some(q) = &mut self.quota {
+                                q.account(rows, &self.before);
+                            }
                             self.replay_done += stopped.handled;
                             if !std::mem::replace(&mut self.spooling, true) {
                                 warn!(
@@ -475,32 +493,6 @@ impl Writer {
                 clamped[0].nas_ip
             );
         }
-    }
-
-    fn close_stale(&mut self) {
-        let before = Utc::now() - chrono::Duration::seconds(self.config.stale_after_secs as i64);
-        match self.store.close_stale_sessions(before) {
-            Ok(n) => {
-                self.stats.stale_closed.fetch_add(n, Ordering::Relaxed);
-                info!(
-                    closed = n,
-                    "stale-session check: closed sessions without an update since {before}"
-                );
-            }
-            Err(e) => warn!("stale-session check failed: {e}"),
-        }
-    }
-}
-
-/// Sleeps for `wait`, waking early when `flag` is set.
-fn sleep_unless(flag: &AtomicBool, wait: Duration) {
-    let until = Instant::now() + wait;
-    while !flag.load(Ordering::Relaxed) {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        std::thread::sleep(left.min(Duration::from_millis(50)));
     }
 }
 

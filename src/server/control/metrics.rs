@@ -412,6 +412,31 @@ impl Collector for ShardCollector {
             status.uptime.as_secs_f64(),
         )?;
         s.shared.coa.encode(&mut encoder)?;
+        let lead = &s.shared.leadership;
+        gauge(
+            &mut encoder,
+            "shardius_cluster_nodes_alive",
+            "Nodes of the cluster whose heartbeat is fresh (cluster.node_dead_after_ms)",
+            lead.nodes_alive.load(Ordering::Relaxed),
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "shardius_job_leader",
+            "1 if this node leads the singleton job, else 0",
+            None,
+            MetricType::Gauge,
+        )?;
+        for job in crate::model::JOBS {
+            family
+                .encode_family(&[("job", job)])?
+                .encode_gauge(&u64::from(lead.leads(job)))?;
+        }
+        labelled_counters(
+            &mut encoder,
+            "shardius_job_leader_changes",
+            "Changes of a singleton job's leader seen by this node",
+            "job",
+            crate::model::JOBS.iter().map(|j| (*j, lead.changes(j))),
+        )?;
         counter(
             &mut encoder,
             "shardius_fup_tier_changes",

@@ -2,10 +2,12 @@
 //! server's side, off the packet path. It owns the CoA sockets ([`coa`])
 //! and keeps every request in flight at once: the CoA and Disconnect
 //! requests the admin API and quota bookkeeping ask for ([`Job`]), the
-//! expiry/suspension sweep, which disconnects the open sessions of
-//! subscribers that expired, were disabled or deleted (on one node only,
-//! see `UsageStore::try_lead`), and the daily and monthly usage resets,
-//! which give subscribers leaving a tier their speed back. A slow NAS or
+//! singleton jobs, each only on the node that leads it (see
+//! `server::cluster`) and with its writes fenced by the lease: the
+//! stale-session cleanup, the expiry/suspension sweep, which disconnects
+//! the open sessions of subscribers that expired, were disabled or
+//! deleted, and the daily and monthly usage resets, which give
+//! subscribers leaving a tier their speed back. A slow NAS or
 //! database delays only this thread, and a silent NAS only its own
 //! requests (one retry window, not one per session).
 
@@ -25,8 +27,9 @@ use crate::model::{LogEntry, SessionRow};
 use crate::policy::fup::{self, Period};
 use crate::policy::Snapshot;
 use crate::proto::Secret;
+use crate::server::accounting::WriterStats;
 use crate::server::Shared;
-use crate::store::UsageStore;
+use crate::store::JobsStore;
 
 /// A change to a user's sessions: from the admin API (which waits for the
 /// reply) or from quota bookkeeping (which does not).
@@ -40,8 +43,12 @@ pub struct Job {
 /// A session the sweep disconnected is not asked again before this: its
 /// Accounting-Stop is on the way, or the NAS no longer knows it.
 const RETRY_CUT_AFTER: Duration = Duration::from_secs(300);
-/// The cluster-wide job name (one advisory lock on PostgreSQL).
-const EXPIRY_JOB: &str = "shardius-expiry";
+/// The singleton jobs' names (`model::JOBS`).
+const STALE_JOB: &str = "stale-sessions";
+const EXPIRY_JOB: &str = "expiry";
+const RESET_JOB: &str = "quota-reset";
+/// The first stale-session run after start.
+const STALE_FIRST_RUN: Duration = Duration::from_secs(10);
 /// Requests in flight at most; more wait in a queue (a sweep over a
 /// million sessions must not hold a million packets).
 const MAX_IN_FLIGHT: usize = 16_384;
@@ -72,7 +79,7 @@ struct Waiting {
 }
 
 pub struct Enforcer {
-    store: Box<dyn UsageStore>,
+    store: Box<dyn JobsStore>,
     jobs: Receiver<Job>,
     shared: Arc<Shared>,
     /// To the radius_logs pool, when it is on.
@@ -84,15 +91,19 @@ pub struct Enforcer {
     next_job: u64,
     /// When each session was last cut, by acctuniqueid.
     cut: HashMap<String, Instant>,
-    leading: bool,
+    /// Where the stale-session job counts what it closed.
+    writer_stats: Arc<WriterStats>,
+    /// Sweep requests not sent because the lease was lost meanwhile.
+    unsent_no_lease: u64,
 }
 
 impl Enforcer {
     pub fn new(
-        store: Box<dyn UsageStore>,
+        store: Box<dyn JobsStore>,
         jobs: Receiver<Job>,
         logs: Option<Sender<LogEntry>>,
         shared: Arc<Shared>,
+        writer_stats: Arc<WriterStats>,
     ) -> Enforcer {
         let c = &shared.config.coa;
         let retry = Retry {
@@ -109,7 +120,8 @@ impl Enforcer {
             waiting: HashMap::new(),
             next_job: 0,
             cut: HashMap::new(),
-            leading: false,
+            writer_stats,
+            unsent_no_lease: 0,
             shared,
         }
     }
@@ -119,6 +131,9 @@ impl Enforcer {
         // The first check soon after start: a subscriber that expired while
         // the server was down is cut within seconds.
         let mut next_check = Instant::now() + Duration::from_secs(2).min(interval);
+        let stale_every =
+            Duration::from_secs(self.shared.config.accounting.stale_check_interval_secs);
+        let mut next_stale = Instant::now() + STALE_FIRST_RUN.min(stale_every);
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             loop {
                 match self.jobs.try_recv() {
@@ -130,12 +145,16 @@ impl Enforcer {
             if Instant::now() >= next_check {
                 next_check = Instant::now() + interval;
                 self.check_expiry();
-                if self.leading {
-                    self.check_resets();
-                }
+                self.check_resets();
+            }
+            if Instant::now() >= next_stale {
+                next_stale = Instant::now() + stale_every;
+                self.close_stale();
             }
             // Wake for new jobs within 50 ms; answers as they come.
-            let until = next_check.min(Instant::now() + Duration::from_millis(50));
+            let until = next_check
+                .min(next_stale)
+                .min(Instant::now() + Duration::from_millis(50));
             self.turn(until);
         }
         let grace = Instant::now() + SHUTDOWN_GRACE;
@@ -171,6 +190,22 @@ impl Enforcer {
             let Some(request) = self.queued.pop_front() else {
                 break;
             };
+            // A sweep acts for the expiry job's leader: a node that lost the
+            // lease meanwhile (it was frozen, its database went away) sends
+            // none of what it queued; the new leader sweeps again.
+            if matches!(request.origin, Origin::Sweep)
+                && self.shared.leadership.fence(EXPIRY_JOB).is_none()
+            {
+                self.cut.remove(&request.session.unique_id);
+                self.unsent_no_lease += 1;
+                if self.unsent_no_lease == 1 || self.unsent_no_lease.is_power_of_two() {
+                    warn!(
+                        unsent = self.unsent_no_lease,
+                        "expiry/suspension job: no longer the leader, queued disconnects dropped"
+                    );
+                }
+                continue;
+            }
             let p = &request.prepared;
             let event_timestamp = Utc::now().timestamp().max(0) as u32;
             match self
@@ -280,8 +315,13 @@ impl Enforcer {
         if now.time() < self.shared.config.quota.reset_time() {
             return;
         }
+        let Some(fence) = self.shared.leadership.fence(RESET_JOB) else {
+            return;
+        };
         let today = now.date_naive();
         for period in [Period::Daily, Period::Monthly] {
+            // The day is claimed in the reset's own transaction, so a reset
+            // runs once per day cluster-wide even across a change of leader.
             let tiered = match self.store.reset_usage(period, today) {
                 Ok(Some(t)) => t,
                 Ok(None) => continue,
@@ -290,6 +330,12 @@ impl Enforcer {
                     continue;
                 }
             };
+            if let Err(e) = self.store.record_run(&fence, tiered.len() as u64) {
+                warn!(
+                    "{} usage reset: cannot record the run: {e}",
+                    period.as_str()
+                );
+            }
             info!(
                 restored = tiered.len(),
                 "{} usage reset for {today}",
@@ -317,23 +363,9 @@ impl Enforcer {
     /// subscribers: every one at once, so the sweep takes about one retry
     /// window however many sessions and silent NASes it meets.
     fn check_expiry(&mut self) {
-        match self.store.try_lead(EXPIRY_JOB) {
-            Ok(true) => {
-                if !std::mem::replace(&mut self.leading, true) {
-                    info!("this node runs the expiry/suspension job");
-                }
-            }
-            Ok(false) => {
-                if std::mem::take(&mut self.leading) {
-                    info!("another node runs the expiry/suspension job");
-                }
-                return;
-            }
-            Err(e) => {
-                warn!("expiry/suspension job: {e}");
-                return;
-            }
-        }
+        let Some(fence) = self.shared.leadership.fence(EXPIRY_JOB) else {
+            return;
+        };
         let today = chrono::Local::now().date_naive();
         let sessions = match self.store.sessions_to_cut(today) {
             Ok(s) => s,
@@ -342,6 +374,16 @@ impl Enforcer {
                 return;
             }
         };
+        // The run is recorded under the fence before any request goes out:
+        // a node that lost the lease in between sends nothing.
+        match self.store.record_run(&fence, sessions.len() as u64) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                warn!("expiry/suspension job: {e}");
+                return;
+            }
+        }
         let now = Instant::now();
         self.cut
             .retain(|_, at| now.duration_since(*at) < RETRY_CUT_AFTER);
@@ -352,6 +394,33 @@ impl Enforcer {
             }
             self.cut.insert(s.unique_id.clone(), now);
             self.request(Origin::Sweep, s, &Change::Disconnect, &snapshot);
+        }
+    }
+}
+
+impl Enforcer {
+    /// Closes sessions without an update for `accounting.stale_after_secs`
+    /// (`Stale-Session`), on the leader only, fenced by its lease.
+    fn close_stale(&mut self) {
+        let Some(fence) = self.shared.leadership.fence(STALE_JOB) else {
+            return;
+        };
+        let after = self.shared.config.accounting.stale_after_secs as i64;
+        let before = Utc::now() - chrono::Duration::seconds(after);
+        match self.store.close_stale_fenced(&fence, before) {
+            Ok(Some(n)) => {
+                self.writer_stats
+                    .stale_closed
+                    .fetch_add(n, Ordering::Relaxed);
+                if n > 0 {
+                    info!(
+                        closed = n,
+                        "stale-session check: closed sessions without an update since {before}"
+                    );
+                }
+            }
+            Ok(None) => info!("stale-session check skipped: the lease moved to another node"),
+            Err(e) => warn!("stale-session check failed: {e}"),
         }
     }
 }
