@@ -4,6 +4,7 @@
 
 mod accounting;
 mod admin;
+mod cluster;
 mod coa;
 mod demo;
 mod import;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Accounting maintenance: write set-aside events again
     #[command(subcommand)]
     Accounting(accounting::AccountingCommand),
+    /// Nodes on this database and the leader of each singleton job
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// List accounting sessions (open ones, newest first)
     Sessions {
         /// Only this subscriber's sessions
@@ -137,6 +141,9 @@ pub struct ServeArgs {
     /// Serve no HTTP at all (no metrics, health or admin API); overrides --listen-http
     #[arg(long = "no-http")]
     pub no_http: bool,
+    /// This node's name in a cluster (cluster.node_name) [default: the host name]
+    #[arg(long = "node-name", value_name = "NAME")]
+    pub node_name: Option<String>,
 }
 
 /// Runs the CLI; the returned error is printed by `main`.
@@ -163,6 +170,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         if args.no_http {
             config.http.enabled = false;
+        }
+        if let Some(name) = &args.node_name {
+            config.cluster.node_name = name.clone();
         }
     }
     config.validate()?;
@@ -191,6 +201,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nas(cmd) => admin::nas(&mut *open_migrated(&config)?, cmd),
         Command::Service(cmd) => admin::service(&mut *open_migrated(&config)?, cmd),
         Command::Accounting(cmd) => accounting::run(&mut *open_migrated(&config)?, cmd),
+        Command::Cluster(cmd) => cluster::run(&mut *open_migrated(&config)?, &config, cmd),
         Command::Sessions { user, all, limit } => {
             admin::sessions(&mut *open_migrated(&config)?, user.as_deref(), all, limit)
         }

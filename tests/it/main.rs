@@ -15,6 +15,7 @@ mod accounting;
 mod accounting_store;
 mod acct_hardening;
 mod cli;
+mod cluster;
 mod coa;
 mod codec_properties;
 mod engine;

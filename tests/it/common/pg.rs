@@ -154,6 +154,88 @@ impl Cluster {
         self.pg_ctl_start();
     }
 
+    /// A streaming standby of `primary` (`pg_basebackup -R`), started on a
+    /// free port of its own.
+    pub fn standby_of(primary: &Cluster) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("shardius-pg-standby-")
+            .tempdir()
+            .expect("temp dir");
+        if primary.run_as.is_some() {
+            let status = Command::new("chown")
+                .arg("postgres:")
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown of the standby dir failed");
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let standby = Cluster {
+            dir,
+            bin: primary.bin.clone(),
+            port,
+            run_as: primary.run_as.clone(),
+        };
+        let data = standby.data();
+        let primary_port = primary.port.to_string();
+        standby.ok(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary_port,
+                "-U",
+                "postgres",
+                "-D",
+                data.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                // An immediate checkpoint: the default spreads it over a minute or more.
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        );
+        standby.pg_ctl_start();
+        standby
+    }
+
+    /// Promotes a standby to a primary and waits until it takes writes.
+    pub fn promote(&self) {
+        self.ok(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-w",
+                "-t",
+                "30",
+                "promote",
+            ],
+        );
+    }
+
+    /// Stops the server at once, as a crash would (no shutdown checkpoint).
+    pub fn crash(&self) {
+        self.ok(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
     /// Creates a database and returns its URL.
     pub fn database(&self, name: &str) -> String {
         self.psql("postgres", &format!("CREATE DATABASE {name}"));

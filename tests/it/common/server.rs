@@ -187,12 +187,30 @@ impl Install {
 
     /// `serve_with`, with extra environment variables.
     pub fn serve_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        self.serve_at(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+            extra,
+            env,
+        )
+    }
+
+    /// `serve` on the given auth and accounting addresses (the nodes of a
+    /// cluster test: 127.0.0.2, .3, ... on the same ports).
+    pub fn serve_at(
+        &self,
+        auth: SocketAddr,
+        acct: SocketAddr,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let (auth, acct) = (auth.to_string(), acct.to_string());
         let mut args = vec![
             "serve",
             "--listen-auth",
-            "127.0.0.1:0",
+            &auth,
             "--listen-acct",
-            "127.0.0.1:0",
+            &acct,
             "--listen-http",
             "127.0.0.1:0",
         ];
@@ -262,6 +280,14 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the server.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
     }
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
