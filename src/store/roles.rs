@@ -90,6 +90,10 @@ pub trait UsageStore: Send {
     /// one transaction; returns the new totals with the stored levels.
     fn add_usage(&mut self, deltas: &[(String, u64)]) -> Result<Vec<UsageRow>>;
     fn set_fup_levels(&mut self, username: &str, levels: Levels) -> Result<()>;
+    /// Raises the stored levels from `from` to `to` only if they still
+    /// read `from` (a compare-and-set): when two nodes count the interims
+    /// that cross a tier at once, exactly one wins and sends the CoA.
+    fn raise_fup_levels(&mut self, username: &str, from: Levels, to: Levels) -> Result<bool>;
     /// Resets daily usage, at most once per `today` cluster-wide (the day
     /// is claimed in the same transaction). `None` if it already ran
     /// today, else the subscribers that were in a daily tier, with their

@@ -10,17 +10,20 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::common::fake_nas::FakeNas;
 use crate::common::pg::{eventually, Cluster};
-use crate::common::server::{acct_record, Install, Server, TestNas, SECRET};
+use crate::common::server::{acct_record, http_request, Install, Server, TestNas, SECRET};
 use shardius::model::ClusterView;
 use shardius::nas_client::{self as nas, Credentials, Session};
-use shardius::proto::dict::acct_status;
+use shardius::proto::dict::{acct_status, attr, mikrotik, vendor};
 use shardius::proto::{Code, Secret};
 use shardius::store::{DatabaseUrl, Store};
 
 /// Fast stale-session and expiry runs, so that every second shows who runs them.
 const CONFIG: &str = "[database]\nreload_interval_secs = 1\nopen_sessions_interval_secs = 1\n\n\
     [accounting]\nstale_check_interval_secs = 1\n\n[coa]\nexpiry_check_interval_secs = 1\n";
+
+const TOKEN: &str = "cluster-token-0123456789abcdef";
 
 /// A UDP port free on 127.0.0.1 (the nodes bind it on .2, .3, .4).
 fn free_udp_port() -> u16 {
@@ -42,9 +45,15 @@ struct Nodes {
 impl Nodes {
     /// An installation on `url` (key, NAS 127.0.0.1, service 10M, alice).
     fn provision(url: String, extra_config: &str) -> Nodes {
+        Nodes::provision_with_coa(url, extra_config, 1700)
+    }
+
+    /// `provision`, the NAS taking CoA on `coa_port`.
+    fn provision_with_coa(url: String, extra_config: &str, coa_port: u16) -> Nodes {
         let install = Install::on_url(url.clone());
         install.write_config(&format!("{CONFIG}{extra_config}"));
-        install.provision();
+        install.provision_nas("mikrotik", coa_port);
+        install.add_alice();
         let store = shardius::store::open(&DatabaseUrl::parse(&url).unwrap()).unwrap();
         Nodes {
             install,
@@ -400,7 +409,12 @@ fn tiered(nodes: &Nodes) {
 
 #[test]
 fn a_session_alternating_between_nodes_is_one_row_and_its_usage_is_exact() {
-    let mut nodes = Nodes::provision(crate::common::pg::fresh_database(), "");
+    let fake = FakeNas::start(SECRET);
+    let mut nodes = Nodes::provision_with_coa(
+        crate::common::pg::fresh_database(),
+        &format!("\n[http]\nadmin_token = \"{TOKEN}\"\n"),
+        fake.addr.port(),
+    );
     tiered(&nodes);
     for i in 0..3 {
         nodes.start(i);
@@ -411,6 +425,7 @@ fn a_session_alternating_between_nodes_is_one_row_and_its_usage_is_exact() {
             .server(i)
             .wait_for_log("listening auth=", Duration::from_secs(5));
     }
+    let http: Vec<SocketAddr> = (0..3).map(|i| nodes.server(i).http).collect();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let send = |node: usize, status: u32, secs: u32, each_way: u64| {
         let record = acct_record(status, "alice", "ha-1", secs, each_way, None);
@@ -449,6 +464,37 @@ fn a_session_alternating_between_nodes_is_one_row_and_its_usage_is_exact() {
             );
         }
     }
+    // Operator CoA from the two nodes that did not take the start: each
+    // goes to the NAS the session is on, found in the shared radacct.
+    for (i, rate) in [(1, "3M/12M"), (2, "4M/14M")] {
+        let (status, body) = http_request(
+            http[i],
+            "POST",
+            "/api/coa",
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &format!("Bearer {TOKEN}")),
+            ],
+            &format!(r#"{{"user":"alice","rate_limit":"{rate}"}}"#),
+        );
+        assert_eq!(status, 200, "node {i}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["results"][0]["result"], "ack", "node {i}: {body}");
+        assert_eq!(v["results"][0]["session_id"], "ha-1", "node {i}: {body}");
+    }
+    let received = fake.received();
+    let rates: Vec<Option<Vec<u8>>> = received
+        .iter()
+        .map(|r| r.vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT))
+        .collect();
+    assert_eq!(
+        rates,
+        [Some(b"3M/12M".to_vec()), Some(b"4M/14M".to_vec())],
+        "one CoA per request, no tier or expiry CoA from any node"
+    );
+    assert!(received
+        .iter()
+        .all(|r| r.attr(attr::ACCT_SESSION_ID) == Some(&b"ha-1"[..])));
     each_way += 500;
     send(2, acct_status::STOP, 600, each_way);
     let url = nodes.install.db_url.clone();

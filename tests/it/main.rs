@@ -16,6 +16,7 @@ mod accounting_store;
 mod acct_hardening;
 mod cli;
 mod cluster;
+mod cluster_store;
 mod coa;
 mod codec_properties;
 mod engine;

@@ -171,13 +171,22 @@ impl UsageWorker {
             if raised == row.levels {
                 continue;
             }
-            if let Err(e) = self.store.set_fup_levels(&row.username, raised) {
-                self.stats.usage_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(
-                    "quota: cannot record the FUP level of {}: {e}",
-                    row.username
-                );
-                continue;
+            match self
+                .store
+                .raise_fup_levels(&row.username, row.levels, raised)
+            {
+                Ok(true) => {}
+                // Another node (or a reset) changed the levels since the
+                // totals were read: the change and its CoA are its own.
+                Ok(false) => continue,
+                Err(e) => {
+                    self.stats.usage_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(
+                        "quota: cannot record the FUP level of {}: {e}",
+                        row.username
+                    );
+                    continue;
+                }
             }
             self.stats.tier_changes.fetch_add(1, Ordering::Relaxed);
             info!(

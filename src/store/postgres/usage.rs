@@ -43,6 +43,21 @@ impl UsageStore for PgStore {
         Ok(())
     }
 
+    fn raise_fup_levels(&mut self, username: &str, from: Levels, to: Levels) -> Result<bool> {
+        let changed = self.execute(
+            "UPDATE subscriber_usage SET daily_level = $2, monthly_level = $3
+             WHERE username = $1 AND daily_level = $4 AND monthly_level = $5",
+            &[
+                &username,
+                &i16::from(to.daily),
+                &i16::from(to.monthly),
+                &i16::from(from.daily),
+                &i16::from(from.monthly),
+            ],
+        )?;
+        Ok(changed == 1)
+    }
+
     fn reset_daily(&mut self, today: NaiveDate) -> Result<Option<Vec<(String, Levels)>>> {
         let rows = self.query(
             "WITH claim AS (

@@ -40,6 +40,15 @@ impl UsageStore for SqliteStore {
         Ok(())
     }
 
+    fn raise_fup_levels(&mut self, username: &str, from: Levels, to: Levels) -> Result<bool> {
+        let changed = self.conn.execute(
+            "UPDATE subscriber_usage SET daily_level = ?2, monthly_level = ?3
+             WHERE username = ?1 AND daily_level = ?4 AND monthly_level = ?5",
+            params![username, to.daily, to.monthly, from.daily, from.monthly],
+        )?;
+        Ok(changed == 1)
+    }
+
     fn reset_daily(&mut self, today: NaiveDate) -> Result<Option<Vec<(String, Levels)>>> {
         let tx = self.conn.transaction()?;
         if !claim(&tx, Period::Daily, today)? {
