@@ -380,7 +380,12 @@ fn a_huge_spool_is_replayed_with_memory_that_does_not_grow_with_it() {
     let spool_bytes = std::fs::metadata(&path).unwrap().len();
     assert!(spool_bytes > 110 << 20, "{spool_bytes}");
     let mut server = install.serve(2);
-    server.wait_for_log("database refused the write", Duration::from_secs(20));
+    // (a read-only refusal, SQLSTATE 25006, is the database being away,
+    // not a refused row: the spool waits for a writable primary)
+    server.wait_for_log(
+        "database unavailable: PostgreSQL: db error: ERROR: standby",
+        Duration::from_secs(20),
+    );
     // Several probes and refused replays of the first record.
     std::thread::sleep(Duration::from_secs(3));
     let peak_refused = peak_rss_kib(server.pid());

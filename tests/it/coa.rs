@@ -351,7 +351,7 @@ fn expired_disabled_and_deleted_subscribers_are_disconnected_by_the_job(backend:
     // Suspending alice cuts her session too.
     install.ok(&["subscriber", "disable", "alice"]);
     let got = fake.wait_for(2, Duration::from_secs(10));
-    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got.len(), 2, "{got:?}\n{}", server.log());
     assert_identifies_the_session(&got[1], "alice", "a-1", Ipv4Addr::new(100, 64, 0, 1));
     // Deleting bob cuts his.
     start_session(&server, "bob", "b-1", Ipv4Addr::new(100, 64, 0, 2));

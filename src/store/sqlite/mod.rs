@@ -89,6 +89,13 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        // Every transaction takes the write lock at BEGIN (IMMEDIATE): a
+        // deferred one that reads and then writes fails at once with
+        // "database is locked" (SQLITE_BUSY_SNAPSHOT, no busy wait) when
+        // another connection committed in between; the fenced job writes,
+        // the counted accounting write and the resets all read first.
+        let mut conn = conn;
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         Ok(SqliteStore {
             conn,
             logs: None,
@@ -307,7 +314,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 5);
+        assert_eq!(s.migrate().unwrap(), 6);
         (dir, s)
     }
 
@@ -336,7 +343,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 5);
+        assert_eq!(s.schema_version().unwrap(), 6);
     }
 
     #[test]
