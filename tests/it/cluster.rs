@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::fake_nas::FakeNas;
 use crate::common::pg::{eventually, Cluster};
-use crate::common::server::{acct_record, http_request, Install, Server, TestNas, SECRET};
+use crate::common::server::{acct_record, http_request, mschap, Install, Server, TestNas, SECRET};
 use shardius::model::ClusterView;
 use shardius::nas_client::{self as nas, Credentials, Session};
 use shardius::proto::dict::{acct_status, attr, mikrotik, vendor};
@@ -176,15 +176,6 @@ fn pg_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
             })
             .collect()
     })
-}
-
-fn mschap(password: &[u8]) -> Credentials<'_> {
-    Credentials::MsChapV2 {
-        ident: 1,
-        auth_challenge: rand::random(),
-        peer_challenge: rand::random(),
-        password,
-    }
 }
 
 fn logs_in(to: SocketAddr) {

@@ -4,19 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::server::{radclient, shard_counters, Backend, Install, TestNas, SECRET};
+use crate::common::server::{mschap, radclient, shard_counters, Backend, Install, TestNas, SECRET};
 use shardius::nas_client::{Credentials, Session};
 use shardius::proto::dict::{mikrotik, ms, vendor};
 use shardius::proto::{Code, Packet};
-
-fn mschap(password: &[u8]) -> Credentials<'_> {
-    Credentials::MsChapV2 {
-        ident: 1,
-        auth_challenge: rand::random(),
-        peer_challenge: rand::random(),
-        password,
-    }
-}
 
 fn radclient_authenticates_pap_and_chap_and_sees_the_mikrotik_reply(backend: Backend) {
     let install = Install::new_on(backend);

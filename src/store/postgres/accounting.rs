@@ -26,16 +26,25 @@ const STAGING_COLUMNS: &str =
     acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets,
     calledstationid, callingstationid, acctterminatecause, framedipaddress, class";
 
-/// One upsert for the whole staged batch, with the rules of
-/// `AcctEvent::absorb`: counters and times never go backwards, the first
-/// Stop wins, a late Interim does not reopen a session.
-const RADACCT_UPSERT: &str = "INSERT INTO radacct (AcctSessionId, AcctUniqueId, UserName, NASIPAddress, NASPortId,
+/// The staged batch into radacct; what happens on a conflict follows.
+macro_rules! insert_staged {
+    () => {
+        "INSERT INTO radacct (AcctSessionId, AcctUniqueId, UserName, NASIPAddress, NASPortId,
         NASPortType, AcctStartTime, AcctUpdateTime, AcctStopTime, AcctSessionTime, AcctInputOctets,
         AcctOutputOctets, CalledStationId, CallingStationId, AcctTerminateCause, FramedIPAddress, Class)
     SELECT acctsessionid, acctuniqueid, username, nasipaddress, nasportid, nasporttype,
         acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets,
         calledstationid, callingstationid, acctterminatecause, framedipaddress, class
-    FROM radacct_staging
+    FROM radacct_staging"
+    };
+}
+
+/// One upsert for the whole staged batch, with the rules of
+/// `AcctEvent::absorb`: counters and times never go backwards, the first
+/// Stop wins, a late Interim does not reopen a session.
+const RADACCT_UPSERT: &str = concat!(
+    insert_staged!(),
+    "
     ON CONFLICT (AcctUniqueId) DO UPDATE SET
         AcctStartTime = LEAST(radacct.AcctStartTime, EXCLUDED.AcctStartTime),
         AcctUpdateTime = GREATEST(radacct.AcctUpdateTime, EXCLUDED.AcctUpdateTime),
@@ -48,21 +57,19 @@ const RADACCT_UPSERT: &str = "INSERT INTO radacct (AcctSessionId, AcctUniqueId, 
         FramedIPAddress = COALESCE(EXCLUDED.FramedIPAddress, radacct.FramedIPAddress),
         CallingStationId = COALESCE(radacct.CallingStationId, EXCLUDED.CallingStationId),
         CalledStationId = COALESCE(radacct.CalledStationId, EXCLUDED.CalledStationId),
-        Class = COALESCE(radacct.Class, EXCLUDED.Class)";
+        Class = COALESCE(radacct.Class, EXCLUDED.Class)"
+);
 
 /// With counters wanted: the new sessions first, inserted as they are
 /// (a concurrent insert of the same session by another node is waited
 /// for and then skipped), so that every other row exists and can be read
 /// under its lock before the upsert changes it.
-const INSERT_NEW: &str = "INSERT INTO radacct (AcctSessionId, AcctUniqueId, UserName, NASIPAddress, NASPortId,
-        NASPortType, AcctStartTime, AcctUpdateTime, AcctStopTime, AcctSessionTime, AcctInputOctets,
-        AcctOutputOctets, CalledStationId, CallingStationId, AcctTerminateCause, FramedIPAddress, Class)
-    SELECT acctsessionid, acctuniqueid, username, nasipaddress, nasportid, nasporttype,
-        acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets,
-        calledstationid, callingstationid, acctterminatecause, framedipaddress, class
-    FROM radacct_staging
+const INSERT_NEW: &str = concat!(
+    insert_staged!(),
+    "
     ON CONFLICT (AcctUniqueId) DO NOTHING
-    RETURNING AcctUniqueId";
+    RETURNING AcctUniqueId"
+);
 
 /// The stored counters of the batch's existing sessions, locked until
 /// commit: another node's write of the same session waits for ours, and

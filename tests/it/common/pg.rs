@@ -33,28 +33,39 @@ fn server_bin_dir() -> PathBuf {
         .expect("PostgreSQL server binaries not found: install them with `apt-get install postgresql` (./scripts/test does it as root)")
 }
 
+/// A temp dir for a cluster's data, owned by `run_as` when set.
+fn cluster_dir(prefix: &str, run_as: &Option<String>) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir");
+    if let Some(user) = run_as {
+        let status = Command::new("chown")
+            .arg(format!("{user}:"))
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "chown of {} failed", dir.path().display());
+    }
+    dir
+}
+
+/// A TCP port free on 127.0.0.1 now (the cluster binds it just after).
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Cluster {
     pub fn start() -> Cluster {
         let bin = server_bin_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("shardius-pg-")
-            .tempdir()
-            .expect("temp dir");
         // SAFETY: geteuid has no preconditions.
         let run_as = (unsafe { libc::geteuid() } == 0).then(|| "postgres".to_string());
-        if run_as.is_some() {
-            let status = Command::new("chown")
-                .arg("postgres:")
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown of the cluster dir failed");
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let dir = cluster_dir("shardius-pg-", &run_as);
+        let port = free_tcp_port();
         let cluster = Cluster {
             dir,
             bin,
@@ -157,23 +168,8 @@ impl Cluster {
     /// A streaming standby of `primary` (`pg_basebackup -R`), started on a
     /// free port of its own.
     pub fn standby_of(primary: &Cluster) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("shardius-pg-standby-")
-            .tempdir()
-            .expect("temp dir");
-        if primary.run_as.is_some() {
-            let status = Command::new("chown")
-                .arg("postgres:")
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown of the standby dir failed");
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let dir = cluster_dir("shardius-pg-standby-", &primary.run_as);
+        let port = free_tcp_port();
         let standby = Cluster {
             dir,
             bin: primary.bin.clone(),
@@ -223,17 +219,29 @@ impl Cluster {
 
     /// Stops the server at once, as a crash would (no shutdown checkpoint).
     pub fn crash(&self) {
-        self.ok(
+        let out = self.stop_immediately();
+        assert!(
+            out.status.success(),
+            "pg_ctl stop -m immediate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn stop_immediately(&self) -> Output {
+        let data = self.data();
+        self.command(
             "pg_ctl",
             &[
                 "-D",
-                self.data().to_str().unwrap(),
+                data.to_str().unwrap(),
                 "-m",
                 "immediate",
                 "-w",
                 "stop",
             ],
-        );
+        )
+        .output()
+        .expect("run pg_ctl")
     }
 
     /// Creates a database and returns its URL.
@@ -276,19 +284,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self
-            .command(
-                "pg_ctl",
-                &[
-                    "-D",
-                    self.data().to_str().unwrap(),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "stop",
-                ],
-            )
-            .output();
+        let _ = self.stop_immediately();
     }
 }
 

@@ -452,6 +452,16 @@ impl TestNas {
 }
 
 /// radclient from Debian's freeradius-utils, which scripts/test installs.
+/// MS-CHAPv2 credentials with fresh random challenges.
+pub fn mschap(password: &[u8]) -> Credentials<'_> {
+    Credentials::MsChapV2 {
+        ident: 1,
+        auth_challenge: rand::random(),
+        peer_challenge: rand::random(),
+        password,
+    }
+}
+
 pub fn radclient(to: SocketAddr, kind: &str, attributes: &str) -> String {
     let mut child = Command::new("radclient")
         .args(["-x", "-r", "2", "-t", "2", &to.to_string(), kind, SECRET])
