@@ -9,8 +9,9 @@
 //!   [`proto::Packet`], a [`proto::PacketWriter`] into a caller buffer,
 //!   every authenticator, User-Password hiding, MPPE key encryption.
 //! - [`auth`]: PAP, CHAP, MS-CHAPv2 (RFC 2759) and MPPE keys (RFC 3079).
-//! - [`model`]: the rows the store hands over and the FUP data the policy
-//!   decides about; a leaf that imports nothing of the crate.
+//! - [`model`]: the rows the store hands over, the FUP data the policy
+//!   decides about, and the cluster's nodes, leases and fences; a leaf
+//!   that imports nothing of the crate.
 //! - [`policy`]: the snapshot shards answer from, the login decision and
 //!   its reply, quota and FUP decisions.
 //! - [`engine`]: one shard's request engine: datagram, snapshot and time
@@ -24,10 +25,11 @@
 //!
 //! **Does IO**:
 //! - [`server`]: the shell: shards (glommio), the accounting pipeline, the
-//!   control thread, the loader, the jobs thread, the radius_logs workers.
+//!   control thread, the loader, the jobs thread, the cluster thread (heartbeat
+//!   and job leases), the radius_logs workers.
 //! - [`store`]: the database, one trait per role, SQLite and PostgreSQL.
 //! - [`keyfile`]: the master key file; AES-256-GCM passwords at rest.
-//! - [`cli`]: the `shardius` command line.
+//! - [`cli`]: the `shardius` command line (`cluster status` included).
 //!
 //! **Support**:
 //! - [`config`]: the TOML file and `SHARDIUS_*` environment, checked.
