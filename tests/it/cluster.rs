@@ -3,8 +3,10 @@
 //! singleton jobs on exactly one node, moving within 5 s of a `kill -9`
 //! and after the lease of a frozen (SIGSTOP) leader, which does not act
 //! when it wakes; a session whose packets alternate between the nodes is
-//! one radacct row and is counted exactly; a database failover to a
-//! streaming standby loses no acknowledged accounting.
+//! one radacct row and is counted exactly, and operator CoA reaches its
+//! NAS from any node; a database failover to a streaming standby loses no
+//! acknowledged accounting; the loader reads from a replica
+//! (`database.read_url`).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -665,4 +667,72 @@ fn a_database_failover_to_a_standby_loses_no_acknowledged_accounting() {
         pick(0.99),
         latencies.last().unwrap()
     );
+}
+
+/// `database.read_url`: the snapshot loader reads from a streaming replica
+/// (its connection is there, and a subscriber added on the primary is
+/// served once it has replicated), while accounting goes to the primary.
+#[test]
+fn the_loader_reads_from_a_replica_and_accounting_goes_to_the_primary() {
+    let primary = Cluster::start();
+    let db = "replica";
+    let url = primary.database(db);
+    let standby = Cluster::standby_of(&primary);
+    let nodes = Nodes::provision(url, "");
+    let node = nodes.install.serve_at(
+        nodes.auth(0),
+        nodes.acct(0),
+        &["--shards", "1", "--node-name", "node-a"],
+        &[("SHARDIUS_DATABASE_READ_URL", &standby.url(db))],
+    );
+    logs_in(nodes.auth(0));
+    // The loader's connection is on the standby (psql itself is on the
+    // `postgres` database there, so it does not count itself).
+    let on_standby = standby.psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
+    );
+    assert_eq!(on_standby, "1", "one connection, the loader's");
+    // A subscriber written on the primary reaches the node through the
+    // replica's poll (a standby gets no NOTIFY).
+    nodes.install.ok(&[
+        "subscriber",
+        "add",
+        "--username",
+        "bob",
+        "--password",
+        "hunter22",
+        "--service",
+        "10M",
+    ]);
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    let pap = Credentials::Pap {
+        password: b"hunter22",
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || nas.login(
+            nodes.auth(0),
+            "bob",
+            &pap,
+            &Session::default()
+        ) == Some(Code::ACCESS_ACCEPT)),
+        "bob never served: {}",
+        node.log()
+    );
+    // Accounting is written to the primary, not spooled for want of a
+    // writable database.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let record = acct_record(acct_status::START, "bob", "rr-1", 0, 0, None);
+    assert!(account(
+        &socket,
+        nodes.acct(0),
+        &record,
+        Duration::from_secs(5)
+    ));
+    let rows = primary.psql(
+        db,
+        "SELECT count(*) FROM radacct WHERE acctsessionid = 'rr-1'",
+    );
+    assert_eq!(rows, "1");
+    assert_eq!(node.metric("shardius_accounting_spool_bytes"), 0.0);
 }

@@ -451,7 +451,6 @@ impl TestNas {
     }
 }
 
-/// radclient from Debian's freeradius-utils, which scripts/test installs.
 /// MS-CHAPv2 credentials with fresh random challenges.
 pub fn mschap(password: &[u8]) -> Credentials<'_> {
     Credentials::MsChapV2 {
@@ -462,6 +461,7 @@ pub fn mschap(password: &[u8]) -> Credentials<'_> {
     }
 }
 
+/// radclient from Debian's freeradius-utils, which scripts/test installs.
 pub fn radclient(to: SocketAddr, kind: &str, attributes: &str) -> String {
     let mut child = Command::new("radclient")
         .args(["-x", "-r", "2", "-t", "2", &to.to_string(), kind, SECRET])
