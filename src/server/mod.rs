@@ -65,6 +65,9 @@ pub struct Shared {
     pub unknown_nas: unknown_nas::UnknownNasLog,
     /// Which singleton jobs this node leads (the cluster thread writes it).
     pub leadership: cluster::Leadership,
+    /// Set by the usage thread when it raised a FUP level: the jobs
+    /// thread, if it leads the quota job, sends the tier CoAs at once.
+    pub tiers_raised: AtomicBool,
 }
 
 impl Shared {
@@ -165,6 +168,7 @@ pub fn serve(
         coa: Default::default(),
         unknown_nas: Default::default(),
         leadership: cluster::Leadership::new(config.cluster.node_name()),
+        tiers_raised: AtomicBool::new(false),
         key,
         config,
     });
@@ -186,7 +190,6 @@ pub fn serve(
         store: usage_store,
         shared: shared.clone(),
         rx: usage_rx,
-        jobs: jobs_tx.clone(),
         stats: quota_stats.clone(),
     };
     let logs = (!log_stores.is_empty()).then(|| log_tx.clone());

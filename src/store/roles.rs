@@ -94,6 +94,12 @@ pub trait UsageStore: Send {
     /// read `from` (a compare-and-set): when two nodes count the interims
     /// that cross a tier at once, exactly one wins and sends the CoA.
     fn raise_fup_levels(&mut self, username: &str, from: Levels, to: Levels) -> Result<bool>;
+    /// Up to `limit` subscribers whose levels differ from the levels whose
+    /// speed their NAS was last told: (username, applied, current).
+    fn pending_tier_changes(&mut self, limit: usize) -> Result<Vec<(String, Levels, Levels)>>;
+    /// Records `levels` as applied (the CoA for them is on its way) if they
+    /// are still the current levels and `fence` holds; false otherwise.
+    fn mark_tier_applied(&mut self, fence: &Fence, username: &str, levels: Levels) -> Result<bool>;
     /// Resets daily usage, at most once per `today` cluster-wide (the day
     /// is claimed in the same transaction). `None` if it already ran
     /// today, else the subscribers that were in a daily tier, with their

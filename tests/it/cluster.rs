@@ -736,3 +736,102 @@ fn the_loader_reads_from_a_replica_and_accounting_goes_to_the_primary() {
     assert_eq!(rows, "1");
     assert_eq!(node.metric("shardius_accounting_spool_bytes"), 0.0);
 }
+
+/// A tier crossed by interims that reach a node which does not lead the
+/// quota job: that node records the level, and the CoA with the tier's
+/// speed comes from the leader, once.
+#[test]
+fn a_tier_crossed_on_any_node_gets_its_coa_from_the_leader_once() {
+    let fake = FakeNas::start(SECRET);
+    let mut nodes =
+        Nodes::provision_with_coa(crate::common::pg::fresh_database(), "", fake.addr.port());
+    nodes.install.ok(&[
+        "service",
+        "tier",
+        "--service",
+        "10M",
+        "--period",
+        "daily",
+        "--level",
+        "1",
+        "--threshold",
+        "1M",
+        "--download",
+        "5M",
+        "--upload",
+        "1M",
+    ]);
+    for i in 0..2 {
+        nodes.start(i);
+    }
+    let mut leader = None;
+    assert!(eventually(Duration::from_secs(10), || {
+        leader = nodes.leader("quota-reset");
+        leader.is_some()
+    }));
+    let l = Nodes::index_of(&leader.unwrap());
+    let other = 1 - l;
+    // Today's resets are done first (a fresh database has never reset).
+    nodes
+        .server(l)
+        .wait_for_log("monthly usage reset for", Duration::from_secs(10));
+    // The other node counts the traffic that crosses the tier.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (status, secs, each_way) in [
+        (acct_status::START, 0, 0),
+        (acct_status::INTERIM_UPDATE, 60, 400_000),
+        (acct_status::INTERIM_UPDATE, 120, 900_000),
+    ] {
+        let record = acct_record(status, "alice", "tier-1", secs, each_way, None);
+        assert!(account(
+            &socket,
+            nodes.acct(other),
+            &record,
+            Duration::from_secs(5)
+        ));
+    }
+    let got = fake.wait_for(1, Duration::from_secs(15));
+    assert_eq!(got.len(), 1, "no tier CoA: {}", nodes.server(other).log());
+    assert_eq!(got[0].code, Code::COA_REQUEST);
+    assert_eq!(got[0].attr(attr::ACCT_SESSION_ID), Some(&b"tier-1"[..]));
+    assert!(got[0]
+        .vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT)
+        .is_some());
+    let sent = |nodes: &mut Nodes, i: usize| {
+        nodes
+            .server(i)
+            .metric("shardius_coa_requests_total{kind=\"coa\",result=\"ack\"}")
+    };
+    assert!(eventually(Duration::from_secs(5), || sent(&mut nodes, l) == 1.0));
+    nodes
+        .server(other)
+        .wait_for_log("FUP tier reached", Duration::from_secs(5));
+    assert_eq!(sent(&mut nodes, other), 0.0, "the counting node sent none");
+    // More traffic in the same tier: no second CoA. The positive signal
+    // first: the interim was counted (usage grew), then the count.
+    let record = acct_record(
+        acct_status::INTERIM_UPDATE,
+        "alice",
+        "tier-1",
+        180,
+        950_000,
+        None,
+    );
+    assert!(account(
+        &socket,
+        nodes.acct(l),
+        &record,
+        Duration::from_secs(5)
+    ));
+    let want = format!("alice: daily {} bytes (tier 1)", 2 * 950_000);
+    let mut last = String::new();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            last = nodes.install.ok(&["subscriber", "usage", "alice"]);
+            last.contains(&want)
+        }),
+        "usage: {last}, wanted {want}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fake.received().len(), 1, "one CoA for one tier");
+}

@@ -195,7 +195,70 @@ fn a_tier_crossing_seen_by_two_nodes_is_won_once(backend: Backend) {
     assert!(!a.raise_fup_levels("nobody", zero, one).unwrap());
 }
 
+/// Raised levels wait as pending until the quota leader records them as
+/// applied under its fence; a stale fence or levels that moved meanwhile
+/// record nothing; a reset clears both.
+fn tier_changes_are_pending_until_the_leader_applies_them(backend: Backend) {
+    let (_install, mut store) = open(backend);
+    let ttl = Duration::from_secs(30);
+    let zero = Levels::default();
+    let one = Levels {
+        daily: 1,
+        monthly: 0,
+    };
+    let two = Levels {
+        daily: 2,
+        monthly: 1,
+    };
+    store
+        .add_usage(&[("alice".into(), 10), ("bob".into(), 10)])
+        .unwrap();
+    assert!(store.pending_tier_changes(100).unwrap().is_empty());
+    assert!(store.raise_fup_levels("alice", zero, one).unwrap());
+    assert_eq!(
+        store.pending_tier_changes(100).unwrap(),
+        [("alice".to_string(), zero, one)]
+    );
+    let lease = store.acquire_lease("quota-reset", "node-a", ttl).unwrap();
+    let fence = Fence {
+        job: "quota-reset",
+        node: "node-a".into(),
+        epoch: lease.epoch,
+    };
+    let stale = Fence {
+        epoch: lease.epoch + 1,
+        ..fence.clone()
+    };
+    assert!(!store.mark_tier_applied(&stale, "alice", one).unwrap());
+    // Levels moved since they were read: nothing recorded.
+    assert!(!store.mark_tier_applied(&fence, "alice", two).unwrap());
+    assert!(store.mark_tier_applied(&fence, "alice", one).unwrap());
+    assert!(store.pending_tier_changes(100).unwrap().is_empty());
+    // The next tier is pending from the applied one.
+    assert!(store.raise_fup_levels("alice", one, two).unwrap());
+    assert_eq!(
+        store.pending_tier_changes(100).unwrap(),
+        [("alice".to_string(), one, two)]
+    );
+    assert!(store.mark_tier_applied(&fence, "alice", two).unwrap());
+    // The daily reset clears the daily level and its applied twin.
+    let today = chrono::Local::now().date_naive();
+    let reset = store.reset_daily(today).unwrap().unwrap();
+    assert_eq!(reset, [("alice".to_string(), two)]);
+    assert!(store.pending_tier_changes(100).unwrap().is_empty());
+    // The limit holds (alice kept her monthly tier through the daily reset).
+    let after_reset = Levels {
+        daily: 0,
+        monthly: 1,
+    };
+    assert!(store.raise_fup_levels("alice", after_reset, two).unwrap());
+    assert!(store.raise_fup_levels("bob", zero, one).unwrap());
+    assert_eq!(store.pending_tier_changes(1).unwrap().len(), 1);
+    assert_eq!(store.pending_tier_changes(100).unwrap().len(), 2);
+}
+
 on_both_backends!(
+    tier_changes_are_pending_until_the_leader_applies_them,
     leases_change_hands_only_when_free_and_old_epochs_are_fenced_off,
     hostile_node_names_are_data_or_a_clean_error,
     a_tier_crossing_seen_by_two_nodes_is_won_once,

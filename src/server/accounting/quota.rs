@@ -9,7 +9,8 @@
 //! per-subscriber sums to the usage thread ([`UsageWorker`]),
 //! which adds them to the daily and monthly usage in one statement, and
 //! for a subscriber whose usage crossed a FUP tier records the new level
-//! and queues a CoA with the tier's speed for the enforcer. So the
+//! (a compare-and-set: one node wins a crossing); the leader of the quota
+//! job then sends the CoA with the tier's speed. So the
 //! accounting path never waits for usage updates or for a NAS: while the
 //! usage thread is busy, the writer keeps summing. Only subscribers whose
 //! service has tiers or free hours are counted; nothing runs on a shard.
@@ -22,9 +23,7 @@ use chrono::Local;
 use tracing::{info, warn};
 
 use crate::accounting::{AcctEvent, AcctKind};
-use crate::coa::Change;
-use crate::policy::fup::{fup_of, speed_change, usage_delta, Levels};
-use crate::server::jobs::Job;
+use crate::policy::fup::{fup_of, usage_delta, Levels};
 use crate::server::Shared;
 use crate::store::UsageStore;
 
@@ -54,7 +53,6 @@ pub struct UsageWorker {
     pub store: Box<dyn UsageStore>,
     pub shared: Arc<Shared>,
     pub rx: crossbeam_channel::Receiver<Sums>,
-    pub jobs: crossbeam_channel::Sender<Job>,
     pub stats: Arc<QuotaStats>,
 }
 
@@ -159,7 +157,7 @@ impl UsageWorker {
         };
         let snapshot = self.shared.snapshot.load_full();
         for row in rows {
-            let Some((service, fup)) = fup_of(&snapshot, row.username.as_bytes()) else {
+            let Some((_, fup)) = fup_of(&snapshot, row.username.as_bytes()) else {
                 continue;
             };
             let reached = fup.levels_for(row.daily_bytes, row.monthly_bytes);
@@ -197,17 +195,9 @@ impl UsageWorker {
                 monthly_level = raised.monthly,
                 "FUP tier reached"
             );
-            if let Some(speed) = speed_change(service, fup, row.levels, raised) {
-                let job = Job {
-                    user: row.username.clone(),
-                    session: None,
-                    change: Change::from(speed),
-                    reply: None,
-                };
-                if self.jobs.try_send(job).is_err() {
-                    warn!(user = %row.username, "quota: CoA queue full, the tier speed applies at the next login");
-                }
-            }
+            // The CoA comes from the quota job's leader (see the jobs
+            // thread): at once if that is this node, else at its next check.
+            self.shared.tiers_raised.store(true, Ordering::Release);
         }
     }
 }

@@ -1,13 +1,14 @@
 //! The jobs thread: everything that changes live sessions from the
 //! server's side, off the packet path. It owns the CoA sockets ([`coa`])
 //! and keeps every request in flight at once: the CoA and Disconnect
-//! requests the admin API and quota bookkeeping ask for ([`Job`]), the
-//! singleton jobs, each only on the node that leads it (see
-//! `server::cluster`) and with its writes fenced by the lease: the
-//! stale-session cleanup, the expiry/suspension sweep, which disconnects
-//! the open sessions of subscribers that expired, were disabled or
-//! deleted, and the daily and monthly usage resets, which give
-//! subscribers leaving a tier their speed back. A slow NAS or
+//! requests the admin API asks for ([`Job`]), and the singleton jobs,
+//! each only on the node that leads it (see `server::cluster`) and with
+//! its writes fenced by the lease: the stale-session cleanup, the
+//! expiry/suspension sweep, which disconnects the open sessions of
+//! subscribers that expired, were disabled or deleted, and the quota job:
+//! the tier CoAs for levels any node's usage thread raised, and the daily
+//! and monthly usage resets, which give subscribers leaving a tier their
+//! speed back. A slow NAS or
 //! database delays only this thread, and a silent NAS only its own
 //! requests (one retry window, not one per session).
 
@@ -47,6 +48,11 @@ const RETRY_CUT_AFTER: Duration = Duration::from_secs(300);
 const STALE_JOB: &str = "stale-sessions";
 const EXPIRY_JOB: &str = "expiry";
 const RESET_JOB: &str = "quota-reset";
+/// How often the quota job's leader looks for tier changes other nodes
+/// recorded (its own usage thread wakes it at once).
+const TIER_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Tier changes handled per check.
+const TIER_BATCH: usize = 10_000;
 /// The first stale-session run after start.
 const STALE_FIRST_RUN: Duration = Duration::from_secs(10);
 /// Requests in flight at most; more wait in a queue (a sweep over a
@@ -134,6 +140,8 @@ impl Enforcer {
         let stale_every =
             Duration::from_secs(self.shared.config.accounting.stale_check_interval_secs);
         let mut next_stale = Instant::now() + STALE_FIRST_RUN.min(stale_every);
+        let tiers_every = TIER_CHECK_EVERY.min(interval);
+        let mut next_tiers = Instant::now() + tiers_every;
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             loop {
                 match self.jobs.try_recv() {
@@ -151,9 +159,16 @@ impl Enforcer {
                 next_stale = Instant::now() + stale_every;
                 self.close_stale();
             }
+            if self.shared.tiers_raised.swap(false, Ordering::AcqRel)
+                || Instant::now() >= next_tiers
+            {
+                next_tiers = Instant::now() + tiers_every;
+                self.check_tiers();
+            }
             // Wake for new jobs within 50 ms; answers as they come.
             let until = next_check
                 .min(next_stale)
+                .min(next_tiers)
                 .min(Instant::now() + Duration::from_millis(50));
             self.turn(until);
         }
@@ -355,6 +370,48 @@ impl Enforcer {
                         reply: None,
                     });
                 }
+            }
+        }
+    }
+
+    /// Sends the CoA for every FUP level raised by any node's usage thread
+    /// and not yet applied: on the quota job's leader only, each change
+    /// recorded as applied (fenced, and only if the levels did not move
+    /// meanwhile) before its CoA is queued, so one node sends it once.
+    fn check_tiers(&mut self) {
+        let Some(fence) = self.shared.leadership.fence(RESET_JOB) else {
+            return;
+        };
+        let pending = match self.store.pending_tier_changes(TIER_BATCH) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("FUP tier CoAs: {e}");
+                return;
+            }
+        };
+        let snapshot = self.shared.snapshot.load_full();
+        for (user, applied, current) in pending {
+            match self.store.mark_tier_applied(&fence, &user, current) {
+                Ok(true) => {}
+                // The levels moved (a reset, a higher tier: the next check
+                // sees them), or the lease is gone.
+                Ok(false) if self.shared.leadership.fence(RESET_JOB).is_some() => continue,
+                Ok(false) => return,
+                Err(e) => {
+                    warn!("FUP tier CoAs: {e}");
+                    return;
+                }
+            }
+            let Some((service, service_fup)) = fup::fup_of(&snapshot, user.as_bytes()) else {
+                continue;
+            };
+            if let Some(speed) = fup::speed_change(service, service_fup, applied, current) {
+                self.start(Job {
+                    user,
+                    session: None,
+                    change: Change::from(speed),
+                    reply: None,
+                });
             }
         }
     }

@@ -25,7 +25,7 @@ const ACQUIRE: &str = "INSERT INTO cluster_leases AS l (job, holder, epoch, expi
 /// Whether `fence` holds, locking the lease row until the transaction
 /// ends: a takeover (an UPDATE of that row) waits for the fenced write to
 /// commit, so the two never interleave.
-async fn holds(
+pub(super) async fn holds(
     tx: &Transaction<'_>,
     fence: &Fence,
 ) -> std::result::Result<bool, tokio_postgres::Error> {

@@ -1,11 +1,11 @@
 //! The usage thread's and the jobs' SQL: usage and tier levels, the
-//! daily and monthly resets (claimed per day, cluster-wide), leadership
-//! by advisory lock, the sessions the expiry job cuts.
+//! daily and monthly resets (claimed per day, cluster-wide), the tier
+//! changes whose CoA is pending, the sessions the expiry job cuts.
 
 use chrono::NaiveDate;
 
 use super::{session_from_pg, usage_from_pg, PgStore};
-use crate::model::{Levels, MonthlyResetCandidate, SessionRow, UsageRow};
+use crate::model::{Fence, Levels, MonthlyResetCandidate, SessionRow, UsageRow};
 use crate::store::{Result, UsageStore};
 
 impl UsageStore for PgStore {
@@ -58,6 +58,57 @@ impl UsageStore for PgStore {
         Ok(changed == 1)
     }
 
+    fn pending_tier_changes(&mut self, limit: usize) -> Result<Vec<(String, Levels, Levels)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self
+            .query(
+                "SELECT username, applied_daily_level, applied_monthly_level, daily_level, monthly_level
+                 FROM subscriber_usage
+                 WHERE daily_level <> applied_daily_level OR monthly_level <> applied_monthly_level
+                 ORDER BY username LIMIT $1",
+                &[&limit],
+            )?
+            .iter()
+            .map(|r| {
+                let level = |i: usize| r.get::<_, i16>(i).clamp(0, 255) as u8;
+                (
+                    r.get(0),
+                    Levels {
+                        daily: level(1),
+                        monthly: level(2),
+                    },
+                    Levels {
+                        daily: level(3),
+                        monthly: level(4),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    fn mark_tier_applied(&mut self, fence: &Fence, username: &str, levels: Levels) -> Result<bool> {
+        let (runtime, client) = self.conn()?;
+        let (daily, monthly) = (i16::from(levels.daily), i16::from(levels.monthly));
+        let fut = async {
+            let tx = client.transaction().await?;
+            if !super::cluster::holds(&tx, fence).await? {
+                return Ok(false);
+            }
+            let changed = tx
+                .execute(
+                    "UPDATE subscriber_usage SET applied_daily_level = $2, applied_monthly_level = $3
+                     WHERE username = $1 AND daily_level = $2 AND monthly_level = $3",
+                    &[&username, &daily, &monthly],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(changed == 1)
+        };
+        runtime
+            .block_on(fut)
+            .map_err(|e: tokio_postgres::Error| e.into())
+    }
+
     fn reset_daily(&mut self, today: NaiveDate) -> Result<Option<Vec<(String, Levels)>>> {
         let rows = self.query(
             "WITH claim AS (
@@ -69,8 +120,9 @@ impl UsageStore for PgStore {
                  SELECT username, daily_level, monthly_level FROM subscriber_usage
                  WHERE daily_level > 0 AND EXISTS (SELECT 1 FROM claim)
              ), reset AS (
-                 UPDATE subscriber_usage SET daily_bytes = 0, daily_level = 0
-                 WHERE (daily_bytes <> 0 OR daily_level <> 0) AND EXISTS (SELECT 1 FROM claim)
+                 UPDATE subscriber_usage SET daily_bytes = 0, daily_level = 0, applied_daily_level = 0
+                 WHERE (daily_bytes <> 0 OR daily_level <> 0 OR applied_daily_level <> 0)
+                   AND EXISTS (SELECT 1 FROM claim)
                  RETURNING 1
              )
              SELECT EXISTS (SELECT 1 FROM claim), (SELECT count(*) FROM reset),
@@ -146,7 +198,8 @@ impl UsageStore for PgStore {
                 reset.push(candidate.username);
             }
             tx.execute(
-                "UPDATE subscriber_usage SET monthly_bytes = 0, monthly_level = 0, monthly_reset_on = $2
+                "UPDATE subscriber_usage SET monthly_bytes = 0, monthly_level = 0, applied_monthly_level = 0,
+                     monthly_reset_on = $2
                  WHERE username = ANY($1)",
                 &[&reset, &today],
             )

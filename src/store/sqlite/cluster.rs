@@ -18,7 +18,7 @@ fn micros_to_time(us: i64) -> DateTime<Utc> {
 
 /// Whether `fence` holds now; in the caller's write transaction, which
 /// SQLite serialises with every other writer.
-fn holds(tx: &Transaction<'_>, fence: &Fence) -> Result<bool> {
+pub(super) fn holds(tx: &Transaction<'_>, fence: &Fence) -> Result<bool> {
     Ok(tx
         .query_row(
             &format!(

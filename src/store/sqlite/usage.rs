@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use rusqlite::params;
 
 use super::{session_from_row, usage_from_row, user_levels, SqliteStore, NOW_MICROS};
-use crate::model::{Levels, MonthlyResetCandidate, Period, SessionRow, UsageRow};
+use crate::model::{Fence, Levels, MonthlyResetCandidate, Period, SessionRow, UsageRow};
 use crate::store::{Result, UsageStore};
 
 impl UsageStore for SqliteStore {
@@ -49,6 +49,49 @@ impl UsageStore for SqliteStore {
         Ok(changed == 1)
     }
 
+    fn pending_tier_changes(&mut self, limit: usize) -> Result<Vec<(String, Levels, Levels)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT username, applied_daily_level, applied_monthly_level, daily_level, monthly_level
+             FROM subscriber_usage
+             WHERE daily_level <> applied_daily_level OR monthly_level <> applied_monthly_level
+             ORDER BY username LIMIT ?1",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map([limit], |r| {
+                let level = |i: usize| -> rusqlite::Result<u8> {
+                    Ok(r.get::<_, i64>(i)?.clamp(0, 255) as u8)
+                };
+                Ok((
+                    r.get(0)?,
+                    Levels {
+                        daily: level(1)?,
+                        monthly: level(2)?,
+                    },
+                    Levels {
+                        daily: level(3)?,
+                        monthly: level(4)?,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn mark_tier_applied(&mut self, fence: &Fence, username: &str, levels: Levels) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        if !super::cluster::holds(&tx, fence)? {
+            return Ok(false);
+        }
+        let changed = tx.execute(
+            "UPDATE subscriber_usage SET applied_daily_level = ?2, applied_monthly_level = ?3
+             WHERE username = ?1 AND daily_level = ?2 AND monthly_level = ?3",
+            params![username, levels.daily, levels.monthly],
+        )?;
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
     fn reset_daily(&mut self, today: NaiveDate) -> Result<Option<Vec<(String, Levels)>>> {
         let tx = self.conn.transaction()?;
         if !claim(&tx, Period::Daily, today)? {
@@ -69,7 +112,8 @@ impl UsageStore for SqliteStore {
         )?;
         // Only rows whose level changes, so the 'fup' trigger fires for them alone.
         tx.execute(
-            "UPDATE subscriber_usage SET daily_level = 0 WHERE daily_level > 0",
+            "UPDATE subscriber_usage SET daily_level = 0, applied_daily_level = 0
+             WHERE daily_level > 0 OR applied_daily_level > 0",
             [],
         )?;
         tx.commit()?;
@@ -108,7 +152,8 @@ impl UsageStore for SqliteStore {
         let mut tiered = Vec::new();
         {
             let mut stmt = tx.prepare(
-                "UPDATE subscriber_usage SET monthly_bytes = 0, monthly_level = 0, monthly_reset_on = ?2
+                "UPDATE subscriber_usage SET monthly_bytes = 0, monthly_level = 0, applied_monthly_level = 0,
+                     monthly_reset_on = ?2
                  WHERE username = ?1",
             )?;
             let day = today.format("%Y-%m-%d").to_string();

@@ -36,3 +36,14 @@ CREATE TABLE IF NOT EXISTS cluster_job_runs (
     affected BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS cluster_job_runs_job_ran ON cluster_job_runs (job, ran_at);
+
+-- The FUP levels whose speed the NAS was last told (by CoA). Any node
+-- raises daily_level/monthly_level as its usage writes cross a tier; the
+-- leader of the quota job sends the CoA for every row where the two
+-- differ and then records the levels as applied, so one node sends it.
+ALTER TABLE subscriber_usage
+    ADD COLUMN applied_daily_level SMALLINT NOT NULL DEFAULT 0,
+    ADD COLUMN applied_monthly_level SMALLINT NOT NULL DEFAULT 0;
+UPDATE subscriber_usage SET applied_daily_level = daily_level, applied_monthly_level = monthly_level;
+CREATE INDEX subscriber_usage_tier_pending ON subscriber_usage (username)
+    WHERE daily_level <> applied_daily_level OR monthly_level <> applied_monthly_level;

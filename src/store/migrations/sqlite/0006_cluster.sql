@@ -28,3 +28,11 @@ CREATE TABLE IF NOT EXISTS cluster_job_runs (
     affected INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS cluster_job_runs_job_ran ON cluster_job_runs (job, ran_at);
+
+-- The FUP levels whose speed the NAS was last told (by CoA): the quota
+-- job's leader sends the CoA where they differ from the levels reached.
+ALTER TABLE subscriber_usage ADD COLUMN applied_daily_level INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE subscriber_usage ADD COLUMN applied_monthly_level INTEGER NOT NULL DEFAULT 0;
+UPDATE subscriber_usage SET applied_daily_level = daily_level, applied_monthly_level = monthly_level;
+CREATE INDEX subscriber_usage_tier_pending ON subscriber_usage (username)
+    WHERE daily_level <> applied_daily_level OR monthly_level <> applied_monthly_level;
