@@ -380,8 +380,8 @@ fn three_nodes_lead_each_job_once_and_fail_over_after_kill9_and_sigstop() {
     logs_in(nodes.auth(k));
 }
 
-/// A FUP tier far above the test's traffic, so every byte is counted.
-fn tiered(nodes: &Nodes) {
+/// The daily tier 1 of the 10M service from `threshold` (5M down, 1M up).
+fn tiered(nodes: &Nodes, threshold: &str) {
     nodes.install.ok(&[
         "service",
         "tier",
@@ -392,7 +392,7 @@ fn tiered(nodes: &Nodes) {
         "--level",
         "1",
         "--threshold",
-        "100G",
+        threshold,
         "--download",
         "5M",
         "--upload",
@@ -408,7 +408,8 @@ fn a_session_alternating_between_nodes_is_one_row_and_its_usage_is_exact() {
         &format!("\n[http]\nadmin_token = \"{TOKEN}\"\n"),
         fake.addr.port(),
     );
-    tiered(&nodes);
+    // A tier far above the test's traffic, so every byte is counted.
+    tiered(&nodes, "100G");
     for i in 0..3 {
         nodes.start(i);
     }
@@ -745,22 +746,7 @@ fn a_tier_crossed_on_any_node_gets_its_coa_from_the_leader_once() {
     let fake = FakeNas::start(SECRET);
     let mut nodes =
         Nodes::provision_with_coa(crate::common::pg::fresh_database(), "", fake.addr.port());
-    nodes.install.ok(&[
-        "service",
-        "tier",
-        "--service",
-        "10M",
-        "--period",
-        "daily",
-        "--level",
-        "1",
-        "--threshold",
-        "1M",
-        "--download",
-        "5M",
-        "--upload",
-        "1M",
-    ]);
+    tiered(&nodes, "1M");
     for i in 0..2 {
         nodes.start(i);
     }
