@@ -4,6 +4,8 @@
 # the other on a release build:
 #   kill-9     kill -9 of the stale-sessions leader -> another node leads
 #   SIGSTOP    a frozen leader (TCP open) -> another node leads
+#   cut        the leader's database traffic held by a relay (a cut
+#              network: no answer, connections open) -> another node leads
 #   promotion  primary crashed, standby promoted -> every job led again
 #              (and the nodes' spools replayed into the new primary)
 #   ack        accounting acknowledgement latency across the database
@@ -24,14 +26,15 @@ for t in $(seq 1 "$tries"); do
     # precede a test's first line of output)
     k9=$(sed -n 's/.*failover kill-9: \([0-9]*\) ms$/\1/p' "$out")
     st=$(sed -n 's/.*failover SIGSTOP: \([0-9]*\) ms$/\1/p' "$out")
+    nc=$(sed -n 's/.*failover network cut: \([0-9]*\) ms$/\1/p' "$out")
     pr=$(sed -n 's/.*database failover: jobs led again \([0-9]*\) ms after the promotion.*/\1/p' "$out")
     sp=$(sed -n 's/.*spools replayed \([0-9]*\) ms after the promotion$/\1/p' "$out")
     ack=$(sed -n 's/.*accounting acknowledgement across the failover: //p' "$out")
-    for v in "$k9" "$st" "$pr" "$sp"; do
+    for v in "$k9" "$st" "$nc" "$pr" "$sp"; do
         [ -n "$v" ] || { echo "try $t: a figure is missing from the test output:"; cat "$out"; exit 1; }
     done
-    echo "try $t: kill-9 ${k9} ms, SIGSTOP ${st} ms, promotion ${pr} ms (spools replayed ${sp} ms), ack ${ack}"
-    echo "$k9 $st $pr $sp" >>"$out.sum"
+    echo "try $t: kill-9 ${k9} ms, SIGSTOP ${st} ms, network cut ${nc} ms, promotion ${pr} ms (spools replayed ${sp} ms), ack ${ack}"
+    echo "$k9 $st $pr $sp $nc" >>"$out.sum"
 done
 stats() { # column name
     sort -n | awk -v name="$1" '{ v[NR] = $1 } END {
@@ -40,6 +43,7 @@ stats() { # column name
 }
 awk '{print $1}' "$out.sum" | stats "kill-9 -> new leader"
 awk '{print $2}' "$out.sum" | stats "SIGSTOP -> new leader"
+awk '{print $5}' "$out.sum" | stats "network cut -> new leader"
 awk '{print $3}' "$out.sum" | stats "promotion -> jobs led"
 awk '{print $4}' "$out.sum" | stats "promotion -> spools replayed"
 rm -f "$out.sum"

@@ -1,12 +1,13 @@
 //! High availability (issue 14), with real processes: three nodes on
 //! 127.0.0.2, .3 and .4 (same ports) on one throwaway PostgreSQL; the
-//! singleton jobs on exactly one node, moving within 5 s of a `kill -9`
-//! and after the lease of a frozen (SIGSTOP) leader, which does not act
-//! when it wakes; a session whose packets alternate between the nodes is
-//! one radacct row and is counted exactly, and operator CoA reaches its
-//! NAS from any node; a database failover to a streaming standby loses no
-//! acknowledged accounting; the loader reads from a replica
-//! (`database.read_url`).
+//! singleton jobs on exactly one node, moving within 5 s of a `kill -9`,
+//! after the lease of a frozen (SIGSTOP) leader, which does not act when
+//! it wakes, and after that of a leader cut off from the database by a
+//! relay; a session whose packets alternate between the nodes is one
+//! radacct row and is counted exactly, and operator CoA reaches its NAS
+//! from any node; tier CoAs come from the leader; a database failover to
+//! a streaming standby loses no acknowledged accounting; the loader reads
+//! from a replica (`database.read_url`).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -820,4 +821,138 @@ fn a_tier_crossed_on_any_node_gets_its_coa_from_the_leader_once() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(fake.received().len(), 1, "one CoA for one tier");
+}
+
+/// A TCP relay between a node and PostgreSQL that can be cut: while cut
+/// it holds what it has read and reads no more (so nothing reaches the
+/// other side and nothing comes back, as on a cut cable), and delivers it
+/// all when healed (as TCP's retransmissions would after a short cut).
+struct CutRelay {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CutRelay {
+    fn start(upstream: SocketAddr) -> CutRelay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            while flag.load(Ordering::Acquire) {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        CutRelay { port, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// A network cut between the leader and the database (its process runs
+/// on, its connections stay open, no answer comes): it stops acting when
+/// its lease renewal is overdue, another node leads within 5 s, and once
+/// the cut heals the old leader sees the new one and never runs the job.
+#[test]
+fn a_leader_cut_off_from_the_database_stops_acting_and_another_takes_over() {
+    let url = crate::common::pg::fresh_database();
+    // postgres://postgres@127.0.0.1:PORT/DB
+    let (head, rest) = url.rsplit_once(':').unwrap();
+    let (port, db) = rest.split_once('/').unwrap();
+    let relay = CutRelay::start(format!("127.0.0.1:{port}").parse().unwrap());
+    let relayed = format!("{head}:{}/{db}", relay.port);
+    let mut nodes = Nodes::provision(url, "");
+    // node-a reaches the database through the relay, and leads first.
+    let a = nodes.install.serve_at_on(
+        &relayed,
+        nodes.auth(0),
+        nodes.acct(0),
+        &["--shards", "1", "--node-name", "node-a"],
+        &[],
+    );
+    nodes.servers.push(Some(a));
+    assert!(eventually(Duration::from_secs(10), || nodes
+        .leader("stale-sessions")
+        .as_deref()
+        == Some("node-a")));
+    nodes.start(1);
+    assert!(eventually(Duration::from_secs(10), || nodes
+        .view()
+        .nodes
+        .len()
+        == 2));
+    assert!(eventually(Duration::from_secs(5), || nodes
+        .runs("stale-sessions")
+        .iter()
+        .any(|(n, _, _)| n == "node-a")));
+
+    relay.set_cut(true);
+    let cut_at = Instant::now();
+    let (second, took) = nodes.wait_for_new_leader("stale-sessions", "node-a", cut_at);
+    let taken_over_at = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+    eprintln!("failover network cut: {} ms", took.as_millis());
+    assert_eq!(second, "node-b");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // The cut node knows by its own clock that it no longer leads.
+    assert_eq!(
+        nodes
+            .server(0)
+            .metric("shardius_job_leader{job=\"stale-sessions\"}"),
+        0.0
+    );
+    // node-b runs the job meanwhile; then the cut heals.
+    assert!(eventually(Duration::from_secs(5), || nodes
+        .runs("stale-sessions")
+        .iter()
+        .any(|(n, _, _)| n == "node-b")));
+    relay.set_cut(false);
+    nodes.server(0).wait_for_log(
+        "leader of stale-sessions: node-b (was node-a)",
+        Duration::from_secs(15),
+    );
+    let runs_now = nodes.runs("stale-sessions").len();
+    assert!(eventually(Duration::from_secs(5), || nodes
+        .runs("stale-sessions")
+        .len()
+        >= runs_now + 2));
+    let runs = nodes.runs("stale-sessions");
+    assert!(
+        !runs
+            .iter()
+            .any(|(node, _, at)| node == "node-a" && *at > taken_over_at - 0.5),
+        "the cut node ran the job after losing the lease: {runs:?}"
+    );
+    assert!(runs.windows(2).all(|w| w[0].1 <= w[1].1), "{runs:?}");
+    // Both nodes authenticate throughout (from their snapshots).
+    logs_in(nodes.auth(0));
+    logs_in(nodes.auth(1));
 }

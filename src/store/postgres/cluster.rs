@@ -29,6 +29,12 @@ pub(super) async fn holds(
     tx: &Transaction<'_>,
     fence: &Fence,
 ) -> std::result::Result<bool, tokio_postgres::Error> {
+    // The lease row stays locked until commit: if this node is cut off in
+    // between, the server ends the session after 1 s idle, releasing the
+    // lock, so a takeover waits about a second, not until the server
+    // notices the dead connection.
+    tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = '1s'")
+        .await?;
     Ok(tx
         .query_opt(
             "SELECT 1 FROM cluster_leases WHERE job = $1 AND holder = $2 AND epoch = $3

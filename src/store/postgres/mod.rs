@@ -132,6 +132,14 @@ impl PgStore {
                 }
             }
         });
+        // A node cut off mid-transaction would keep its row locks until
+        // the server noticed the dead connection (tcp_keepalives_idle:
+        // two hours by default), blocking every other node's write of
+        // those rows and, for a lease row, the takeover. Our transactions
+        // never wait on anything but the database: 5 s idle inside one
+        // means the client is gone, and the server ends the session.
+        self.runtime
+            .block_on(client.batch_execute("SET idle_in_transaction_session_timeout = '5s'"))?;
         // A standby (database.read_url) cannot LISTEN (25006, "cannot
         // execute LISTEN during recovery"): its reader polls instead.
         if let Err(e) = self

@@ -136,12 +136,17 @@ impl Install {
 
     /// `shardius <args>` with this installation's config, database and key.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_on(&self.db_url, args)
+    }
+
+    /// `command`, on another URL of the same database (a relay, a replica).
+    pub fn command_on(&self, db_url: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardius"));
         cmd.args(args)
             .arg("--config")
             .arg(self.dir.path().join("shardius.toml"))
             .arg("--database-url")
-            .arg(&self.db_url)
+            .arg(db_url)
             .arg("--key-file")
             .arg(self.key())
             .current_dir(self.dir.path())
@@ -204,6 +209,18 @@ impl Install {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        self.serve_at_on(&self.db_url, auth, acct, extra, env)
+    }
+
+    /// `serve_at`, on another URL of the same database.
+    pub fn serve_at_on(
+        &self,
+        db_url: &str,
+        auth: SocketAddr,
+        acct: SocketAddr,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let (auth, acct) = (auth.to_string(), acct.to_string());
         let mut args = vec![
             "serve",
@@ -216,7 +233,7 @@ impl Install {
         ];
         args.extend_from_slice(extra);
         let mut child = self
-            .command(&args)
+            .command_on(db_url, &args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
