@@ -141,7 +141,7 @@ fn leases_change_hands_only_when_free_and_old_epochs_are_fenced_off(backend: Bac
 /// Node names are data: quotes, SQL and non-ASCII round-trip as written;
 /// a NUL (which PostgreSQL text cannot hold) is a clear error, not a panic.
 fn hostile_node_names_are_data_or_a_clean_error(backend: Backend) {
-    let (_install, mut store) = open(backend);
+    let (install, mut store) = open(backend);
     let nasty = "n'; DROP TABLE cluster_leases; --\u{e9}\u{1F600}";
     store.heartbeat(&node(nasty), true).unwrap();
     let lease = store
@@ -157,10 +157,30 @@ fn hostile_node_names_are_data_or_a_clean_error(backend: Backend) {
         .acquire_lease("no-such-job", nasty, Duration::from_secs(1))
         .unwrap();
     assert_eq!(odd.holder, nasty);
+    // A row written by someone else with terminal escapes and a line
+    // break (our own nodes refuse such names at start): `cluster status`
+    // prints it escaped on one line; JSON keeps it as written.
+    let forged = "evil\u{1b}[2J\nradius-9             alive";
+    store.heartbeat(&node(forged), true).unwrap();
+    let table = install.ok(&["cluster", "status"]);
+    assert!(!table.contains('\u{1b}'), "{table:?}");
+    assert!(!table.contains("\nradius-9"), "{table:?}");
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("evil")).count(),
+        1,
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&install.ok(&["cluster", "status", "--json"])).unwrap();
+    assert!(json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["name"] == forged));
     if backend == Backend::Postgres {
         assert!(store.heartbeat(&node("nul\0name"), false).is_err());
         // The connection survives the refused write.
-        assert_eq!(store.cluster_view().unwrap().nodes.len(), 1);
+        assert_eq!(store.cluster_view().unwrap().nodes.len(), 2);
     }
 }
 
