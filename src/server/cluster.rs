@@ -177,13 +177,16 @@ impl ClusterThread {
             }
             super::sleep_unless(&self.shared.shutdown, next - now);
         }
-        // Hand the leases over now rather than when they run out.
+        // Hand the leases over now rather than when they run out: stop
+        // acting on all of them first, then give each up.
         let node = self.shared.leadership.node().to_owned();
-        for job in JOBS {
-            if self.shared.leadership.leads(job) {
-                self.shared.leadership.drop_all();
-                let _ = self.store.release_lease(job, &node);
-            }
+        let held: Vec<&str> = JOBS
+            .into_iter()
+            .filter(|job| self.shared.leadership.leads(job))
+            .collect();
+        self.shared.leadership.drop_all();
+        for job in held {
+            let _ = self.store.release_lease(job, &node);
         }
     }
 
@@ -218,7 +221,7 @@ impl ClusterThread {
         let alive = view
             .nodes
             .iter()
-            .filter(|n| view.now - n.heartbeat_at <= dead_after)
+            .filter(|n| view.is_alive(n, dead_after))
             .count();
         leadership
             .nodes_alive

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::common::fake_nas::FakeNas;
 use crate::common::pg::{eventually, Cluster};
 use crate::common::server::{acct_record, http_request, mschap, Install, Server, TestNas, SECRET};
-use shardius::model::ClusterView;
+use shardius::model::{ClusterView, JOBS};
 use shardius::nas_client::{self as nas, Credentials, Session};
 use shardius::proto::dict::{acct_status, attr, mikrotik, vendor};
 use shardius::proto::{Code, Secret};
@@ -108,11 +108,7 @@ impl Nodes {
 
     /// The holder of `job`'s unexpired lease.
     fn leader(&mut self, job: &str) -> Option<String> {
-        let view = self.view();
-        view.leases
-            .iter()
-            .find(|l| l.job == job && l.expires_at > view.now)
-            .map(|l| l.holder.clone())
+        self.view().leader(job).map(str::to_owned)
     }
 
     fn index_of(name: &str) -> usize {
@@ -955,4 +951,32 @@ fn a_leader_cut_off_from_the_database_stops_acting_and_another_takes_over() {
     // Both nodes authenticate throughout (from their snapshots).
     logs_in(nodes.auth(0));
     logs_in(nodes.auth(1));
+}
+
+/// A clean stop (SIGTERM) gives every lease the node holds up at once,
+/// not only the first: right after it exits, none is still its.
+#[test]
+fn a_clean_stop_releases_every_lease_it_holds() {
+    let mut nodes = Nodes::provision(crate::common::pg::fresh_database(), "");
+    nodes.start(0);
+    assert!(eventually(Duration::from_secs(10), || JOBS
+        .iter()
+        .all(|job| nodes.leader(job).as_deref() == Some("node-a"))));
+    nodes.start(1);
+    let server = nodes.servers[0].take().unwrap();
+    let (clean, log) = server.stop();
+    assert!(clean, "{log}");
+    let view = nodes.view();
+    for job in JOBS {
+        assert_ne!(
+            view.leader(job),
+            Some("node-a"),
+            "{job} still held by the stopped node: {:?}",
+            view.leases
+        );
+    }
+    // ...and the other node takes each over.
+    assert!(eventually(Duration::from_secs(10), || JOBS
+        .iter()
+        .all(|job| nodes.leader(job).as_deref() == Some("node-b"))));
 }
