@@ -66,7 +66,9 @@ impl ClusterConfig {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
+            // The name goes into logs and `cluster status`: the same rule
+            // as for a configured one (validate).
+            .filter(|h| !h.is_empty() && h.len() <= 128 && !h.chars().any(char::is_control))
             .unwrap_or_else(|| "shardius".into())
     }
 }

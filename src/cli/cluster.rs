@@ -41,16 +41,7 @@ pub fn run(store: &mut dyn Store, config: &Config, cmd: ClusterCommand) -> anyho
 
 /// The holder of each job's lease while it is unexpired.
 fn leaders(view: &ClusterView) -> Vec<(&'static str, Option<&str>)> {
-    JOBS.iter()
-        .map(|job| {
-            let holder = view
-                .leases
-                .iter()
-                .find(|l| l.job == *job && l.expires_at > view.now)
-                .map(|l| l.holder.as_str());
-            (*job, holder)
-        })
-        .collect()
+    JOBS.iter().map(|job| (*job, view.leader(job))).collect()
 }
 
 fn to_json(view: &ClusterView, dead_after: chrono::Duration) -> serde_json::Value {
@@ -61,7 +52,7 @@ fn to_json(view: &ClusterView, dead_after: chrono::Duration) -> serde_json::Valu
             let age = view.now - n.heartbeat_at;
             serde_json::json!({
                 "name": n.info.name,
-                "alive": age <= dead_after,
+                "alive": view.is_alive(n, dead_after),
                 "heartbeat_age_ms": age.num_milliseconds().max(0),
                 "listen": n.info.listen,
                 "version": n.info.version,
@@ -96,11 +87,15 @@ fn to_table(view: &ClusterView, dead_after: chrono::Duration) -> String {
         out.push_str(&format!(
             "{:<20} {:<6} {:>7.1}s  {:>7.1}s  {:>9}  {}\n",
             crate::text::printable(&n.info.name),
-            if age <= dead_after { "alive" } else { "dead" },
+            if view.is_alive(n, dead_after) {
+                "alive"
+            } else {
+                "dead"
+            },
             age.num_milliseconds().max(0) as f64 / 1000.0,
             n.info.snapshot_age_ms.max(0) as f64 / 1000.0,
             n.info.spool_bytes,
-            n.info.listen
+            crate::text::printable(&n.info.listen)
         ));
     }
     if view.nodes.is_empty() {

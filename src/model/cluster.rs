@@ -3,8 +3,14 @@
 
 use chrono::{DateTime, Utc};
 
+/// Stale-session cleanup.
+pub const STALE_SESSIONS_JOB: &str = "stale-sessions";
+/// Disconnects of expired, disabled and deleted subscribers.
+pub const EXPIRY_JOB: &str = "expiry";
+/// Usage resets and FUP tier CoAs.
+pub const QUOTA_JOB: &str = "quota-reset";
 /// The singleton jobs: each runs on the one node holding its lease.
-pub const JOBS: [&str; 3] = ["stale-sessions", "expiry", "quota-reset"];
+pub const JOBS: [&str; 3] = [STALE_SESSIONS_JOB, EXPIRY_JOB, QUOTA_JOB];
 
 /// What a node writes with each heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,4 +55,19 @@ pub struct ClusterView {
     pub now: DateTime<Utc>,
     pub nodes: Vec<NodeRow>,
     pub leases: Vec<LeaseRow>,
+}
+
+impl ClusterView {
+    /// Whether `node`'s heartbeat is at most `dead_after` old.
+    pub fn is_alive(&self, node: &NodeRow, dead_after: chrono::Duration) -> bool {
+        self.now - node.heartbeat_at <= dead_after
+    }
+
+    /// The holder of `job`'s lease while it is unexpired.
+    pub fn leader(&self, job: &str) -> Option<&str> {
+        self.leases
+            .iter()
+            .find(|l| l.job == job && l.expires_at > self.now)
+            .map(|l| l.holder.as_str())
+    }
 }

@@ -7,7 +7,10 @@ mod cluster;
 mod fup;
 mod records;
 
-pub use cluster::{ClusterView, Fence, LeaseRow, NodeInfo, NodeRow, JOBS};
+pub use cluster::{
+    ClusterView, Fence, LeaseRow, NodeInfo, NodeRow, EXPIRY_JOB, JOBS, QUOTA_JOB,
+    STALE_SESSIONS_JOB,
+};
 
 pub use fup::{FreeHours, Levels, MonthlyResetCandidate, Period, TierRecord};
 pub use records::{

@@ -75,9 +75,6 @@ pub trait AccountingSink: Send {
     /// Closes open sessions not updated since `before` (`Stale-Session`,
     /// stop time = last update); returns how many.
     fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64>;
-    /// The stored counters of sessions: (acctuniqueid, input + output
-    /// octets, session time), for the writer's usage deltas.
-    fn session_counters(&mut self, unique_ids: &[String]) -> Result<Vec<(String, u64, u32)>>;
     /// One cheap round trip: Ok when the database answers.
     fn ping(&mut self) -> Result<()>;
 }

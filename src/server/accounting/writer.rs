@@ -238,7 +238,7 @@ impl Writer {
         let mut logged = false;
         loop {
             match self.make_durable(&rows[from..]) {
-                Ok(_in_database) => break,
+                Ok(()) => break,
                 Err((handled, cause, spool_error)) => {
                     from += handled;
                     if !logged {
@@ -301,19 +301,18 @@ impl Writer {
     }
 
     /// Writes `rows` to the database (refused ones set aside), or what the
-    /// database did not take to the spool. Ok(true): all in the database.
-    /// Err: how many rows from the front were handled, and why neither
+    /// database did not take to the spool. Err: how many rows from the front were handled, and why neither
     /// the database nor the spool took the rest.
     fn make_durable(
         &mut self,
         rows: &[AcctEvent],
-    ) -> Result<bool, (usize, StopCause, super::spool::SpoolError)> {
+    ) -> Result<(), (usize, StopCause, super::spool::SpoolError)> {
         let stopped = match self.write_rows(rows) {
             Ok(()) => {
                 if std::mem::take(&mut self.spooling) {
                     info!("database writable again: accounting goes to the database");
                 }
-                return Ok(true);
+                return Ok(());
             }
             Err(stopped) => stopped,
         };
@@ -332,7 +331,7 @@ impl Writer {
                 self.stats
                     .spool_bytes
                     .store(self.spool.pending_bytes(), Ordering::Relaxed);
-                Ok(false)
+                Ok(())
             }
             Err(spool_error) => Err((stopped.handled, stopped.cause, spool_error)),
         }

@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use tracing::{info, warn};
 
 use crate::coa::{prepare, Change, Ended, NasTarget, Prepared, Report, RequestId, Retry};
-use crate::model::{LogEntry, SessionRow};
+use crate::model::{LogEntry, SessionRow, EXPIRY_JOB, QUOTA_JOB, STALE_SESSIONS_JOB};
 use crate::policy::fup::{self, Period};
 use crate::policy::Snapshot;
 use crate::proto::Secret;
@@ -44,10 +44,6 @@ pub struct Job {
 /// A session the sweep disconnected is not asked again before this: its
 /// Accounting-Stop is on the way, or the NAS no longer knows it.
 const RETRY_CUT_AFTER: Duration = Duration::from_secs(300);
-/// The singleton jobs' names (`model::JOBS`).
-const STALE_JOB: &str = "stale-sessions";
-const EXPIRY_JOB: &str = "expiry";
-const RESET_JOB: &str = "quota-reset";
 /// How often the quota job's leader looks for tier changes other nodes
 /// recorded (its own usage thread wakes it at once).
 const TIER_CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -330,7 +326,7 @@ impl Enforcer {
         if now.time() < self.shared.config.quota.reset_time() {
             return;
         }
-        let Some(fence) = self.shared.leadership.fence(RESET_JOB) else {
+        let Some(fence) = self.shared.leadership.fence(QUOTA_JOB) else {
             return;
         };
         let today = now.date_naive();
@@ -379,7 +375,7 @@ impl Enforcer {
     /// recorded as applied (fenced, and only if the levels did not move
     /// meanwhile) before its CoA is queued, so one node sends it once.
     fn check_tiers(&mut self) {
-        let Some(fence) = self.shared.leadership.fence(RESET_JOB) else {
+        let Some(fence) = self.shared.leadership.fence(QUOTA_JOB) else {
             return;
         };
         let pending = match self.store.pending_tier_changes(TIER_BATCH) {
@@ -395,7 +391,7 @@ impl Enforcer {
                 Ok(true) => {}
                 // The levels moved (a reset, a higher tier: the next check
                 // sees them), or the lease is gone.
-                Ok(false) if self.shared.leadership.fence(RESET_JOB).is_some() => continue,
+                Ok(false) if self.shared.leadership.fence(QUOTA_JOB).is_some() => continue,
                 Ok(false) => return,
                 Err(e) => {
                     warn!("FUP tier CoAs: {e}");
@@ -459,7 +455,7 @@ impl Enforcer {
     /// Closes sessions without an update for `accounting.stale_after_secs`
     /// (`Stale-Session`), on the leader only, fenced by its lease.
     fn close_stale(&mut self) {
-        let Some(fence) = self.shared.leadership.fence(STALE_JOB) else {
+        let Some(fence) = self.shared.leadership.fence(STALE_SESSIONS_JOB) else {
             return;
         };
         let after = self.shared.config.accounting.stale_after_secs as i64;

@@ -27,6 +27,9 @@ const STAGING_COLUMNS: &str =
     calledstationid, callingstationid, acctterminatecause, framedipaddress, class";
 
 /// The staged batch into radacct; what happens on a conflict follows.
+/// In key order, as `COUNTERS_LOCKED` locks: two nodes writing batches
+/// that share sessions take the row locks in the same order, so they wait
+/// for each other instead of deadlocking.
 macro_rules! insert_staged {
     () => {
         "INSERT INTO radacct (AcctSessionId, AcctUniqueId, UserName, NASIPAddress, NASPortId,
@@ -35,7 +38,8 @@ macro_rules! insert_staged {
     SELECT acctsessionid, acctuniqueid, username, nasipaddress, nasportid, nasporttype,
         acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets,
         calledstationid, callingstationid, acctterminatecause, framedipaddress, class
-    FROM radacct_staging"
+    FROM radacct_staging
+    ORDER BY acctuniqueid"
     };
 }
 
@@ -70,6 +74,13 @@ const INSERT_NEW: &str = concat!(
     ON CONFLICT (AcctUniqueId) DO NOTHING
     RETURNING AcctUniqueId"
 );
+
+/// Closes the open sessions last heard of before $1 (`Stale-Session`);
+/// also the fenced stale-session job's statement (`cluster.rs`).
+pub(super) const CLOSE_STALE: &str =
+    "UPDATE radacct SET AcctStopTime = COALESCE(AcctUpdateTime, AcctStartTime),
+        AcctTerminateCause = 'Stale-Session'
+    WHERE AcctStopTime IS NULL AND COALESCE(AcctUpdateTime, AcctStartTime) < $1";
 
 /// The stored counters of the batch's existing sessions, locked until
 /// commit: another node's write of the same session waits for ours, and
@@ -216,37 +227,9 @@ impl AccountingSink for PgStore {
     }
 
     fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64> {
-        self.execute(
-            "UPDATE radacct SET AcctStopTime = COALESCE(AcctUpdateTime, AcctStartTime), AcctTerminateCause = 'Stale-Session'
-             WHERE AcctStopTime IS NULL AND COALESCE(AcctUpdateTime, AcctStartTime) < $1",
-            &[&before],
-        )
+        self.execute(CLOSE_STALE, &[&before])
     }
 
-    fn session_counters(&mut self, unique_ids: &[String]) -> Result<Vec<(String, u64, u32)>> {
-        Ok(self
-            .query(
-                "SELECT AcctUniqueId, coalesce(AcctInputOctets, 0) + coalesce(AcctOutputOctets, 0),
-                        coalesce(AcctSessionTime, 0)
-                 FROM radacct WHERE AcctUniqueId = ANY($1)",
-                &[&unique_ids],
-            )?
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    r.get::<_, i64>(1).max(0) as u64,
-                    r.get::<_, i64>(2).max(0) as u32,
-                )
-            })
-            .collect())
-    }
-
-    /// Also fails on a server in recovery (a standby, or a primary that
-    /// was demoted): the writer must not replay its spool into it. The
-    /// connection is dropped, so the next attempt reconnects and, on a
-    /// multi-host URL with `target_session_attrs=read-write`, finds the
-    /// writable host.
     fn ping(&mut self) -> Result<()> {
         let (runtime, client) = self.conn()?;
         let result = runtime.block_on(client.query_one("SELECT pg_is_in_recovery()", &[]));

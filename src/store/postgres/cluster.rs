@@ -124,11 +124,7 @@ impl ClusterStore for PgStore {
                 return Ok(None);
             }
             let closed = tx
-                .execute(
-                    "UPDATE radacct SET AcctStopTime = COALESCE(AcctUpdateTime, AcctStartTime), AcctTerminateCause = 'Stale-Session'
-                     WHERE AcctStopTime IS NULL AND COALESCE(AcctUpdateTime, AcctStartTime) < $1",
-                    &[&before],
-                )
+                .execute(super::accounting::CLOSE_STALE, &[&before])
                 .await?;
             record(&tx, fence, closed).await?;
             tx.commit().await?;

@@ -100,6 +100,13 @@ impl SqliteStore {
     }
 }
 
+/// Closes the open sessions last heard of before ?1 (`Stale-Session`);
+/// also the fenced stale-session job's statement (`cluster.rs`).
+pub(super) const CLOSE_STALE: &str =
+    "UPDATE radacct SET acctstoptime = coalesce(acctupdatetime, acctstarttime),
+        acctterminatecause = 'Stale-Session'
+    WHERE acctstoptime IS NULL AND coalesce(acctupdatetime, acctstarttime) < ?1";
+
 impl AccountingSink for SqliteStore {
     fn write_accounting(&mut self, events: &[AcctEvent]) -> Result<()> {
         self.write_batch(events, false).map(drop)
@@ -113,35 +120,7 @@ impl AccountingSink for SqliteStore {
     }
 
     fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64> {
-        Ok(self.conn.execute(
-            "UPDATE radacct SET acctstoptime = coalesce(acctupdatetime, acctstarttime), acctterminatecause = 'Stale-Session'
-             WHERE acctstoptime IS NULL AND coalesce(acctupdatetime, acctstarttime) < ?1",
-            [sql_time(before)],
-        )? as u64)
-    }
-
-    fn session_counters(&mut self, unique_ids: &[String]) -> Result<Vec<(String, u64, u32)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT acctuniqueid, coalesce(acctinputoctets, 0) + coalesce(acctoutputoctets, 0),
-                    coalesce(acctsessiontime, 0)
-             FROM radacct WHERE acctuniqueid = ?1",
-        )?;
-        let mut out = Vec::new();
-        for id in unique_ids {
-            if let Some(row) = stmt
-                .query_row([id], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?.max(0) as u64,
-                        r.get::<_, i64>(2)?.max(0) as u32,
-                    ))
-                })
-                .optional()?
-            {
-                out.push(row);
-            }
-        }
-        Ok(out)
+        Ok(self.conn.execute(CLOSE_STALE, [sql_time(before)])? as u64)
     }
 
     fn ping(&mut self) -> Result<()> {

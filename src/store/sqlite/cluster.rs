@@ -115,11 +115,7 @@ impl ClusterStore for SqliteStore {
         if !holds(&tx, fence)? {
             return Ok(None);
         }
-        let closed = tx.execute(
-            "UPDATE radacct SET acctstoptime = coalesce(acctupdatetime, acctstarttime), acctterminatecause = 'Stale-Session'
-             WHERE acctstoptime IS NULL AND coalesce(acctupdatetime, acctstarttime) < ?1",
-            [sql_time(before)],
-        )? as u64;
+        let closed = tx.execute(super::accounting::CLOSE_STALE, [sql_time(before)])? as u64;
         record(&tx, fence, closed)?;
         tx.commit()?;
         Ok(Some(closed))
