@@ -84,12 +84,13 @@ pub(super) const CLOSE_STALE: &str =
 
 /// The stored counters of the batch's existing sessions, locked until
 /// commit: another node's write of the same session waits for ours, and
-/// then reads what we wrote.
+/// then reads what we wrote. The keys come as an array, not as a join
+/// with the staging table, which has no statistics: the plan is then
+/// index lookups, never a scan of radacct.
 const COUNTERS_LOCKED: &str =
     "SELECT AcctUniqueId, coalesce(AcctInputOctets, 0) + coalesce(AcctOutputOctets, 0),
         coalesce(AcctSessionTime, 0)
-    FROM radacct WHERE AcctUniqueId IN (SELECT acctuniqueid FROM radacct_staging)
-        AND NOT (AcctUniqueId = ANY($1))
+    FROM radacct WHERE AcctUniqueId = ANY($1) AND NOT (AcctUniqueId = ANY($2))
     ORDER BY AcctUniqueId
     FOR UPDATE";
 
@@ -174,7 +175,12 @@ impl PgStore {
                     inserted.insert(r.get::<_, String>(0));
                 }
                 let new: Vec<&str> = inserted.iter().map(String::as_str).collect();
-                for r in tx.query(COUNTERS_LOCKED, &[&new]).await? {
+                let all: Vec<&str> = events
+                    .iter()
+                    .filter(|e| e.kind != AcctKind::NasReboot)
+                    .map(|e| e.unique_id.as_str())
+                    .collect();
+                for r in tx.query(COUNTERS_LOCKED, &[&all, &new]).await? {
                     before.insert(
                         r.get::<_, String>(0),
                         (
