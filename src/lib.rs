@@ -47,6 +47,7 @@ pub mod keyfile;
 pub mod model;
 pub mod nas_client;
 pub mod policy;
+pub mod pool;
 pub mod proto;
 pub mod server;
 pub mod store;
