@@ -8,6 +8,7 @@ mod cluster;
 mod coa;
 mod demo;
 mod import;
+mod pool;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,6 +72,9 @@ pub enum Command {
     /// Nodes on this database and the leader of each singleton job
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Server-side address pools (IPv4, IPv6 delegated and framed prefixes)
+    #[command(subcommand)]
+    Pool(pool::PoolCommand),
     /// List accounting sessions (open ones, newest first)
     Sessions {
         /// Only this subscriber's sessions
@@ -202,6 +206,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service(cmd) => admin::service(&mut *open_migrated(&config)?, cmd),
         Command::Accounting(cmd) => accounting::run(&mut *open_migrated(&config)?, cmd),
         Command::Cluster(cmd) => cluster::run(&mut *open_migrated(&config)?, &config, cmd),
+        Command::Pool(cmd) => pool::run(&mut *open_migrated(&config)?, cmd),
         Command::Sessions { user, all, limit } => {
             admin::sessions(&mut *open_migrated(&config)?, user.as_deref(), all, limit)
         }

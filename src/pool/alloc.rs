@@ -20,6 +20,10 @@ use super::{PoolAddr, PoolKind, PoolSpec};
 /// subscriber for this long (database clock), so the node that had it has
 /// refreshed (and dropped it) or stopped answering from memory.
 pub const REUSE_AFTER_TRANSFER_MS: i64 = 10_000;
+/// A node whose heartbeat is older than this no longer owns its rows: its
+/// held addresses may be reused by others (it stops handing out from
+/// memory after `FRESH_FOR`, long before).
+pub const NODE_GONE_MS: i64 = 30_000;
 /// The fast path stops when the view is older than this (monotonic clock).
 pub const FRESH_FOR: Duration = Duration::from_secs(5);
 const EXHAUSTED_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -370,9 +374,7 @@ impl Allocator {
                 p.by_user.remove(&old);
             }
         }
-        if claim.kind != ClaimKind::Same {
-            slot.transferred_ms = now_ms;
-        } else if slot.node.as_deref() != Some(self.node.as_str()) {
+        if claim.kind != ClaimKind::Same || slot.node.as_deref() != Some(self.node.as_str()) {
             slot.transferred_ms = now_ms;
         }
         slot.username = Some(claim.username.as_str().into());

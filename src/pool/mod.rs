@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 pub use alloc::{
     AddrState, Allocator, Claim, ClaimKind, Offer, PoolCounts, Slot, SlotRow, Touch, FRESH_FOR,
-    REUSE_AFTER_TRANSFER_MS,
+    NODE_GONE_MS, REUSE_AFTER_TRANSFER_MS,
 };
 
 /// The largest pool shardius materialises (one row per address or prefix).

@@ -20,7 +20,8 @@ pub use crate::model::{
 };
 pub use postgres::PgStore;
 pub use roles::{
-    AccountingSink, Admin, ClusterStore, JobsStore, LogSink, SnapshotSource, Store, UsageStore,
+    AccountingSink, Admin, ClusterStore, JobsStore, LogSink, PoolStore, RemovePool, SnapshotSource,
+    Store, UsageStore,
 };
 pub use split::{write_splitting, StopCause, Stopped};
 pub use sqlite::{logs_path as sqlite_logs_path, SqliteStore};
@@ -44,6 +45,34 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Two subscribers of one batch with the same static IP: refused before
+/// anything is written (the database has no unique index on it, so that a
+/// panel's conflicting row is detected at load rather than refused).
+pub(crate) fn static_ips_unique_in(subscribers: &[crate::model::SubscriberRecord]) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for s in subscribers {
+        if let Some(ip) = s.static_ip {
+            if let Some(first) = seen.insert(ip, s.username.as_str()) {
+                return Err(StoreError::Invalid(format!(
+                    "static IP {ip} given to both {:?} and {:?}",
+                    crate::text::printable(first),
+                    crate::text::printable(&s.username)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A static IP another subscriber has (its static_ip or a radreply Framed-IP-Address).
+pub(crate) fn static_ip_taken(ip: String, username: String) -> StoreError {
+    StoreError::Invalid(format!(
+        "static IP {} is already {:?}'s; one address, one subscriber",
+        crate::text::printable(&ip),
+        crate::text::printable(&username)
+    ))
+}
 
 /// What a failed write means for the rows in it, so the accounting writer
 /// knows whether to try them again later or to split the batch.

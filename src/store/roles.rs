@@ -15,6 +15,7 @@ use crate::model::{
     NasRecord, NodeInfo, Period, RadreplyRecord, ServiceRecord, SessionRow, SubscriberRecord,
     TierRecord, UsageRow,
 };
+use crate::pool::{Claim, PoolAddr, PoolCounts, PoolSpec, SlotRow};
 
 /// The loader thread: everything a snapshot is built from.
 pub trait SnapshotSource: Send {
@@ -216,7 +217,36 @@ pub trait JobsStore: UsageStore + ClusterStore {}
 
 impl<T: UsageStore + ClusterStore> JobsStore for T {}
 
-/// Every role: what the CLI and the tests open.
-pub trait Store: SnapshotSource + AccountingSink + JobsStore + LogSink + Admin {}
+/// The address pools' definitions and rows (`pool add|list|show|rm`).
+pub trait PoolStore: Send {
+    /// Defines `spec` with its `addresses`, in one transaction. An address
+    /// that is already in a pool refuses the whole pool
+    /// (`StoreError::Duplicate` naming it and its pool).
+    fn add_pool(&mut self, spec: &PoolSpec, addresses: &[PoolAddr]) -> Result<()>;
+    /// Every pool's definition.
+    fn pool_specs(&mut self) -> Result<Vec<PoolSpec>>;
+    /// Per pool: size and addresses by state.
+    fn pool_counts(&mut self) -> Result<Vec<PoolCounts>>;
+    /// The rows of `pool` that name a subscriber (not free), in address order.
+    fn pool_rows(&mut self, pool: &str) -> Result<Vec<SlotRow>>;
+    /// Removes `pool`, refused while an address of it is offered or in use.
+    fn remove_pool(&mut self, pool: &str) -> Result<RemovePool>;
+    /// Makes `claims` for `node` in one transaction, each a compare-and-set
+    /// on its row (see `pool::ClaimKind`): true where the row is now the
+    /// claim's subscriber's. Also the database's clock (unix ms).
+    fn claim_addresses(&mut self, node: &str, claims: &[Claim]) -> Result<(Vec<bool>, i64)>;
+}
 
-impl<T: SnapshotSource + AccountingSink + JobsStore + LogSink + Admin> Store for T {}
+/// What `remove_pool` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemovePool {
+    Removed,
+    NotFound,
+    /// This many addresses are offered or in use.
+    InUse(u64),
+}
+
+/// Every role: what the CLI and the tests open.
+pub trait Store: SnapshotSource + AccountingSink + JobsStore + LogSink + Admin + PoolStore {}
+
+impl<T: SnapshotSource + AccountingSink + JobsStore + LogSink + Admin + PoolStore> Store for T {}

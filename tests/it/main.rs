@@ -24,6 +24,7 @@ mod engine_properties;
 mod hostile;
 mod layering;
 mod operations;
+mod pools;
 mod postgres;
 mod quota;
 mod radius_crate_interop;

@@ -182,6 +182,21 @@ impl Admin for PgStore {
             .iter()
             .map(|s| s.static_ip.map(|ip| ip.to_string()))
             .collect();
+        crate::store::static_ips_unique_in(subscribers)?;
+        let wanted: Vec<String> = ips.iter().flatten().cloned().collect();
+        if !wanted.is_empty() {
+            let taken = self.query(
+                "SELECT host(static_ip), username FROM subscribers WHERE static_ip = ANY($1::text[]::inet[])
+                 UNION ALL
+                 SELECT value, username FROM radreply
+                 WHERE lower(attribute) = 'framed-ip-address' AND value = ANY($1)
+                 LIMIT 1",
+                &[&wanted],
+            )?;
+            if let Some(r) = taken.first() {
+                return Err(crate::store::static_ip_taken(r.get(0), r.get(1)));
+            }
+        }
         self.execute(
             "INSERT INTO subscribers (username, password_enc, service_id, is_active, expiry_date, mac_address, static_ip)
              SELECT u, p, s, a, e, m, i::inet

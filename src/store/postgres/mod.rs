@@ -15,6 +15,7 @@ mod accounting;
 mod admin;
 mod cluster;
 mod logs;
+pub(crate) mod pools;
 mod snapshot;
 mod usage;
 
@@ -52,6 +53,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../migrations/postgres/0005_nas_addresses.sql"),
     ),
     (6, include_str!("../migrations/postgres/0006_cluster.sql")),
+    (7, include_str!("../migrations/postgres/0007_pools.sql")),
 ];
 
 const CHANNEL: &str = "shardius_changes";

@@ -149,7 +149,28 @@ impl Admin for SqliteStore {
     }
 
     fn add_subscribers(&mut self, subscribers: &[SubscriberRecord]) -> Result<usize> {
+        crate::store::static_ips_unique_in(subscribers)?;
         let tx = self.conn.transaction()?;
+        {
+            let mut taken = tx.prepare(
+                "SELECT static_ip, username FROM subscribers WHERE static_ip = ?1
+                 UNION ALL
+                 SELECT value, username FROM radreply
+                 WHERE lower(attribute) = 'framed-ip-address' AND value = ?1
+                 LIMIT 1",
+            )?;
+            for ip in subscribers.iter().filter_map(|s| s.static_ip) {
+                let found = taken
+                    .query_map([ip.to_string()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })?
+                    .next()
+                    .transpose()?;
+                if let Some((ip, user)) = found {
+                    return Err(crate::store::static_ip_taken(ip, user));
+                }
+            }
+        }
         {
             let mut stmt = tx.prepare(
                 "INSERT INTO subscribers (username, password_enc, service_id, is_active, expiry_date, mac_address, static_ip)

@@ -10,6 +10,7 @@ mod accounting;
 mod admin;
 mod cluster;
 mod logs;
+mod pools;
 mod snapshot;
 mod usage;
 
@@ -37,6 +38,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../migrations/sqlite/0005_nas_addresses.sql"),
     ),
     (6, include_str!("../migrations/sqlite/0006_cluster.sql")),
+    (7, include_str!("../migrations/sqlite/0007_pools.sql")),
 ];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
