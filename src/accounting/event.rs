@@ -2,7 +2,7 @@
 //! a parsed, authenticated packet and the time go in, an [`AcctEvent`]
 //! comes out, with 64-bit counters and a stable `acctuniqueid`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use chrono::{DateTime, Duration, Utc};
 use md5::{Digest, Md5};
@@ -47,6 +47,15 @@ pub struct AcctEvent {
     pub input_octets: Option<u64>,
     pub output_octets: Option<u64>,
     pub framed_ip: Option<Ipv4Addr>,
+    /// Framed-IPv6-Address (RFC 6911).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framed_ipv6_address: Option<Ipv6Addr>,
+    /// Framed-IPv6-Prefix (RFC 3162 §2.3) as `2001:db8:1::/64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framed_ipv6_prefix: Option<String>,
+    /// Delegated-IPv6-Prefix (RFC 4818) as `2001:db8:100::/56`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_ipv6_prefix: Option<String>,
     pub calling_station_id: Option<String>,
     pub called_station_id: Option<String>,
     pub terminate_cause: Option<String>,
@@ -136,6 +145,14 @@ impl AcctEvent {
             input_octets,
             output_octets,
             framed_ip: packet.attr_ipv4(attr::FRAMED_IP_ADDRESS),
+            framed_ipv6_address: packet
+                .attr(attr::FRAMED_IPV6_ADDRESS)
+                .and_then(|v| <[u8; 16]>::try_from(v).ok())
+                .map(Ipv6Addr::from),
+            framed_ipv6_prefix: packet.attr(attr::FRAMED_IPV6_PREFIX).and_then(ipv6_prefix),
+            delegated_ipv6_prefix: packet
+                .attr(attr::DELEGATED_IPV6_PREFIX)
+                .and_then(ipv6_prefix),
             calling_station_id: text(attr::CALLING_STATION_ID),
             called_station_id: text(attr::CALLED_STATION_ID),
             terminate_cause: packet
@@ -316,6 +333,9 @@ pub(crate) fn test_event(kind: AcctKind, session_id: &str, secs: u32, octets: u6
         input_octets: Some(octets),
         output_octets: Some(octets),
         framed_ip: None,
+        framed_ipv6_address: None,
+        framed_ipv6_prefix: None,
+        delegated_ipv6_prefix: None,
         calling_station_id: None,
         called_station_id: None,
         terminate_cause: None,
@@ -325,9 +345,52 @@ pub(crate) fn test_event(kind: AcctKind, session_id: &str, secs: u32, octets: u6
     }
 }
 
+/// An RFC 3162 §2.3 prefix value (reserved octet, length, up to 16
+/// octets of prefix) as `addr/len`, the bits past the length cleared;
+/// None when malformed (length over 128, or fewer octets than it needs).
+pub fn ipv6_prefix(value: &[u8]) -> Option<String> {
+    let (&len, rest) = value.get(1..)?.split_first()?;
+    if len > 128 || rest.len() > 16 || rest.len() < usize::from(len).div_ceil(8) {
+        return None;
+    }
+    let mut octets = [0u8; 16];
+    octets[..rest.len()].copy_from_slice(rest);
+    let bits = u128::from_be_bytes(octets);
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    };
+    Some(format!("{}/{len}", Ipv6Addr::from(bits & mask)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_prefixes_are_read_as_rfc_3162_says_and_bad_ones_ignored() {
+        assert_eq!(
+            ipv6_prefix(&[0, 56, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 1]).as_deref(),
+            Some("2001:db8:0:100::/56")
+        );
+        assert_eq!(
+            ipv6_prefix(&[0, 64, 0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0xff]).as_deref(),
+            Some("2001:db8:1::/64")
+        );
+        assert_eq!(ipv6_prefix(&[0, 0]).as_deref(), Some("::/0"));
+        for bad in [
+            &[][..],
+            &[0],
+            &[0, 129],
+            &[0, 64, 0x20],
+            &[
+                0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+            ],
+        ] {
+            assert_eq!(ipv6_prefix(bad), None, "{bad:?}");
+        }
+    }
     use crate::proto::{Code, PacketWriter, Secret};
 
     fn packet(status: u32, session_time: u32, input: u32, giga: u32, delay: u32) -> Vec<u8> {

@@ -18,13 +18,15 @@ const STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS radacct_staging (
         acctsessionid text, acctuniqueid text, username text, nasipaddress inet, nasportid text,
         nasporttype text, acctstarttime timestamptz, acctupdatetime timestamptz, acctstoptime timestamptz,
         acctsessiontime bigint, acctinputoctets bigint, acctoutputoctets bigint, calledstationid text,
-        callingstationid text, acctterminatecause text, framedipaddress inet, class text
+        callingstationid text, acctterminatecause text, framedipaddress inet, class text,
+        framedipv6address inet, framedipv6prefix inet, delegatedipv6prefix inet
     ) ON COMMIT DELETE ROWS";
 
 const STAGING_COLUMNS: &str =
     "acctsessionid, acctuniqueid, username, nasipaddress, nasportid, nasporttype,
     acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets,
-    calledstationid, callingstationid, acctterminatecause, framedipaddress, class";
+    calledstationid, callingstationid, acctterminatecause, framedipaddress, class,
+    framedipv6address, framedipv6prefix, delegatedipv6prefix";
 
 /// The staged batch into radacct; what happens on a conflict follows.
 /// In key order, as `COUNTERS_LOCKED` locks: two nodes writing batches
@@ -34,10 +36,12 @@ macro_rules! insert_staged {
     () => {
         "INSERT INTO radacct (AcctSessionId, AcctUniqueId, UserName, NASIPAddress, NASPortId,
         NASPortType, AcctStartTime, AcctUpdateTime, AcctStopTime, AcctSessionTime, AcctInputOctets,
-        AcctOutputOctets, CalledStationId, CallingStationId, AcctTerminateCause, FramedIPAddress, Class)
+        AcctOutputOctets, CalledStationId, CallingStationId, AcctTerminateCause, FramedIPAddress, Class,
+        FramedIPv6Address, FramedIPv6Prefix, DelegatedIPv6Prefix)
     SELECT acctsessionid, acctuniqueid, username, nasipaddress, nasportid, nasporttype,
         acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets,
-        calledstationid, callingstationid, acctterminatecause, framedipaddress, class
+        calledstationid, callingstationid, acctterminatecause, framedipaddress, class,
+        framedipv6address, framedipv6prefix, delegatedipv6prefix
     FROM radacct_staging
     ORDER BY acctuniqueid"
     };
@@ -59,6 +63,9 @@ const RADACCT_UPSERT: &str = concat!(
         AcctTerminateCause = CASE WHEN radacct.AcctStopTime IS NULL THEN EXCLUDED.AcctTerminateCause
                                   ELSE radacct.AcctTerminateCause END,
         FramedIPAddress = COALESCE(EXCLUDED.FramedIPAddress, radacct.FramedIPAddress),
+        FramedIPv6Address = COALESCE(EXCLUDED.FramedIPv6Address, radacct.FramedIPv6Address),
+        FramedIPv6Prefix = COALESCE(EXCLUDED.FramedIPv6Prefix, radacct.FramedIPv6Prefix),
+        DelegatedIPv6Prefix = COALESCE(EXCLUDED.DelegatedIPv6Prefix, radacct.DelegatedIPv6Prefix),
         CallingStationId = COALESCE(radacct.CallingStationId, EXCLUDED.CallingStationId),
         CalledStationId = COALESCE(radacct.CalledStationId, EXCLUDED.CalledStationId),
         Class = COALESCE(radacct.Class, EXCLUDED.Class)"
@@ -129,6 +136,9 @@ impl PgStore {
                 Type::TEXT,
                 Type::INET,
                 Type::TEXT,
+                Type::INET,
+                Type::INET,
+                Type::INET,
             ];
             let writer = BinaryCopyInWriter::new(sink, &types);
             futures_util::pin_mut!(writer);
@@ -144,6 +154,9 @@ impl PgStore {
                     .as_ref()
                     .filter(|_| e.kind == AcctKind::Stop);
                 let framed: Option<IpAddr> = e.framed_ip.map(IpAddr::V4);
+                let framed6: Option<IpAddr> = e.framed_ipv6_address.map(IpAddr::V6);
+                let prefix6 = e.framed_ipv6_prefix.as_deref().and_then(Inet::parse);
+                let delegated6 = e.delegated_ipv6_prefix.as_deref().and_then(Inet::parse);
                 writer
                     .as_mut()
                     .write(&[
@@ -164,6 +177,9 @@ impl PgStore {
                         &cause,
                         &framed,
                         &e.class,
+                        &framed6,
+                        &prefix6,
+                        &delegated6,
                     ])
                     .await?;
             }
@@ -250,4 +266,51 @@ impl AccountingSink for PgStore {
             }
         }
     }
+}
+
+/// An `inet` with a prefix length (`2001:db8:100::/56`). Written by hand:
+/// tokio-postgres maps `IpAddr` to host addresses only (/32, /128). The
+/// binary format is PostgreSQL's `inet_send`: family (2 IPv4, 3 IPv6),
+/// prefix bits, is-cidr flag, address length, address octets.
+#[derive(Debug)]
+struct Inet {
+    ip: IpAddr,
+    len: u8,
+}
+
+impl Inet {
+    fn parse(text: &str) -> Option<Inet> {
+        let (ip, len) = text.split_once('/')?;
+        let ip: IpAddr = ip.parse().ok()?;
+        let len: u8 = len.parse().ok()?;
+        (len <= if ip.is_ipv4() { 32 } else { 128 }).then_some(Inet { ip, len })
+    }
+}
+
+impl tokio_postgres::types::ToSql for Inet {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        use bytes::BufMut;
+        match self.ip {
+            IpAddr::V4(v4) => {
+                out.put_slice(&[2, self.len, 0, 4]);
+                out.put_slice(&v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                out.put_slice(&[3, self.len, 0, 16]);
+                out.put_slice(&v6.octets());
+            }
+        }
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::INET
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }

@@ -13,8 +13,9 @@ use crate::store::{AccountingSink, Result};
 /// hence the coalesces).
 const RADACCT_UPSERT: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, nasportid,
         nasporttype, acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets,
-        acctoutputoctets, calledstationid, callingstationid, acctterminatecause, framedipaddress, class)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+        acctoutputoctets, calledstationid, callingstationid, acctterminatecause, framedipaddress, class,
+        framedipv6address, framedipv6prefix, delegatedipv6prefix)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
     ON CONFLICT (acctuniqueid) DO UPDATE SET
         acctstarttime = min(coalesce(radacct.acctstarttime, excluded.acctstarttime), coalesce(excluded.acctstarttime, radacct.acctstarttime)),
         acctupdatetime = max(coalesce(radacct.acctupdatetime, excluded.acctupdatetime), coalesce(excluded.acctupdatetime, radacct.acctupdatetime)),
@@ -24,6 +25,9 @@ const RADACCT_UPSERT: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, 
         acctoutputoctets = max(coalesce(radacct.acctoutputoctets, 0), coalesce(excluded.acctoutputoctets, 0)),
         acctterminatecause = CASE WHEN radacct.acctstoptime IS NULL THEN excluded.acctterminatecause ELSE radacct.acctterminatecause END,
         framedipaddress = coalesce(excluded.framedipaddress, radacct.framedipaddress),
+        framedipv6address = coalesce(excluded.framedipv6address, radacct.framedipv6address),
+        framedipv6prefix = coalesce(excluded.framedipv6prefix, radacct.framedipv6prefix),
+        delegatedipv6prefix = coalesce(excluded.delegatedipv6prefix, radacct.delegatedipv6prefix),
         callingstationid = coalesce(radacct.callingstationid, excluded.callingstationid),
         calledstationid = coalesce(radacct.calledstationid, excluded.calledstationid),
         class = coalesce(radacct.class, excluded.class)";
@@ -92,6 +96,9 @@ impl SqliteStore {
                         .filter(|_| e.kind == AcctKind::Stop),
                     e.framed_ip.map(|ip| ip.to_string()),
                     e.class,
+                    e.framed_ipv6_address.map(|ip| ip.to_string()),
+                    e.framed_ipv6_prefix,
+                    e.delegated_ipv6_prefix,
                 ])?;
             }
         }
