@@ -14,6 +14,9 @@
 //!   that imports nothing of the crate.
 //! - [`policy`]: the snapshot shards answer from, the login decision and
 //!   its reply, quota and FUP decisions.
+//! - [`pool`]: address pools: definitions (IPv4 ranges, IPv6 prefixes)
+//!   and the node's in-memory allocator, which answers returning
+//!   subscribers from memory and plans database claims for the rest.
 //! - [`engine`]: one shard's request engine: datagram, snapshot and time
 //!   in; reply, event and counters out.
 //! - [`accounting`]: Accounting-Requests as events, session keys, merge rules.

@@ -6,12 +6,13 @@
 
 use std::path::{Path, PathBuf};
 
-/// The core: codec, authenticators, policy, engine, accounting events, CoA
+/// The core: codec, authenticators, policy, pools, engine, accounting events, CoA
 /// packets and client machine, the data model, text forms.
 const CORE: &[&str] = &[
     "src/proto",
     "src/auth",
     "src/policy",
+    "src/pool",
     "src/engine",
     "src/accounting",
     "src/coa",
