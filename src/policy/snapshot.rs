@@ -281,6 +281,45 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Static IPs that more than one subscriber has (subscriber static_ip
+    /// or a radreply Framed-IP-Address), each with its subscribers, sorted:
+    /// rows a panel wrote in plain SQL past the CLI's check.
+    pub fn static_ip_conflicts(&self) -> Vec<(Ipv4Addr, Vec<String>)> {
+        let mut by_ip: HashMap<Ipv4Addr, Vec<String>> = HashMap::new();
+        let mut add = |ip: Ipv4Addr, user: &[u8]| {
+            let users = by_ip.entry(ip).or_default();
+            let user = String::from_utf8_lossy(user).into_owned();
+            if !users.contains(&user) {
+                users.push(user);
+            }
+        };
+        for (user, s) in &self.subscribers {
+            if let Some(ip) = s.static_ip {
+                add(ip, user);
+            }
+        }
+        for (user, attrs) in &self.radreply {
+            for a in attrs
+                .iter()
+                .filter(|a| a.vendor == 0 && a.ty == crate::proto::dict::attr::FRAMED_IP_ADDRESS)
+            {
+                if let Ok(octets) = <[u8; 4]>::try_from(&a.value[..]) {
+                    add(Ipv4Addr::from(octets), user);
+                }
+            }
+        }
+        let mut out: Vec<_> = by_ip
+            .into_iter()
+            .filter(|(_, users)| users.len() > 1)
+            .map(|(ip, mut users)| {
+                users.sort();
+                (ip, users)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The speed that applies to `username` on `service`: the effective
     /// FUP tier when the subscriber is in one, else `None` (the service's).
     pub fn fup_tier(&self, username: &[u8], service_id: i64) -> Option<&super::fup::Tier> {

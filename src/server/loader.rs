@@ -142,6 +142,30 @@ pub fn log_load(snapshot: &Snapshot, report: &LoadReport, started: Instant) {
     }
 }
 
+/// Logs the static IPs two or more subscribers have (at most 10 lines and
+/// a count) and returns how many there are, for the metric.
+pub fn check_static_ips(snapshot: &Snapshot) -> u64 {
+    let conflicts = snapshot.static_ip_conflicts();
+    for (ip, users) in conflicts.iter().take(10) {
+        let users: Vec<String> = users
+            .iter()
+            .map(|u| crate::text::printable(u).into_owned())
+            .collect();
+        warn!(
+            "static IP {ip} is given to {} subscribers: {} (one address, one subscriber; counted in shardius_static_ip_conflicts)",
+            users.len(),
+            users.join(", ")
+        );
+    }
+    if conflicts.len() > 10 {
+        warn!(
+            "{} more static IPs are given to several subscribers",
+            conflicts.len() - 10
+        );
+    }
+    conflicts.len() as u64
+}
+
 /// The lines that say the first snapshot is loaded.
 pub fn log_first(snapshot: &Snapshot, started: Instant) {
     info!("Loaded {} NAS secrets", snapshot.nas.len());
@@ -201,6 +225,10 @@ pub fn spawn(
                     Ok(changed) => {
                         if let Some((snapshot, report)) = changed {
                             log_load(&snapshot, &report, started);
+                            if report.subscribers_changed + report.subscribers_deleted > 0 {
+                                let n = check_static_ips(&snapshot);
+                                shared.static_ip_conflicts.store(n, Ordering::Relaxed);
+                            }
                             shared.snapshot.store(snapshot);
                         }
                         shared.loader_status.synced(shared.now_ms());

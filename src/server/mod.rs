@@ -68,6 +68,8 @@ pub struct Shared {
     /// Set by the usage thread when it raised a FUP level: the jobs
     /// thread, if it leads the quota job, sends the tier CoAs at once.
     pub tiers_raised: AtomicBool,
+    /// Static IPs that several subscribers have, as of the last load.
+    pub static_ip_conflicts: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -136,6 +138,7 @@ pub fn serve(
     let log_stores = logpool::open_stores(&config, open_store)?;
     let first = loader.snapshot();
     loader::log_first(&first, started);
+    let static_ip_conflicts = loader::check_static_ips(&first);
     let shard_count = config.shard_count();
     let mut bound = shard::bind(&config.server, shard_count)?;
     let http = control::bind(&config.http)?;
@@ -169,6 +172,7 @@ pub fn serve(
         unknown_nas: Default::default(),
         leadership: cluster::Leadership::new(config.cluster.node_name()),
         tiers_raised: AtomicBool::new(false),
+        static_ip_conflicts: AtomicU64::new(static_ip_conflicts),
         key,
         config,
     });

@@ -455,3 +455,66 @@ fn ipv6_accounting_fills_the_radacct_ipv6_columns(backend: Backend) {
 }
 
 on_both_backends!(ipv6_accounting_fills_the_radacct_ipv6_columns);
+
+/// Runs `sql` on the install's database, as a panel writing plain SQL would.
+fn exec_sql(install: &Install, sql: &str) {
+    if let Some(path) = install.db_url.strip_prefix("sqlite:") {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&install.db_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client.batch_execute(sql).await.unwrap();
+    })
+}
+
+fn a_static_ip_conflict_written_in_plain_sql_is_logged_and_counted_at_load(backend: Backend) {
+    let install = Install::new_on(backend);
+    for (user, ip) in [
+        ("s1", "100.64.8.1"),
+        ("s2", "100.64.8.2"),
+        ("s3", "100.64.8.3"),
+    ] {
+        install.ok(&[
+            "subscriber",
+            "add",
+            "--username",
+            user,
+            "--password",
+            "p",
+            "--service",
+            "10M",
+            "--static-ip",
+            ip,
+        ]);
+    }
+    // Past the CLI: s2 takes s1's address, and a radreply row gives s3's
+    // address to alice too.
+    exec_sql(
+        &install,
+        "UPDATE subscribers SET static_ip = '100.64.8.1' WHERE username = 's2';
+         INSERT INTO radreply (username, attribute, op, value) VALUES ('alice', 'Framed-IP-Address', ':=', '100.64.8.3');",
+    );
+    let mut server = install.serve(1);
+    server.wait_for_log(
+        "static IP 100.64.8.1 is given to 2 subscribers: s1, s2",
+        std::time::Duration::from_secs(10),
+    );
+    server.wait_for_log(
+        "static IP 100.64.8.3 is given to 2 subscribers: alice, s3",
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(server.metric("shardius_static_ip_conflicts"), 2.0);
+}
+
+on_both_backends!(a_static_ip_conflict_written_in_plain_sql_is_logged_and_counted_at_load);

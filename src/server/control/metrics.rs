@@ -381,6 +381,14 @@ impl Collector for ShardCollector {
         )?;
         gauge(
             &mut encoder,
+            "shardius_static_ip_conflicts",
+            "Static IPs (static_ip, radreply Framed-IP-Address) that several subscribers have, as of the last load",
+            s.shared
+                .static_ip_conflicts
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
             "shardius_database_up",
             "1 when the last query of the loader succeeded",
             u64::from(status.database_up),
