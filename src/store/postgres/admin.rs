@@ -186,12 +186,13 @@ impl Admin for PgStore {
         let wanted: Vec<String> = ips.iter().flatten().cloned().collect();
         if !wanted.is_empty() {
             let taken = self.query(
-                "SELECT host(static_ip), username FROM subscribers WHERE static_ip = ANY($1::text[]::inet[])
+                "SELECT host(static_ip), username FROM subscribers
+                 WHERE static_ip = ANY($1::text[]::inet[]) AND NOT (username = ANY($2))
                  UNION ALL
                  SELECT value, username FROM radreply
-                 WHERE lower(attribute) = 'framed-ip-address' AND value = ANY($1)
+                 WHERE lower(attribute) = 'framed-ip-address' AND value = ANY($1) AND NOT (username = ANY($2))
                  LIMIT 1",
-                &[&wanted],
+                &[&wanted, &usernames],
             )?;
             if let Some(r) = taken.first() {
                 return Err(crate::store::static_ip_taken(r.get(0), r.get(1)));

@@ -186,12 +186,18 @@ impl PoolStore for PgStore {
         let result = runtime.block_on(async {
             let tx = client.transaction().await?;
             let mut won = Vec::with_capacity(claims.len());
+            // Each kind's statement prepared once per batch.
+            let mut prepared: [Option<tokio_postgres::Statement>; 3] = [None, None, None];
             for c in claims {
-                let previous = match &c.kind {
-                    ClaimKind::Reuse { previous } => previous.as_str(),
-                    _ => "",
+                let (previous, slot) = match &c.kind {
+                    ClaimKind::Same => ("", 0),
+                    ClaimKind::Free => ("", 1),
+                    ClaimKind::Reuse { previous } => (previous.as_str(), 2),
                 };
-                let stmt = tx.prepare(&claim_sql(&c.kind)).await?;
+                if prepared[slot].is_none() {
+                    prepared[slot] = Some(tx.prepare(&claim_sql(&c.kind)).await?);
+                }
+                let stmt = prepared[slot].clone().expect("prepared above");
                 let addr = c.addr.to_string();
                 let timeout = i64::from(c.offer_timeout_secs);
                 let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =

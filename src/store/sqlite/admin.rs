@@ -153,15 +153,16 @@ impl Admin for SqliteStore {
         let tx = self.conn.transaction()?;
         {
             let mut taken = tx.prepare(
-                "SELECT static_ip, username FROM subscribers WHERE static_ip = ?1
+                "SELECT static_ip, username FROM subscribers WHERE static_ip = ?1 AND username <> ?2
                  UNION ALL
                  SELECT value, username FROM radreply
-                 WHERE lower(attribute) = 'framed-ip-address' AND value = ?1
+                 WHERE lower(attribute) = 'framed-ip-address' AND value = ?1 AND username <> ?2
                  LIMIT 1",
             )?;
-            for ip in subscribers.iter().filter_map(|s| s.static_ip) {
+            for s in subscribers {
+                let Some(ip) = s.static_ip else { continue };
                 let found = taken
-                    .query_map([ip.to_string()], |r| {
+                    .query_map(params![ip.to_string(), s.username], |r| {
                         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                     })?
                     .next()

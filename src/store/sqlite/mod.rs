@@ -316,7 +316,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 6);
+        assert_eq!(s.migrate().unwrap(), 7);
         (dir, s)
     }
 
@@ -329,7 +329,8 @@ mod tests {
             is_active: true,
             expiry_date: NaiveDate::from_ymd_opt(2030, 1, 31),
             mac_address: Some("AA:BB:CC:DD:EE:FF".into()),
-            static_ip: Some(Ipv4Addr::new(100, 64, 0, 1)),
+            // One address per name: two subscribers never share a static IP.
+            static_ip: Some(Ipv4Addr::new(100, 64, name.len() as u8, name.as_bytes()[0])),
             updated_at: 0,
         }
     }
@@ -345,7 +346,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 6);
+        assert_eq!(s.schema_version().unwrap(), 7);
     }
 
     #[test]
