@@ -385,16 +385,15 @@ on_both_backends!(
     static_ips_are_one_subscribers,
 );
 
-/// One radacct column of session `sid`, as text, read with SQL.
-fn radacct_text(install: &Install, sid: &str, column: &str) -> Option<String> {
-    let sql = format!("SELECT {column}::text FROM radacct WHERE acctsessionid = $1");
+/// The install's database as a panel sees it: plain SQL on SQLite
+/// (`sqlite`) or on PostgreSQL (`pg`, given a connected client).
+fn with_db<T>(
+    install: &Install,
+    sqlite: impl FnOnce(rusqlite::Connection) -> T,
+    pg: impl AsyncFnOnce(tokio_postgres::Client) -> T,
+) -> T {
     if let Some(path) = install.db_url.strip_prefix("sqlite:") {
-        let conn = rusqlite::Connection::open(path).unwrap();
-        return conn
-            .query_row(&sql.replace("::text", "").replace("$1", "?1"), [sid], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        return sqlite(rusqlite::Connection::open(path).unwrap());
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -405,8 +404,23 @@ fn radacct_text(install: &Install, sid: &str, column: &str) -> Option<String> {
             .await
             .unwrap();
         tokio::spawn(conn);
-        client.query_one(&sql, &[&sid]).await.unwrap().get(0)
+        pg(client).await
     })
+}
+
+/// One radacct column of session `sid`, as text, read with SQL.
+fn radacct_text(install: &Install, sid: &str, column: &str) -> Option<String> {
+    with_db(
+        install,
+        |conn| {
+            let sql = format!("SELECT {column} FROM radacct WHERE acctsessionid = ?1");
+            conn.query_row(&sql, [sid], |r| r.get(0)).unwrap()
+        },
+        async |client| {
+            let sql = format!("SELECT {column}::text FROM radacct WHERE acctsessionid = $1");
+            client.query_one(&sql, &[&sid]).await.unwrap().get(0)
+        },
+    )
 }
 
 fn ipv6_accounting_fills_the_radacct_ipv6_columns(backend: Backend) {
@@ -458,24 +472,11 @@ on_both_backends!(ipv6_accounting_fills_the_radacct_ipv6_columns);
 
 /// Runs `sql` on the install's database, as a panel writing plain SQL would.
 fn exec_sql(install: &Install, sql: &str) {
-    if let Some(path) = install.db_url.strip_prefix("sqlite:") {
-        rusqlite::Connection::open(path)
-            .unwrap()
-            .execute_batch(sql)
-            .unwrap();
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&install.db_url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client.batch_execute(sql).await.unwrap();
-    })
+    with_db(
+        install,
+        |conn| conn.execute_batch(sql).unwrap(),
+        async |client| client.batch_execute(sql).await.unwrap(),
+    )
 }
 
 fn a_static_ip_conflict_written_in_plain_sql_is_logged_and_counted_at_load(backend: Backend) {

@@ -165,16 +165,21 @@ impl PoolStore for PgStore {
     }
 
     fn remove_pool(&mut self, pool: &str) -> Result<RemovePool> {
-        let busy: i64 = self.query(
-            "SELECT count(*) FROM pool_addresses WHERE pool = $1 AND state IN ('offered', 'in_use')",
+        // The check and the delete in one statement: a claim that commits
+        // in between cannot have its row deleted with the pool.
+        let rows = self.query(
+            "WITH busy AS (
+                 SELECT count(*) AS n FROM pool_addresses
+                 WHERE pool = $1 AND state IN ('offered', 'in_use')),
+             gone AS (
+                 DELETE FROM ip_pools WHERE name = $1 AND (SELECT n FROM busy) = 0 RETURNING 1)
+             SELECT (SELECT n FROM busy), (SELECT count(*) FROM gone)",
             &[&pool],
-        )?[0]
-            .get(0);
-        if busy > 0 {
-            return Ok(RemovePool::InUse(busy as u64));
-        }
-        let n = self.execute("DELETE FROM ip_pools WHERE name = $1", &[&pool])?;
-        Ok(if n > 0 {
+        )?;
+        let (busy, removed): (i64, i64) = (rows[0].get(0), rows[0].get(1));
+        Ok(if busy > 0 {
+            RemovePool::InUse(busy as u64)
+        } else if removed > 0 {
             RemovePool::Removed
         } else {
             RemovePool::NotFound

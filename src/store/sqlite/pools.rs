@@ -158,7 +158,11 @@ impl PoolStore for SqliteStore {
     }
 
     fn remove_pool(&mut self, pool: &str) -> Result<RemovePool> {
-        let busy: i64 = self.conn.query_row(
+        // The check inside the write transaction: no claim commits between.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let busy: i64 = tx.query_row(
             "SELECT count(*) FROM pool_addresses WHERE pool = ?1 AND state IN ('offered', 'in_use')",
             [pool],
             |r| r.get(0),
@@ -166,9 +170,6 @@ impl PoolStore for SqliteStore {
         if busy > 0 {
             return Ok(RemovePool::InUse(busy as u64));
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM pool_addresses WHERE pool = ?1", [pool])?;
         let n = tx.execute("DELETE FROM ip_pools WHERE name = ?1", [pool])?;
         tx.commit()?;
