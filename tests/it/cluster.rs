@@ -527,8 +527,13 @@ fn a_database_failover_to_a_standby_loses_no_acknowledged_accounting() {
     // Accounting load: Starts and Interims of many sessions, each sent
     // like a NAS would (next server after a timeout), until told to stop.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Requests the load has sent (answered or not): the test stops it only
+    // after every session's Start and one round of interims went out, so
+    // a slow machine sends as much as a fast one.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let load = {
         let stop = stop.clone();
+        let sent = sent.clone();
         std::thread::spawn(move || {
             let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
             let mut acked: HashMap<String, u64> = HashMap::new();
@@ -548,6 +553,7 @@ fn a_database_failover_to_a_standby_loses_no_acknowledged_accounting() {
                     latencies.push(took);
                 }
                 n += 1;
+                sent.store(n, std::sync::atomic::Ordering::Relaxed);
             }
             (acked, latencies)
         })
@@ -612,6 +618,10 @@ fn a_database_failover_to_a_standby_loses_no_acknowledged_accounting() {
         crashed.elapsed().as_millis()
     );
     std::thread::sleep(Duration::from_secs(2));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sent.load(std::sync::atomic::Ordering::Relaxed) < 800 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let stopping = Instant::now();
     let (acked, mut latencies) = load.join().unwrap();
