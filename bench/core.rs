@@ -268,6 +268,7 @@ fn engine_benches(c: &mut Criterion) {
                         utc: chrono::DateTime::from_timestamp(1_795_521_600, 0).unwrap(),
                     },
                     committed: 0,
+                    pools: &shardius::pool::NoPools,
                 };
                 engine.handle(Port::Auth, src, black_box(&requests[i]), &ctx, &mut out)
             })

@@ -24,6 +24,34 @@ pub struct Config {
     pub coa: CoaConfig,
     pub quota: QuotaConfig,
     pub cluster: ClusterConfig,
+    pub pools: PoolsConfig,
+}
+
+/// Server-side address pools (README "Address pools").
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolsConfig {
+    /// Two open sessions reporting one IPv4 address (a router that
+    /// allocated by itself, a static IP given twice): "log" counts and logs
+    /// it; "disconnect-older" also sends the older session a
+    /// Disconnect-Request.
+    pub resolve_conflicts: ResolveConflicts,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResolveConflicts {
+    #[default]
+    Log,
+    DisconnectOlder,
+}
+
+impl Default for PoolsConfig {
+    fn default() -> Self {
+        PoolsConfig {
+            resolve_conflicts: ResolveConflicts::Log,
+        }
+    }
 }
 
 /// Several nodes on one database: each registers under its name and
@@ -433,6 +461,13 @@ impl Config {
                     )
                 }
                 "SHARDIUS_CLUSTER_NODE_NAME" => self.cluster.node_name = value.clone(),
+                "SHARDIUS_POOLS_RESOLVE_CONFLICTS" => {
+                    self.pools.resolve_conflicts = match value.as_str() {
+                        "log" => ResolveConflicts::Log,
+                        "disconnect-older" => ResolveConflicts::DisconnectOlder,
+                        _ => return Err(bad("log or disconnect-older".into())),
+                    }
+                }
                 "SHARDIUS_CLUSTER_HEARTBEAT_MS" => {
                     self.cluster.heartbeat_ms = parse_num(&value).map_err(bad)?
                 }

@@ -205,6 +205,7 @@ pub fn engine_handle(control: u8, datagram: &[u8]) -> Option<Code> {
             key: fuzz_key(),
             now,
             committed: u64::MAX,
+            pools: &crate::pool::NoPools,
         };
         let mut out = [0u8; MAX_PACKET_LEN];
         let handled = engine.handle(port, src, datagram, &ctx, &mut out);

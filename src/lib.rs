@@ -29,7 +29,8 @@
 //! **Does IO**:
 //! - [`server`]: the shell: shards (glommio), the accounting pipeline, the
 //!   control thread, the loader, the jobs thread, the cluster thread (heartbeat
-//!   and job leases), the radius_logs workers.
+//!   and job leases), the pools thread (address claims and sweeps), the
+//!   radius_logs workers.
 //! - [`store`]: the database, one trait per role, SQLite and PostgreSQL.
 //! - [`keyfile`]: the master key file; AES-256-GCM passwords at rest.
 //! - [`cli`]: the `shardius` command line (`cluster status` included).

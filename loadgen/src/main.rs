@@ -90,6 +90,19 @@ struct Args {
     /// Retransmissions before giving up (counted as a timeout).
     #[arg(long, default_value_t = 2)]
     retries: u8,
+    /// Simulate only these subscriber numbers ({n}), one per line, instead
+    /// of 1..=--subscribers.
+    #[arg(long, value_name = "FILE")]
+    numbers: Option<PathBuf>,
+    /// storm: end each session (Accounting Stop) as soon as its Start is
+    /// acknowledged.
+    #[arg(long)]
+    stop_after_start: bool,
+    /// Write each subscriber's login: n, user, accept|reject|timeout, the
+    /// Framed-IP-Address given ('-' if none), Acct-Session-Id, NAS-Port-Id
+    /// (tab-separated, one line each; line k used NAS-Port k-1).
+    #[arg(long, value_name = "FILE")]
+    addresses: Option<PathBuf>,
     /// Write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -153,6 +166,16 @@ fn main() -> ExitCode {
         eprintln!("loadgen: --subscribers, --interim and --compression must be positive");
         return ExitCode::from(2);
     }
+    let numbers = match &args.numbers {
+        None => Vec::new(),
+        Some(path) => match read_numbers(path) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("loadgen: --numbers {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
     let plan = Plan {
         auth: SocketAddr::new(args.server, args.auth_port),
         acct: SocketAddr::new(args.server, args.acct_port),
@@ -172,8 +195,11 @@ fn main() -> ExitCode {
         rate: args.rate,
         progress: !args.quiet,
         require_message_authenticator: !args.allow_missing_message_authenticator,
+        numbers,
+        stop_after_start: args.stop_after_start,
+        salt: rand::random(),
     };
-    let report = match run::run(&plan) {
+    let (report, logins) = match run::run_logins(&plan) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("loadgen: {e}");
@@ -185,17 +211,41 @@ fn main() -> ExitCode {
         "{:?} {:?} against {}",
         args.scenario, args.auth, args.server
     );
-    let written = [(&args.json, report.json()), (&args.hgrm, report.hgrm())]
-        .into_iter()
-        .filter_map(|(path, text)| {
-            path.as_ref()
-                .map(|p| (p, std::fs::write(p, text).map_err(|e| e.to_string())))
-        })
-        .chain(
-            args.plot
-                .as_ref()
-                .map(|p| (p, plot::write_svg(&report, p, &title))),
-        );
+    let addresses = args.addresses.as_ref().map(|_| {
+        logins
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\n",
+                    l.n,
+                    l.user,
+                    if l.result.is_empty() { "-" } else { l.result },
+                    l.framed_ip.map_or("-".to_string(), |ip| ip.to_string()),
+                    if l.session_id.is_empty() {
+                        "-"
+                    } else {
+                        &l.session_id
+                    },
+                    l.port_id
+                )
+            })
+            .collect::<String>()
+    });
+    let written = [
+        (&args.json, report.json()),
+        (&args.hgrm, report.hgrm()),
+        (&args.addresses, addresses.unwrap_or_default()),
+    ]
+    .into_iter()
+    .filter_map(|(path, text)| {
+        path.as_ref()
+            .map(|p| (p, std::fs::write(p, text).map_err(|e| e.to_string())))
+    })
+    .chain(
+        args.plot
+            .as_ref()
+            .map(|p| (p, plot::write_svg(&report, p, &title))),
+    );
     for (path, result) in written {
         if let Err(e) = result {
             eprintln!("loadgen: cannot write {}: {e}", path.display());
@@ -207,6 +257,37 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Subscriber numbers, one per line (blank lines skipped).
+fn read_numbers(path: &std::path::Path) -> Result<Vec<usize>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let numbers = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            l.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    format!(
+                        "line {}: not a subscriber number: {:?}",
+                        i + 1,
+                        crate::printable(l)
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if numbers.is_empty() {
+        return Err("no subscriber numbers".into());
+    }
+    Ok(numbers)
+}
+
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    shardius::text::printable(s)
 }
 
 /// The trivial responder: a signed Access-Accept with a Message-Authenticator

@@ -58,7 +58,7 @@ impl Report {
     pub fn record(&mut self, kind: Kind, outcome: &Outcome, latency: Duration) {
         let k = self.kind(kind);
         match outcome {
-            Outcome::Accept => k.accepts += 1,
+            Outcome::Accept(_) => k.accepts += 1,
             Outcome::Reject => k.rejects += 1,
             Outcome::Acknowledged => k.acknowledged += 1,
             Outcome::Invalid(_) => k.invalid += 1,

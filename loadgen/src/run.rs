@@ -59,6 +59,23 @@ pub struct Plan {
     pub progress: bool,
     /// Access-Accept/Reject must carry a Message-Authenticator.
     pub require_message_authenticator: bool,
+    /// The subscriber numbers ({n}) to simulate; empty: 1..=subscribers.
+    pub numbers: Vec<usize>,
+    /// storm: send each session's Stop right after its Start is acknowledged.
+    pub stop_after_start: bool,
+    /// Mixed into every Acct-Session-Id of the run.
+    pub salt: u32,
+}
+
+/// One simulated subscriber's login, for `--addresses`.
+pub struct Login {
+    pub n: usize,
+    pub user: String,
+    /// accept, reject, timeout or invalid.
+    pub result: &'static str,
+    pub framed_ip: Option<std::net::Ipv4Addr>,
+    pub session_id: String,
+    pub port_id: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +87,15 @@ enum Phase {
 }
 
 struct Sub {
+    n: usize,
     user: String,
+    /// The Access-Accept's Framed-IP-Address, reported in accounting.
+    framed_ip: Option<std::net::Ipv4Addr>,
+    accepted: bool,
+    /// accept, reject, timeout or invalid ("" before any answer).
+    auth_result: &'static str,
+    /// The Acct-Session-Id of the last Start.
+    last_session_id: String,
     password: String,
     mac: String,
     port_id: String,
@@ -91,7 +116,8 @@ fn expand(pattern: &str, n: usize) -> String {
     pattern.replace("{n}", &n.to_string())
 }
 
-pub fn run(plan: &Plan) -> std::io::Result<Report> {
+/// Runs `plan`; also returns each subscriber's login as it last was.
+pub fn run_logins(plan: &Plan) -> std::io::Result<(Report, Vec<Login>)> {
     let socket_count = plan.inflight.div_ceil(256).max(1);
     let mut sockets: Vec<(UdpSocket, Socket)> = Vec::with_capacity(socket_count);
     for _ in 0..socket_count {
@@ -107,8 +133,19 @@ pub fn run(plan: &Plan) -> std::io::Result<Report> {
         sockets.push((s, Socket::default()));
     }
     let now = Instant::now();
-    let mut subs: Vec<Sub> = (1..=plan.subscribers)
+    let numbers: Vec<usize> = if plan.numbers.is_empty() {
+        (1..=plan.subscribers).collect()
+    } else {
+        plan.numbers.clone()
+    };
+    let mut subs: Vec<Sub> = numbers
+        .into_iter()
         .map(|n| Sub {
+            n,
+            framed_ip: None,
+            accepted: false,
+            auth_result: "",
+            last_session_id: String::new(),
             user: expand(&plan.user_pattern, n),
             password: expand(&plan.pass_pattern, n),
             mac: format!(
@@ -357,7 +394,28 @@ pub fn run(plan: &Plan) -> std::io::Result<Report> {
         }
     }
     report.elapsed = started.elapsed();
-    Ok(report)
+    let logins = subs
+        .iter()
+        .map(|s| Login {
+            n: s.n,
+            user: s.user.clone(),
+            result: s.auth_result,
+            framed_ip: s.framed_ip,
+            session_id: s.last_session_id.clone(),
+            port_id: s.port_id.clone(),
+        })
+        .collect();
+    Ok((report, logins))
+}
+
+/// The Acct-Session-Id of subscriber index `i`'s `session`-th session:
+/// distinct within a run, and from run to run (`salt`), as a BNG's are
+/// (a session id used again would name a finished session).
+fn session_id(salt: u32, i: usize, session: u32) -> String {
+    format!(
+        "{:08x}",
+        (i as u32).wrapping_mul(2654435761) ^ (session << 24) ^ salt
+    )
 }
 
 /// Moves a subscriber along its life after a reply (or a give-up).
@@ -377,11 +435,31 @@ fn advance(
     let sub = &mut subs[request.subscriber];
     let i = request.subscriber;
     match (request.kind, outcome) {
-        (Kind::Auth, Outcome::Accept) => queue.push_back(Job {
-            kind: Kind::AcctStart,
-            sub: i,
-        }),
-        (Kind::Auth, _) => sub.phase = Phase::Done,
+        (Kind::Auth, Outcome::Accept(ip)) => {
+            sub.accepted = true;
+            sub.auth_result = "accept";
+            sub.framed_ip = *ip;
+            queue.push_back(Job {
+                kind: Kind::AcctStart,
+                sub: i,
+            })
+        }
+        (Kind::Auth, other) => {
+            sub.accepted = false;
+            sub.auth_result = match other {
+                Outcome::Reject => "reject",
+                Outcome::TimedOut => "timeout",
+                _ => "invalid",
+            };
+            sub.phase = Phase::Done
+        }
+        (Kind::AcctStart, Outcome::Acknowledged) if plan.stop_after_start => {
+            sub.phase = Phase::Busy;
+            queue.push_back(Job {
+                kind: Kind::AcctStop,
+                sub: i,
+            });
+        }
         (Kind::AcctStart, Outcome::Acknowledged) => {
             sub.phase = if plan.scenario == Scenario::Storm {
                 Phase::Done
@@ -468,10 +546,10 @@ fn build(
             // ~700 MB per interim: a session crosses 4 GiB after 7 interims.
             sub.octets += 700_000_000 + rand::random::<u32>() as u64 % 1_000_000;
         }
-        let session_id = format!(
-            "{:08x}",
-            (job.sub as u32).wrapping_mul(2654435761) ^ (sub.session << 24)
-        );
+        let session_id = session_id(plan.salt, job.sub, sub.session);
+        if job.kind == Kind::AcctStart {
+            sub.last_session_id = session_id.clone();
+        }
         let record = AcctRecord {
             status,
             session_id: session_id.as_bytes(),
@@ -479,7 +557,7 @@ fn build(
             session_time: now.duration_since(started).as_secs() as u32,
             input_octets: sub.octets / 5,
             output_octets: sub.octets,
-            framed_ip: None,
+            framed_ip: sub.framed_ip,
             terminate_cause: (status == acct_status::STOP).then_some(1),
             class: None,
         };

@@ -97,7 +97,8 @@ impl InFlight {
 /// How a reply or a timeout ended a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Accept,
+    /// With the Framed-IP-Address the server gave, if any.
+    Accept(Option<std::net::Ipv4Addr>),
     Reject,
     /// Accounting-Response received and verified.
     Acknowledged,
@@ -193,6 +194,14 @@ impl Socket {
     }
 }
 
+/// The Framed-IP-Address of a (verified) Access-Accept: a real NAS gives
+/// it to the subscriber and reports it in accounting.
+fn framed_ip(reply: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let p = shardius::proto::Packet::parse(reply).ok()?;
+    let v = p.attr(shardius::proto::dict::attr::FRAMED_IP_ADDRESS)?;
+    <[u8; 4]>::try_from(v).ok().map(std::net::Ipv4Addr::from)
+}
+
 fn verify(request: &InFlight, reply: &[u8], secret: &Secret, require_ma: bool) -> Outcome {
     let id = request.bytes[1];
     let authenticator = request.authenticator();
@@ -211,7 +220,7 @@ fn verify(request: &InFlight, reply: &[u8], secret: &Secret, require_ma: bool) -
                 &creds.as_credentials(),
                 require_ma,
             ) {
-                Ok(r) if r.code == Code::ACCESS_ACCEPT => Outcome::Accept,
+                Ok(r) if r.code == Code::ACCESS_ACCEPT => Outcome::Accept(framed_ip(reply)),
                 Ok(_) => Outcome::Reject,
                 Err(e) => Outcome::Invalid(e),
             }
@@ -339,7 +348,7 @@ mod tests {
         let (_, outcome) = socket
             .received(&server_reply(&request, &secret), &secret, true)
             .unwrap();
-        assert_eq!(outcome, Outcome::Accept);
+        assert_eq!(outcome, Outcome::Accept(None));
         assert_eq!(socket.free_id(), Some(7));
     }
 

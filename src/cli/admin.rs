@@ -78,9 +78,13 @@ pub enum ServiceCommand {
         download: u32,
         #[arg(long, value_parser = speed::parse_kbps)]
         upload: u32,
-        /// Framed-Pool for subscribers without a static IP
+        /// Address pool for subscribers without a static IP: a shardius
+        /// pool (`shardius pool add`) is allocated here and answered as
+        /// Framed-IP-Address / Framed-IPv6-Prefix / Delegated-IPv6-Prefix;
+        /// any other name goes to the router as Framed-Pool. Repeat for
+        /// dual stack (an IPv4 pool and an IPv6 one).
         #[arg(long)]
-        pool: Option<String>,
+        pool: Vec<String>,
         /// Filter-Id sent to generic NASes [default: the service name]
         #[arg(long)]
         filter_id: Option<String>,
@@ -99,6 +103,16 @@ pub enum ServiceCommand {
         /// Burst time in seconds
         #[arg(long, requires = "burst_download")]
         burst_time: Option<u32>,
+    },
+    /// Change a service's pools (every subscriber of it, at their next login)
+    Set {
+        name: String,
+        /// The service's pools from now on (repeat for several)
+        #[arg(long, required_unless_present = "no_pool")]
+        pool: Vec<String>,
+        /// No pool: the router's own addressing
+        #[arg(long, conflicts_with = "pool")]
+        no_pool: bool,
     },
     /// List services
     List,
@@ -296,8 +310,36 @@ pub fn nas(store: &mut dyn Store, cmd: NasCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--pool a --pool b` as stored: `a,b`; none: None.
+fn pools_field(pools: &[String]) -> anyhow::Result<Option<String>> {
+    for p in pools {
+        if p.trim().is_empty() || p.contains(',') || p.chars().any(char::is_control) {
+            bail!(
+                "--pool {:?}: a pool name, without commas or control characters",
+                crate::text::printable(p)
+            );
+        }
+    }
+    Ok((!pools.is_empty()).then(|| pools.join(",")))
+}
+
 pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()> {
     match cmd {
+        ServiceCommand::Set {
+            name,
+            pool,
+            no_pool: _,
+        } => {
+            let field = pools_field(&pool)?;
+            if !store.set_service_pools(&name, field.as_deref())? {
+                bail!("no service named {:?}", crate::text::printable(&name));
+            }
+            println!(
+                "service {} pools: {}",
+                crate::text::printable(&name),
+                field.as_deref().unwrap_or("none")
+            );
+        }
         ServiceCommand::Add {
             name,
             download,
@@ -336,7 +378,7 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                 download_kbps: download,
                 upload_kbps: upload,
                 burst,
-                pool_name: pool,
+                pool_name: pools_field(&pool)?,
                 filter_id,
                 idle_timeout,
                 daily_quota_bytes: None,

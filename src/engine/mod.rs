@@ -18,6 +18,7 @@ use crate::accounting::{AcctEvent, AcctKind};
 use crate::auth::Method;
 use crate::keyfile::PasswordKey;
 use crate::policy::{answer_access_request, AuthContext, RejectReason, Snapshot};
+use crate::pool::AddressSource;
 use crate::proto::authenticator::{check_message_authenticator, verify_request_authenticator};
 use crate::proto::dict::attr;
 use crate::proto::{Code, MessageAuthenticatorCheck, Packet, PacketBuf, PacketWriter};
@@ -41,6 +42,12 @@ pub enum Event {
     },
     /// A retransmission answered from the duplicate cache.
     Duplicate,
+    /// Accepted, but the address from a server-side pool is being claimed
+    /// in the database: nothing to send yet; hand the same datagram to
+    /// [`Engine::handle_again`] shortly.
+    AddressPending {
+        method: Method,
+    },
     /// An Accounting-Request to hand to the writer: the Accounting-Response
     /// is in the buffer but must not be sent before the event is durable;
     /// take the event with [`Engine::take_accounting`].
@@ -84,6 +91,8 @@ pub struct Context<'a> {
     /// The highest accounting ticket of this shard the writer has made
     /// durable and acknowledged.
     pub committed: u64,
+    /// Server-side address pools (`&NoPools` when there are none).
+    pub pools: &'a dyn AddressSource,
 }
 
 /// One shard's request engine.
@@ -100,6 +109,8 @@ pub struct Engine {
     last_ticket: u64,
     /// The accounting event of the last `AccountingQueued`.
     queued: Option<QueuedAccounting>,
+    /// Set while a parked request is handled again: it was counted once.
+    again: bool,
 }
 
 /// An accounting event waiting to be handed to the writer.
@@ -133,6 +144,7 @@ impl Engine {
             rng: seed | 1,
             last_ticket: 0,
             queued: None,
+            again: false,
         }
     }
 
@@ -154,6 +166,7 @@ impl Engine {
     ) -> Handled {
         let handled = self.handle_inner(port, src, datagram, ctx, out);
         match handled.event {
+            Event::AddressPending { .. } => {}
             Event::Accepted { .. } => self.stats.incr(Counter::Accepts),
             Event::Rejected { reason, .. } => self.stats.incr(Counter::Reject(reason)),
             Event::Duplicate => self.stats.incr(Counter::Duplicates),
@@ -161,6 +174,21 @@ impl Engine {
             Event::StatusServer => self.stats.incr(Counter::StatusServer),
             Event::Dropped { reason, .. } => self.stats.incr(Counter::Dropped(reason)),
         }
+        handled
+    }
+
+    /// Handles an Access-Request again that was `AddressPending`: the same
+    /// as [`Engine::handle`], but not counted as another request.
+    pub fn handle_again(
+        &mut self,
+        src: SocketAddr,
+        datagram: &[u8],
+        ctx: &Context<'_>,
+        out: &mut PacketBuf,
+    ) -> Handled {
+        self.again = true;
+        let handled = self.handle(Port::Auth, src, datagram, ctx, out);
+        self.again = false;
         handled
     }
 
@@ -177,6 +205,7 @@ impl Engine {
             key,
             now,
             committed,
+            pools,
         } = *ctx;
         let packet = match Packet::parse(datagram) {
             Ok(p) => p,
@@ -194,6 +223,7 @@ impl Engine {
         };
         let code = packet.code();
         match (port, code) {
+            (Port::Auth, Code::ACCESS_REQUEST) if self.again => {}
             (Port::Auth, Code::ACCESS_REQUEST) => self.stats.incr(Counter::AuthRequests),
             (Port::Acct, Code::ACCOUNTING_REQUEST) => self.stats.incr(Counter::AcctRequests),
             (_, Code::STATUS_SERVER) => {}
@@ -318,9 +348,20 @@ impl Engine {
             key,
             now_local: now.local,
             entropy: self.next_entropy(),
+            pools,
+            now_mono: now.mono,
         };
         let outcome = match answer_access_request(&ctx, &packet, out) {
-            Ok(o) => o,
+            Ok(Ok(o)) => o,
+            // Not cached: a retransmission meanwhile is evaluated again.
+            Ok(Err(pending)) => {
+                return Handled {
+                    reply_len: None,
+                    event: Event::AddressPending {
+                        method: pending.method,
+                    },
+                }
+            }
             Err(_) => return dropped(DropReason::ReplyTooLong),
         };
         self.dedup

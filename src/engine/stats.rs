@@ -26,6 +26,10 @@ pub enum DropReason {
     AccountingUnsupported,
     /// The reply did not fit in 4096 bytes (oversized radreply values).
     ReplyTooLong,
+    /// An accepted login whose pool address was not confirmed by the
+    /// database in time, or more of them waiting than a shard keeps: the
+    /// NAS retransmits.
+    AddressPending,
 }
 
 impl DropReason {
@@ -41,6 +45,7 @@ impl DropReason {
             DropReason::AccountingBackpressure => "acct_backpressure",
             DropReason::AccountingUnsupported => "acct_unsupported",
             DropReason::ReplyTooLong => "reply_too_long",
+            DropReason::AddressPending => "address_pending",
         }
     }
 }
@@ -67,6 +72,7 @@ pub fn all_drop_reasons() -> impl Iterator<Item = DropReason> {
         DropReason::AccountingBackpressure,
         DropReason::AccountingUnsupported,
         DropReason::ReplyTooLong,
+        DropReason::AddressPending,
     ])
 }
 
@@ -89,7 +95,7 @@ pub enum Counter {
 
 const REJECT_BASE: usize = 3;
 const DROP_BASE: usize = REJECT_BASE + RejectReason::ALL.len();
-const DROP_COUNT: usize = PARSE_ERRORS.len() + 9;
+const DROP_COUNT: usize = PARSE_ERRORS.len() + 10;
 const TAIL_BASE: usize = DROP_BASE + DROP_COUNT;
 /// Number of counters.
 pub const COUNTERS: usize = TAIL_BASE + 4;

@@ -4,6 +4,9 @@
 //! Access-Accept or Access-Reject comes out in the caller's buffer,
 //! together with the reason for the log and the counters.
 
+use std::net::IpAddr;
+use std::time::Instant;
+
 use chrono::{NaiveDate, NaiveDateTime};
 use zeroize::Zeroize;
 
@@ -12,6 +15,7 @@ use super::snapshot::{Nas, Service, Snapshot, Subscriber};
 use crate::auth::{chap, mschapv2, pap, Method};
 use crate::keyfile::{PasswordKey, MAX_STORED_PASSWORD};
 use crate::model::NasType;
+use crate::pool::{pool_names, AddressSource, Offer, PoolAddr, PoolKind};
 use crate::proto::dict::{attr, mikrotik, ms, vendor};
 use crate::proto::{Code, EncodeError, Packet, PacketBuf, PacketWriter};
 
@@ -33,6 +37,8 @@ pub enum RejectReason {
     /// A CHAP-Challenge shorter than 5 octets (RFC 2865 §5.40): an empty
     /// or tiny challenge would let responses be precomputed.
     BadChapChallenge,
+    /// The service's server-side pool has no address left for a newcomer.
+    PoolExhausted,
 }
 
 impl RejectReason {
@@ -48,6 +54,7 @@ impl RejectReason {
             RejectReason::NoCredentials => "no credentials",
             RejectReason::DecryptFailed => "password decrypt failed",
             RejectReason::BadChapChallenge => "bad chap challenge",
+            RejectReason::PoolExhausted => "pool exhausted",
         }
     }
 
@@ -63,10 +70,11 @@ impl RejectReason {
             RejectReason::NoCredentials => "no_credentials",
             RejectReason::DecryptFailed => "decrypt_failed",
             RejectReason::BadChapChallenge => "bad_chap_challenge",
+            RejectReason::PoolExhausted => "pool_exhausted",
         }
     }
 
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::UnknownUser,
         RejectReason::BadPassword,
         RejectReason::Disabled,
@@ -76,6 +84,7 @@ impl RejectReason {
         RejectReason::NoCredentials,
         RejectReason::DecryptFailed,
         RejectReason::BadChapChallenge,
+        RejectReason::PoolExhausted,
     ];
 
     fn mschap_error(self) -> mschapv2::ErrorCode {
@@ -97,6 +106,10 @@ pub struct AuthContext<'a> {
     pub now_local: NaiveDateTime,
     /// Fresh per request: MPPE salts and the Class cookie.
     pub entropy: u64,
+    /// Server-side pools (README "Address pools").
+    pub pools: &'a dyn AddressSource,
+    /// The monotonic clock, for the pools' view.
+    pub now_mono: Instant,
 }
 
 /// The outcome: the reply in the caller's buffer and what happened.
@@ -107,16 +120,30 @@ pub struct AuthOutcome {
     pub result: Result<(), RejectReason>,
 }
 
+/// An accepted login waits for the database to confirm its address: no
+/// reply yet; ask again with the same request once it is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressPending {
+    pub method: Method,
+}
+
 /// Decides an Access-Request (already parsed and authenticated as coming
 /// from `ctx.nas`) and writes the signed reply into `out`.
 pub fn answer_access_request(
     ctx: &AuthContext<'_>,
     packet: &Packet<'_>,
     out: &mut PacketBuf,
-) -> Result<AuthOutcome, EncodeError> {
+) -> Result<Result<AuthOutcome, AddressPending>, EncodeError> {
     let method = Method::of(packet);
     let user_name = packet.attr(attr::USER_NAME).unwrap_or_default();
-    let decision = decide(ctx, packet, method, user_name);
+    let mut decision = decide(ctx, packet, method, user_name);
+    if let Ok(accepted) = &mut decision {
+        match addresses(ctx, accepted) {
+            Ok(Some(a)) => accepted.addresses = a,
+            Ok(None) => return Ok(Err(AddressPending { method })),
+            Err(reason) => decision = Err(reason),
+        }
+    }
     let request_auth = packet.authenticator();
     let secret = &ctx.nas.secret;
     let (code, result) = match &decision {
@@ -136,11 +163,59 @@ pub fn answer_access_request(
     }
     w.proxy_states(packet)?;
     let reply_len = w.finish_response(request_auth, secret).len();
-    Ok(AuthOutcome {
+    Ok(Ok(AuthOutcome {
         reply_len,
         method,
         result,
-    })
+    }))
+}
+
+/// The addresses of the service's server-side pools, one per kind:
+/// `Ok(None)` while a claim is in flight, `PoolExhausted` when a pool has
+/// none for this subscriber. A static IP or a radreply Framed-IP-Address
+/// takes the place of the IPv4 pool (its name is not even sent).
+fn addresses(
+    ctx: &AuthContext<'_>,
+    accepted: &Accepted<'_>,
+) -> Result<Option<PoolAddresses>, RejectReason> {
+    let mut out = PoolAddresses::default();
+    let Some(field) = accepted.service.and_then(|s| s.pool_name.as_deref()) else {
+        return Ok(Some(out));
+    };
+    let subscriber = accepted.subscriber;
+    let fixed_v4 = subscriber.static_ip.is_some()
+        || ctx
+            .snapshot
+            .reply_attributes(&subscriber.username)
+            .iter()
+            .any(|a| a.vendor == 0 && a.ty == attr::FRAMED_IP_ADDRESS);
+    // Usernames are stored as text, so this is the stored name (a lossy
+    // conversion only ever names the same subscriber the same way).
+    let user = String::from_utf8_lossy(&subscriber.username);
+    let mut pending = false;
+    for name in pool_names(field) {
+        let answer = ctx.pools.offer(name, &user, ctx.now_mono);
+        let Some((kind, offer)) = answer else {
+            out.router_pool.get_or_insert_with(|| name.to_owned());
+            continue;
+        };
+        if kind == PoolKind::Ipv4 && fixed_v4 {
+            continue;
+        }
+        match offer {
+            Offer::Ready(a) => match kind {
+                PoolKind::Ipv4 => out.ipv4 = Some(a),
+                PoolKind::Ipv6Framed => out.framed6 = Some(a),
+                PoolKind::Ipv6Delegated => out.delegated6 = Some(a),
+            },
+            Offer::Pending => pending = true,
+            Offer::Exhausted => return Err(RejectReason::PoolExhausted),
+            Offer::NotAPool => {
+                out.router_pool.get_or_insert_with(|| name.to_owned());
+            }
+        }
+    }
+    Ok((!pending).then_some(out))
 }
 
 /// What an accepted request carries into the reply.
@@ -148,6 +223,17 @@ struct Accepted<'s> {
     subscriber: &'s Subscriber,
     service: Option<&'s Service>,
     mschap: Option<mschapv2::Success>,
+    addresses: PoolAddresses,
+}
+
+/// What the service's pools give this login.
+#[derive(Default)]
+struct PoolAddresses {
+    ipv4: Option<PoolAddr>,
+    framed6: Option<PoolAddr>,
+    delegated6: Option<PoolAddr>,
+    /// The first pool name that is not a shardius pool: Framed-Pool.
+    router_pool: Option<String>,
 }
 
 fn decide<'s>(
@@ -191,6 +277,7 @@ fn decide<'s>(
         subscriber,
         service: ctx.snapshot.service(subscriber.service_id),
         mschap,
+        addresses: PoolAddresses::default(),
     })
 }
 
@@ -282,16 +369,31 @@ fn write_accept(
             _ => {}
         }
     }
+    let pooled_v4 = accepted.addresses.ipv4.and_then(|a| match a.ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    });
     let framed_ip = subscriber
         .static_ip
+        .or(pooled_v4)
         .filter(|_| !overridden(0, attr::FRAMED_IP_ADDRESS));
     if let Some(ip) = framed_ip {
         w.attr_ipv4(attr::FRAMED_IP_ADDRESS, ip)?;
     }
-    let has_framed_ip = subscriber.static_ip.is_some() || overridden(0, attr::FRAMED_IP_ADDRESS);
-    if let Some(pool) = accepted.service.and_then(|s| s.pool_name.as_deref()) {
+    let has_framed_ip = framed_ip.is_some() || overridden(0, attr::FRAMED_IP_ADDRESS);
+    if let Some(pool) = &accepted.addresses.router_pool {
         if !has_framed_ip && !overridden(0, attr::FRAMED_POOL) {
             w.attr(attr::FRAMED_POOL, pool.as_bytes())?;
+        }
+    }
+    for (prefix, ty) in [
+        (accepted.addresses.framed6, attr::FRAMED_IPV6_PREFIX),
+        (accepted.addresses.delegated6, attr::DELEGATED_IPV6_PREFIX),
+    ] {
+        if let Some(value) = prefix.and_then(|p| p.ipv6_prefix_value()) {
+            if !overridden(0, ty) {
+                w.attr(ty, &value)?;
+            }
         }
     }
     if !overridden(0, attr::ACCT_INTERIM_INTERVAL) {

@@ -284,6 +284,28 @@ impl Snapshot {
     /// Static IPs that more than one subscriber has (subscriber static_ip
     /// or a radreply Framed-IP-Address), each with its subscribers, sorted:
     /// rows a panel wrote in plain SQL past the CLI's check.
+    /// Every static IPv4 address (subscriber static_ip, radreply
+    /// Framed-IP-Address): no server-side pool hands these out.
+    pub fn static_ips(&self) -> std::collections::HashSet<std::net::IpAddr> {
+        let mut out = std::collections::HashSet::new();
+        for s in self.subscribers.values() {
+            if let Some(ip) = s.static_ip {
+                out.insert(std::net::IpAddr::V4(ip));
+            }
+        }
+        for attrs in self.radreply.values() {
+            for a in attrs
+                .iter()
+                .filter(|a| a.vendor == 0 && a.ty == crate::proto::dict::attr::FRAMED_IP_ADDRESS)
+            {
+                if let Ok(octets) = <[u8; 4]>::try_from(&a.value[..]) {
+                    out.insert(std::net::IpAddr::V4(Ipv4Addr::from(octets)));
+                }
+            }
+        }
+        out
+    }
+
     pub fn static_ip_conflicts(&self) -> Vec<(Ipv4Addr, Vec<String>)> {
         let mut by_ip: HashMap<Ipv4Addr, Vec<String>> = HashMap::new();
         let mut add = |ip: Ipv4Addr, user: &[u8]| {

@@ -17,6 +17,48 @@ pub use alloc::{
     NODE_GONE_MS, REUSE_AFTER_TRANSFER_MS,
 };
 
+/// Where the engine gets an address for an accepted login: the node's
+/// allocator behind a lock in the server, [`NoPools`] elsewhere.
+pub trait AddressSource {
+    /// `None` when `pool` is not a shardius pool (its name goes to the
+    /// router as Framed-Pool); else the pool's kind and the answer.
+    fn offer(
+        &self,
+        pool: &str,
+        username: &str,
+        now: std::time::Instant,
+    ) -> Option<(PoolKind, Offer)>;
+}
+
+/// No server-side pools: every pool name is the router's.
+pub struct NoPools;
+
+impl AddressSource for NoPools {
+    fn offer(&self, _: &str, _: &str, _: std::time::Instant) -> Option<(PoolKind, Offer)> {
+        None
+    }
+}
+
+impl AddressSource for std::sync::Mutex<Allocator> {
+    fn offer(
+        &self,
+        pool: &str,
+        username: &str,
+        now: std::time::Instant,
+    ) -> Option<(PoolKind, Offer)> {
+        // A panic while holding the lock leaves a consistent view (every
+        // change is a few field writes); keep serving.
+        let mut a = self.lock().unwrap_or_else(|e| e.into_inner());
+        let kind = a.kind(pool)?;
+        Some((kind, a.offer(pool, username, now)))
+    }
+}
+
+/// The pool names a service lists (`--pool a --pool b` is stored `a,b`).
+pub fn pool_names(field: &str) -> impl Iterator<Item = &str> {
+    field.split(',').map(str::trim).filter(|n| !n.is_empty())
+}
+
 /// The largest pool shardius materialises (one row per address or prefix).
 pub const MAX_POOL_SIZE: u64 = 1 << 20;
 

@@ -14,6 +14,8 @@
 //!   sweep and the usage resets.
 //! - [`cluster`]: the cluster thread: this node's heartbeat and the
 //!   leases of the singleton jobs, published as [`cluster::Leadership`].
+//! - [`pools`]: the pools thread: address claims in batches, the sweeps
+//!   and the view the shards allocate from.
 //! - `logpool`: the radius_logs workers.
 //! - `threads`: the running threads and the order they stop in.
 //!
@@ -25,6 +27,7 @@ pub mod control;
 pub mod jobs;
 mod loader;
 mod logpool;
+pub mod pools;
 pub mod shard;
 mod threads;
 
@@ -43,7 +46,9 @@ use crate::engine::{all_drop_reasons, Counter, DropReason, StatsSlot};
 use crate::keyfile::PasswordKey;
 use crate::policy::RejectReason;
 use crate::policy::Snapshot;
-use crate::store::{AccountingSink, ClusterStore, JobsStore, Store, StoreError, UsageStore};
+use crate::store::{
+    AccountingSink, ClusterStore, JobsStore, PoolStore, Store, StoreError, UsageStore,
+};
 use control::status;
 use shard::unknown_nas;
 
@@ -70,6 +75,12 @@ pub struct Shared {
     pub tiers_raised: AtomicBool,
     /// Static IPs that several subscribers have, as of the last load.
     pub static_ip_conflicts: std::sync::atomic::AtomicU64,
+    /// The node's view of the server-side pools: the shards allocate from
+    /// it under this lock, the pools thread keeps it in step with the
+    /// database.
+    pub pools: std::sync::Mutex<crate::pool::Allocator>,
+    /// Two open sessions found with one address (`shardius_ip_conflicts_total`).
+    pub ip_conflicts: AtomicU64,
 }
 
 impl Shared {
@@ -135,6 +146,7 @@ pub fn serve(
     let usage_store: Box<dyn UsageStore> = open_store()?;
     let jobs_store: Box<dyn JobsStore> = open_store()?;
     let cluster_store: Box<dyn ClusterStore> = open_store()?;
+    let pools_store: Box<dyn PoolStore> = open_store()?;
     let log_stores = logpool::open_stores(&config, open_store)?;
     let first = loader.snapshot();
     loader::log_first(&first, started);
@@ -173,6 +185,8 @@ pub fn serve(
         leadership: cluster::Leadership::new(config.cluster.node_name()),
         tiers_raised: AtomicBool::new(false),
         static_ip_conflicts: AtomicU64::new(static_ip_conflicts),
+        pools: std::sync::Mutex::new(crate::pool::Allocator::new(&config.cluster.node_name())),
+        ip_conflicts: AtomicU64::new(0),
         key,
         config,
     });
@@ -204,6 +218,12 @@ pub fn serve(
         shared.clone(),
         writer_stats.clone(),
     );
+    let mut pools = pools::PoolsThread {
+        store: pools_store,
+        shared: shared.clone(),
+        jobs: jobs_tx.clone(),
+    };
+    pools.load_first()?;
     let cluster = cluster::ClusterThread {
         store: cluster_store,
         shared: shared.clone(),
@@ -236,6 +256,7 @@ pub fn serve(
         shards: std::mem::take(&mut bound.shards),
         jobs,
         cluster,
+        pools,
         http,
         control,
         log_stores,

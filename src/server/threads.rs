@@ -9,7 +9,9 @@ use std::thread::JoinHandle;
 
 use tracing::error;
 
-use super::{accounting, cluster, control, jobs, loader, logpool, shard, ServeError, Shared};
+use super::{
+    accounting, cluster, control, jobs, loader, logpool, pools, shard, ServeError, Shared,
+};
 use crate::store::{LogEntry, LogSink};
 
 /// Everything built and ready to run.
@@ -20,6 +22,7 @@ pub struct Parts {
     pub shards: Vec<shard::ShardSockets>,
     pub jobs: jobs::Enforcer,
     pub cluster: cluster::ClusterThread,
+    pub pools: pools::PoolsThread,
     pub http: Option<TcpListener>,
     pub control: Arc<control::ControlState>,
     pub log_stores: Vec<Box<dyn LogSink>>,
@@ -33,6 +36,7 @@ pub struct Threads {
     pub control: JoinHandle<()>,
     pub jobs: JoinHandle<()>,
     pub cluster: JoinHandle<()>,
+    pub pools: JoinHandle<()>,
     pub writer: JoinHandle<()>,
     pub usage: JoinHandle<()>,
     pub logs: Vec<JoinHandle<()>>,
@@ -57,6 +61,7 @@ impl Threads {
             shards,
             jobs,
             cluster,
+            pools,
             http,
             control,
             log_stores,
@@ -64,6 +69,8 @@ impl Threads {
             log_stats,
         } = parts;
         let writer = thread("acct-writer", Box::new(move || writer.run()))?;
+        // Before the shards: their first pooled login queues a claim.
+        let pools = thread("pools", Box::new(move || pools.run()))?;
         let usage = thread("usage", Box::new(move || usage.run()))?;
         shared.loader_status.synced(shared.now_ms());
         let loader =
@@ -104,6 +111,7 @@ impl Threads {
             control,
             jobs,
             cluster,
+            pools,
             writer,
             usage,
             logs,
@@ -127,6 +135,8 @@ impl Threads {
         //    below depends on them, and they watch the flag.
         joined(self.loader, "loader thread");
         joined(self.control, "control thread");
+        // 2b. The pools thread: no shard asks for an address any more.
+        joined(self.pools, "pools thread");
         // 3. The jobs thread finishes the CoA in flight and ends (it may
         //    still queue radius_logs rows: the log pool stops last).
         joined(self.jobs, "jobs thread");

@@ -20,8 +20,8 @@ pub use crate::model::{
 };
 pub use postgres::PgStore;
 pub use roles::{
-    AccountingSink, Admin, ClusterStore, JobsStore, LogSink, PoolStore, RemovePool, SnapshotSource,
-    Store, UsageStore,
+    AccountingSink, AddressConflict, Admin, ClusterStore, JobsStore, LogSink, PoolStore,
+    RemovePool, SnapshotSource, Store, UsageStore,
 };
 pub use split::{write_splitting, StopCause, Stopped};
 pub use sqlite::{logs_path as sqlite_logs_path, SqliteStore};

@@ -15,7 +15,7 @@ use crate::model::{
     NasRecord, NodeInfo, Period, RadreplyRecord, ServiceRecord, SessionRow, SubscriberRecord,
     TierRecord, UsageRow,
 };
-use crate::pool::{Claim, PoolAddr, PoolCounts, PoolSpec, SlotRow};
+use crate::pool::{Claim, PoolAddr, PoolCounts, PoolSpec, SlotRow, Touch};
 
 /// The loader thread: everything a snapshot is built from.
 pub trait SnapshotSource: Send {
@@ -188,6 +188,9 @@ pub trait Admin: Send {
     fn remove_nas(&mut self, name_or_ip: &str) -> Result<bool>;
     fn add_service(&mut self, service: &ServiceRecord) -> Result<i64>;
     fn remove_service(&mut self, name: &str) -> Result<bool>;
+    /// Sets the pools a service names (`a,b`; None: none); false if no
+    /// service has that name.
+    fn set_service_pools(&mut self, name: &str, pools: Option<&str>) -> Result<bool>;
     fn service_id(&mut self, name: &str) -> Result<Option<i64>>;
     /// Inserts all subscribers in one transaction: all or none.
     fn add_subscribers(&mut self, subscribers: &[SubscriberRecord]) -> Result<usize>;
@@ -235,6 +238,41 @@ pub trait PoolStore: Send {
     /// on its row (see `pool::ClaimKind`): true where the row is now the
     /// claim's subscriber's. Also the database's clock (unix ms).
     fn claim_addresses(&mut self, node: &str, claims: &[Claim]) -> Result<(Vec<bool>, i64)>;
+    /// Every row of every pool, free ones too: the pools thread's view.
+    fn pool_rows_all(&mut self) -> Result<Vec<SlotRow>>;
+    /// Writes hand-outs from memory (write-behind): a row that still names
+    /// the subscriber and `node` is offered until the offer timeout, or
+    /// stays in use.
+    fn record_touches(&mut self, node: &str, touches: &[Touch]) -> Result<()>;
+    /// The sweeps, in one transaction: an offered row that an open session
+    /// of its subscriber reports is in use (with the session's
+    /// acctuniqueid); an in-use row whose session is closed (Stop, stale
+    /// cleanup, Accounting-On/Off) is held for the pool's hold time.
+    /// Returns the rows whose offer or hold ran out that `node` may free
+    /// (its own, nobody's, or those of a node gone `NODE_GONE_MS`), at
+    /// most `limit`.
+    fn sweep_pools(&mut self, node: &str, limit: usize) -> Result<Vec<SlotRow>>;
+    /// Frees each of `rows` that is still as read and still expired
+    /// (compare-and-set): true where it did.
+    fn release_addresses(&mut self, rows: &[SlotRow]) -> Result<Vec<bool>>;
+    /// The nodes whose heartbeat is younger than `NODE_GONE_MS`.
+    fn live_nodes(&mut self) -> Result<std::collections::HashSet<String>>;
+    /// Pairs of open sessions that report the same IPv4 address, the
+    /// newer first: at most `limit`.
+    fn address_conflicts(&mut self, limit: usize) -> Result<Vec<AddressConflict>>;
+}
+
+/// Two open sessions with one address (a router that allocated by itself,
+/// or a static IP given twice).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AddressConflict {
+    pub address: String,
+    pub newer_unique_id: String,
+    pub newer_user: String,
+    pub older_unique_id: String,
+    pub older_session_id: String,
+    pub older_user: String,
+    pub older_nas_ip: String,
 }
 
 /// What `remove_pool` did.

@@ -147,6 +147,7 @@ impl World {
             key: &self.key,
             now,
             committed: 0,
+            pools: &shardius::pool::NoPools,
         };
         let h = self.engine.handle(port, src, request, &ctx, &mut out);
         (h.reply_len.map(|n| out[..n].to_vec()), h.event)
@@ -576,6 +577,7 @@ fn status_server_is_answered_on_both_ports_and_needs_a_message_authenticator() {
             key: &w.key,
             now: w.now(0),
             committed: 0,
+            pools: &shardius::pool::NoPools,
         };
         let h = w
             .engine

@@ -25,6 +25,7 @@ mod hostile;
 mod layering;
 mod operations;
 mod pools;
+mod pools_serve;
 mod postgres;
 mod quota;
 mod radius_crate_interop;

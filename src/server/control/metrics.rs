@@ -387,6 +387,44 @@ impl Collector for ShardCollector {
                 .static_ip_conflicts
                 .load(std::sync::atomic::Ordering::Relaxed),
         )?;
+        // Address pools: this node's view, refreshed every second.
+        let pools = s
+            .shared
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .counts();
+        let mut family = encoder.encode_descriptor(
+            "shardius_pool_addresses",
+            "Addresses (or IPv6 prefixes) of each server-side pool by state, as this node last read them",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &pools {
+            for (state, n) in [
+                ("free", p.free),
+                ("offered", p.offered),
+                ("in_use", p.in_use),
+                ("held", p.held),
+            ] {
+                family
+                    .encode_family(&[("pool", p.name.as_str()), ("state", state)])?
+                    .encode_gauge(&n)?;
+            }
+        }
+        labelled_counters(
+            &mut encoder,
+            "shardius_pool_exhausted",
+            "Logins rejected with reason \"pool exhausted\", by pool",
+            "pool",
+            pools.iter().map(|p| (p.name.as_str(), p.exhausted_total)),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_ip_conflicts",
+            "Two open sessions found reporting one IPv4 address (counted once per pair while it lasts)",
+            s.shared.ip_conflicts.load(Ordering::Relaxed),
+        )?;
         gauge(
             &mut encoder,
             "shardius_database_up",

@@ -16,13 +16,14 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use glommio::net::UdpSocket;
 use glommio::{GlommioError, LocalExecutorBuilder, Placement};
 use tracing::{debug, info, warn};
 
 use crate::accounting::AcctKind;
-use crate::engine::{Context, Counter, Engine, Event, Port};
+use crate::engine::{Context, Counter, DropReason, Engine, Event, Handled, Port};
 use crate::proto::dict::attr;
 use crate::proto::Packet;
 use crate::server::accounting::AcctMessage;
@@ -38,6 +39,14 @@ const BUDGET_PER_YIELD: u32 = 64;
 /// io_uring buffer memory per executor: shardius does no file DMA, so
 /// glommio's 10 MiB default would only eat into RLIMIT_MEMLOCK.
 const IO_MEMORY: usize = 512 << 10;
+/// How often logins waiting for a pool address are handed to the engine
+/// again (the pools thread claims in batches every few milliseconds).
+const RETRY_PARKED: Duration = Duration::from_millis(2);
+/// A login whose address is not confirmed by then is dropped (counted):
+/// the NAS retransmits and the claim may have landed meanwhile.
+const PARK_FOR: Duration = Duration::from_secs(3);
+/// Logins one auth socket keeps waiting at most.
+const MAX_PARKED: usize = 16_384;
 
 /// The sockets one shard serves, and its way to the accounting writer.
 pub struct ShardSockets {
@@ -191,17 +200,29 @@ async fn run(index: usize, sockets: ShardSockets, shared: Arc<Shared>) {
         // SAFETY: the fd comes from a std socket we own and give up here.
         // glommio takes sockets only as raw fds.
         #[allow(unsafe_code)]
-        let socket = unsafe { UdpSocket::from_raw_fd(socket.into_raw_fd()) };
+        let socket = Rc::new(unsafe { UdpSocket::from_raw_fd(socket.into_raw_fd()) });
         if let Err(e) = socket.set_read_timeout(Some(POLL_SHUTDOWN)) {
             warn!(shard = index, "cannot set read timeout: {e}");
         }
-        let listener = Listener {
+        let listener = Rc::new(Listener {
             shard: index,
             socket_index,
             port,
             writer: writer.clone(),
             logs: logs.clone(),
-        };
+            parked: RefCell::new(Vec::new()),
+        });
+        if port == Port::Auth {
+            tasks.push(
+                glommio::spawn_local(retry_parked(
+                    listener.clone(),
+                    socket.clone(),
+                    engine.clone(),
+                    shared.clone(),
+                ))
+                .detach(),
+            );
+        }
         tasks.push(
             glommio::spawn_local(serve_socket(
                 listener,
@@ -231,11 +252,44 @@ struct Listener {
     port: Port,
     writer: Option<crossbeam_channel::Sender<AcctMessage>>,
     logs: Option<crossbeam_channel::Sender<LogEntry>>,
+    /// Accepted logins waiting for their pool address (auth sockets only).
+    parked: RefCell<Vec<Parked>>,
+}
+
+/// A login waiting for the database to confirm its address.
+struct Parked {
+    src: SocketAddr,
+    datagram: Vec<u8>,
+    since: Instant,
+}
+
+impl Listener {
+    /// Keeps `datagram` to be handled again; a retransmission of one that
+    /// waits already (same source, identifier and authenticator) is not
+    /// kept twice. False when it was not kept (too many wait).
+    fn park(&self, src: SocketAddr, datagram: &[u8], now: Instant) -> bool {
+        let mut parked = self.parked.borrow_mut();
+        let same = |p: &Parked| {
+            p.src == src && p.datagram.get(..20) == datagram.get(..20) && datagram.len() >= 20
+        };
+        if parked.iter().any(same) {
+            return true;
+        }
+        if parked.len() >= MAX_PARKED {
+            return false;
+        }
+        parked.push(Parked {
+            src,
+            datagram: datagram.to_vec(),
+            since: now,
+        });
+        true
+    }
 }
 
 async fn serve_socket(
-    listener: Listener,
-    socket: UdpSocket,
+    listener: Rc<Listener>,
+    socket: Rc<UdpSocket>,
     engine: Rc<RefCell<Engine>>,
     shared: Arc<Shared>,
 ) {
@@ -256,47 +310,153 @@ async fn serve_socket(
                 continue;
             }
         };
+        let now = clock.now();
         let ctx = Context {
             snapshot: snapshots.load(),
             key: &shared.key,
-            now: clock.now(),
+            now,
             committed: shared.acct_committed[index].load(Ordering::Acquire),
+            pools: &shared.pools,
         };
         let handled = engine
             .borrow_mut()
             .handle(port, src, &datagram[..len], &ctx, &mut out);
-        log_event(index, src, &datagram[..len], handled.event, &shared);
-        if let (Some(logs), Event::Accepted { .. } | Event::Rejected { .. }) =
-            (&listener.logs, handled.event)
-        {
-            let entry = auth_log_entry(index, src, &datagram[..len], handled.event, ctx.now.utc);
-            if logs.try_send(entry).is_err() {
-                engine.borrow_mut().stats.incr(Counter::LogDropped);
+        if let Event::AddressPending { .. } = handled.event {
+            if !listener.park(src, &datagram[..len], now.mono) {
+                let mut engine = engine.borrow_mut();
+                engine
+                    .stats
+                    .incr(Counter::Dropped(DropReason::AddressPending));
             }
-        }
-        if handled.event == Event::AccountingQueued {
-            // The writer sends this reply once the event is durable.
-            hand_to_writer(
+        } else {
+            let received = now.mono;
+            finish(
                 &listener,
+                &socket,
                 &engine,
+                &shared,
                 src,
-                &out[..handled.reply_len.unwrap_or(0)],
-            );
-        } else if let Some(reply_len) = handled.reply_len {
-            // A failed send is the NAS's loss to retransmit, not ours to retry.
-            if let Err(e) = socket.send_to(&out[..reply_len], src).await {
-                debug!(shard = index, %src, "send failed: {e}");
-            }
-            if let Event::Accepted { .. } | Event::Rejected { .. } = handled.event {
-                let nanos = ctx.now.mono.elapsed().as_nanos() as u64;
-                engine.borrow_mut().stats.observe_latency(nanos);
-            }
+                &datagram[..len],
+                handled,
+                &out[..],
+                now.utc,
+                received,
+            )
+            .await;
         }
         budget -= 1;
         if budget == 0 {
             budget = BUDGET_PER_YIELD;
             glommio::yield_if_needed().await;
         }
+    }
+}
+
+/// Logs, counts and sends (or hands to the writer) what the engine made
+/// of one datagram received at `received`.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    listener: &Listener,
+    socket: &UdpSocket,
+    engine: &Rc<RefCell<Engine>>,
+    shared: &Shared,
+    src: SocketAddr,
+    datagram: &[u8],
+    handled: Handled,
+    out: &[u8],
+    utc: chrono::DateTime<chrono::Utc>,
+    received: Instant,
+) {
+    let index = listener.shard;
+    log_event(index, src, datagram, handled.event, shared);
+    if let (Some(logs), Event::Accepted { .. } | Event::Rejected { .. }) =
+        (&listener.logs, handled.event)
+    {
+        let entry = auth_log_entry(index, src, datagram, handled.event, utc);
+        if logs.try_send(entry).is_err() {
+            engine.borrow_mut().stats.incr(Counter::LogDropped);
+        }
+    }
+    if handled.event == Event::AccountingQueued {
+        // The writer sends this reply once the event is durable.
+        hand_to_writer(
+            listener,
+            engine,
+            src,
+            &out[..handled.reply_len.unwrap_or(0)],
+        );
+    } else if let Some(reply_len) = handled.reply_len {
+        // A failed send is the NAS's loss to retransmit, not ours to retry.
+        if let Err(e) = socket.send_to(&out[..reply_len], src).await {
+            debug!(shard = index, %src, "send failed: {e}");
+        }
+        if let Event::Accepted { .. } | Event::Rejected { .. } = handled.event {
+            let nanos = received.elapsed().as_nanos() as u64;
+            engine.borrow_mut().stats.observe_latency(nanos);
+        }
+    }
+}
+
+/// Hands the logins parked on `listener` to the engine again every
+/// [`RETRY_PARKED`] until their address is in (or they waited
+/// [`PARK_FOR`]): the receive loop never waits for the database.
+async fn retry_parked(
+    listener: Rc<Listener>,
+    socket: Rc<UdpSocket>,
+    engine: Rc<RefCell<Engine>>,
+    shared: Arc<Shared>,
+) {
+    let mut out = Box::new([0u8; 4096]);
+    let mut snapshots = arc_swap::Cache::new(&shared.snapshot);
+    let mut clock = ShardClock::new();
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        glommio::timer::sleep(RETRY_PARKED).await;
+        if listener.parked.borrow().is_empty() {
+            continue;
+        }
+        let waiting = std::mem::take(&mut *listener.parked.borrow_mut());
+        let mut still = Vec::new();
+        for p in waiting {
+            let now = clock.now();
+            let ctx = Context {
+                snapshot: snapshots.load(),
+                key: &shared.key,
+                now,
+                committed: shared.acct_committed[listener.shard].load(Ordering::Acquire),
+                pools: &shared.pools,
+            };
+            let handled = engine
+                .borrow_mut()
+                .handle_again(p.src, &p.datagram, &ctx, &mut out);
+            if let Event::AddressPending { .. } = handled.event {
+                if now.mono.saturating_duration_since(p.since) < PARK_FOR {
+                    still.push(p);
+                } else {
+                    let mut engine = engine.borrow_mut();
+                    engine
+                        .stats
+                        .incr(Counter::Dropped(DropReason::AddressPending));
+                }
+                continue;
+            }
+            finish(
+                &listener,
+                &socket,
+                &engine,
+                &shared,
+                p.src,
+                &p.datagram,
+                handled,
+                &out[..],
+                now.utc,
+                p.since,
+            )
+            .await;
+        }
+        // Parked while this round ran: keep them too.
+        let mut parked = listener.parked.borrow_mut();
+        still.append(&mut parked);
+        *parked = still;
     }
 }
 
@@ -429,6 +589,7 @@ fn log_event(shard: usize, src: SocketAddr, datagram: &[u8], event: Event, share
             }
         }
         Event::Duplicate => debug!(shard, %src, "retransmission answered from the duplicate cache"),
+        Event::AddressPending { .. } => {}
         Event::AccountingQueued => {}
         Event::StatusServer => debug!(shard, %src, "status-server"),
     }

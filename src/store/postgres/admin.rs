@@ -143,6 +143,13 @@ impl Admin for PgStore {
         Ok(rows[0].get(0))
     }
 
+    fn set_service_pools(&mut self, name: &str, pools: Option<&str>) -> Result<bool> {
+        Ok(self.execute(
+            "UPDATE services SET pool_name = $2 WHERE name = $1",
+            &[&name, &pools],
+        )? > 0)
+    }
+
     fn remove_service(&mut self, name: &str) -> Result<bool> {
         let in_use: i64 = self.query(
             "SELECT count(*) FROM subscribers s JOIN services v ON v.id = s.service_id WHERE v.name = $1",

@@ -1,14 +1,41 @@
 //! The address pools' definitions and rows (`PoolStore`).
 
 use super::PgStore;
+use crate::pool::Touch;
 use crate::pool::{
     AddrState, Claim, ClaimKind, PoolAddr, PoolCounts, PoolKind, PoolSpec, SlotRow, NODE_GONE_MS,
     REUSE_AFTER_TRANSFER_MS,
 };
-use crate::store::{PoolStore, RemovePool, Result, StoreError};
+use crate::store::{AddressConflict, PoolStore, RemovePool, Result, StoreError};
 
 /// The database's clock in unix milliseconds.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// The radacct column that reports an address of the pool `p` (by kind).
+const REPORTS: &str = "((p.kind = 'ipv4' AND r.framedipaddress = a.address::inet)
+    OR (p.kind = 'ipv6-framed' AND r.framedipv6prefix = a.address::inet)
+    OR (p.kind = 'ipv6-delegated' AND r.delegatedipv6prefix = a.address::inet))";
+
+/// When an offered row was offered, less a margin for the NAS's clock: a
+/// session (open or already stopped) that started after it confirms it.
+/// A Start and its Stop can both arrive between two sweeps.
+const OFFERED_AT: &str = "to_timestamp(a.expires_ms / 1000.0 - p.offer_timeout_secs - 300)";
+
+const SLOT_COLUMNS: &str =
+    "a.pool, a.address, a.state, a.username, a.acctuniqueid, a.node, a.expires_ms, a.transferred_ms";
+
+fn slot_of(r: &tokio_postgres::Row) -> Result<SlotRow> {
+    slot_from_parts(
+        r.get(0),
+        r.get::<_, String>(1),
+        r.get::<_, String>(2),
+        r.get(3),
+        r.get(4),
+        r.get(5),
+        r.get(6),
+        r.get(7),
+    )
+}
 
 /// A claim's compare-and-set. `$1` address, `$2` pool, `$3` subscriber,
 /// `$4` node, `$5` offer timeout (s), `$6` the previous subscriber of a
@@ -218,6 +245,167 @@ impl PoolStore for PgStore {
             Ok((won, now))
         });
         self.after_write(result)
+    }
+
+    fn pool_rows_all(&mut self) -> Result<Vec<SlotRow>> {
+        self.query(&format!("SELECT {SLOT_COLUMNS} FROM pool_addresses a"), &[])?
+            .iter()
+            .map(slot_of)
+            .collect()
+    }
+
+    fn record_touches(&mut self, node: &str, touches: &[Touch]) -> Result<()> {
+        if touches.is_empty() {
+            return Ok(());
+        }
+        let addrs: Vec<String> = touches.iter().map(|t| t.addr.to_string()).collect();
+        let users: Vec<&str> = touches.iter().map(|t| t.username.as_str()).collect();
+        let timeouts: Vec<i64> = touches
+            .iter()
+            .map(|t| i64::from(t.offer_timeout_secs))
+            .collect();
+        let (runtime, client) = self.conn()?;
+        let result = runtime.block_on(client.execute(
+            &format!(
+                "UPDATE pool_addresses a SET
+                    state = CASE WHEN a.state = 'in_use' THEN 'in_use' ELSE 'offered' END,
+                    expires_ms = CASE WHEN a.state = 'in_use' THEN a.expires_ms
+                                      ELSE {NOW_MS} + x.secs * 1000 END
+                 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(address, username, secs)
+                 WHERE a.address = x.address AND a.username = x.username AND a.node = $4"
+            ),
+            &[&addrs, &users, &timeouts, &node],
+        ));
+        self.after_write(result).map(|_| ())
+    }
+
+    fn sweep_pools(&mut self, node: &str, limit: usize) -> Result<Vec<SlotRow>> {
+        let (runtime, client) = self.conn()?;
+        let result = runtime.block_on(async {
+            let tx = client.transaction().await?;
+            // An open session of the row's subscriber reports it: in use
+            // (whatever a race between sweeps left it as).
+            tx.execute(
+                &format!(
+                    "UPDATE pool_addresses a SET state = 'in_use', acctuniqueid = r.acctuniqueid
+                     FROM ip_pools p, radacct r
+                     WHERE p.name = a.pool AND a.state IN ('offered', 'held')
+                       AND r.acctstoptime IS NULL AND r.username = a.username AND {REPORTS}"
+                ),
+                &[],
+            )
+            .await?;
+            // A session that started after the offer and already stopped
+            // (Start and Stop between two sweeps): in use, held just below.
+            tx.execute(
+                &format!(
+                    "UPDATE pool_addresses a SET state = 'in_use', acctuniqueid = r.acctuniqueid
+                     FROM ip_pools p, radacct r
+                     WHERE p.name = a.pool AND a.state = 'offered'
+                       AND r.acctstoptime IS NOT NULL AND r.username = a.username AND {REPORTS}
+                       AND r.acctstarttime >= {OFFERED_AT}
+                       AND r.acctuniqueid IS DISTINCT FROM a.acctuniqueid"
+                ),
+                &[],
+            )
+            .await?;
+            tx.execute(
+                &format!(
+                    "UPDATE pool_addresses a SET state = 'held',
+                        expires_ms = {NOW_MS} + p.hold_secs::bigint * 1000
+                     FROM ip_pools p
+                     WHERE p.name = a.pool AND a.state = 'in_use' AND NOT EXISTS (
+                        SELECT 1 FROM radacct r WHERE r.acctuniqueid = a.acctuniqueid
+                        AND r.acctstoptime IS NULL)
+                       AND NOT EXISTS (SELECT 1 FROM radacct r WHERE r.acctstoptime IS NULL
+                        AND r.username = a.username AND {REPORTS})"
+                ),
+                &[],
+            )
+            .await?;
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT {SLOT_COLUMNS} FROM pool_addresses a
+                         WHERE a.state IN ('offered', 'held') AND a.expires_ms < {NOW_MS}
+                           AND (a.node IS NULL OR a.node = $1 OR NOT EXISTS (
+                                SELECT 1 FROM cluster_nodes n WHERE n.name = a.node
+                                AND n.heartbeat_at > now() - interval '{NODE_GONE_MS} milliseconds'))
+                         ORDER BY a.expires_ms LIMIT $2"
+                    ),
+                    &[&node, &(limit as i64)],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(rows)
+        });
+        self.after_write(result)?.iter().map(slot_of).collect()
+    }
+
+    fn release_addresses(&mut self, rows: &[SlotRow]) -> Result<Vec<bool>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let addrs: Vec<String> = rows.iter().map(|r| r.addr.to_string()).collect();
+        let states: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
+        let users: Vec<Option<&str>> = rows.iter().map(|r| r.username.as_deref()).collect();
+        let expires: Vec<i64> = rows.iter().map(|r| r.expires_ms).collect();
+        let (runtime, client) = self.conn()?;
+        let result = runtime.block_on(client.query(
+            &format!(
+                "UPDATE pool_addresses a SET state = 'free', username = NULL, acctuniqueid = NULL,
+                    node = NULL, expires_ms = 0
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+                    AS x(address, state, username, expires)
+                 WHERE a.address = x.address AND a.state = x.state
+                   AND a.username IS NOT DISTINCT FROM x.username
+                   AND a.expires_ms = x.expires AND a.expires_ms < {NOW_MS}
+                 RETURNING a.address"
+            ),
+            &[&addrs, &states, &users, &expires],
+        ));
+        let freed: std::collections::HashSet<String> =
+            self.after_write(result)?.iter().map(|r| r.get(0)).collect();
+        Ok(addrs.iter().map(|a| freed.contains(a)).collect())
+    }
+
+    fn live_nodes(&mut self) -> Result<std::collections::HashSet<String>> {
+        Ok(self
+            .query(
+                &format!(
+                    "SELECT name FROM cluster_nodes
+                     WHERE heartbeat_at > now() - interval '{NODE_GONE_MS} milliseconds'"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn address_conflicts(&mut self, limit: usize) -> Result<Vec<AddressConflict>> {
+        Ok(self
+            .query(
+                "SELECT host(n.framedipaddress), n.acctuniqueid, coalesce(n.username, ''),
+                        o.acctuniqueid, o.acctsessionid, coalesce(o.username, ''), host(o.nasipaddress)
+                 FROM radacct n JOIN radacct o ON o.framedipaddress = n.framedipaddress
+                   AND o.acctstoptime IS NULL AND o.radacctid <> n.radacctid
+                   AND (o.acctstarttime, o.radacctid) < (n.acctstarttime, n.radacctid)
+                 WHERE n.acctstoptime IS NULL AND n.framedipaddress IS NOT NULL
+                 ORDER BY n.radacctid LIMIT $1",
+                &[&(limit as i64)],
+            )?
+            .iter()
+            .map(|r| AddressConflict {
+                address: r.get(0),
+                newer_unique_id: r.get(1),
+                newer_user: r.get(2),
+                older_unique_id: r.get(3),
+                older_session_id: r.get(4),
+                older_user: r.get(5),
+                older_nas_ip: r.get(6),
+            })
+            .collect())
     }
 }
 

@@ -122,6 +122,13 @@ impl Admin for SqliteStore {
         Ok(self.conn.last_insert_rowid())
     }
 
+    fn set_service_pools(&mut self, name: &str, pools: Option<&str>) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE services SET pool_name = ?2 WHERE name = ?1",
+            rusqlite::params![name, pools],
+        )? > 0)
+    }
+
     fn remove_service(&mut self, name: &str) -> Result<bool> {
         let in_use: i64 = self.conn.query_row(
             "SELECT count(*) FROM subscribers s JOIN services v ON v.id = s.service_id WHERE v.name = ?1",
