@@ -56,6 +56,8 @@ struct State {
     conflicts: HashSet<(String, String)>,
     /// The database was away at the last try (logged once).
     down: bool,
+    /// Rows that did not read at the last reload (logged when it changes).
+    unreadable: usize,
 }
 
 impl State {
@@ -67,6 +69,7 @@ impl State {
             reserved_from: 0,
             conflicts: HashSet::new(),
             down: false,
+            unreadable: 0,
         }
     }
 
@@ -201,7 +204,16 @@ impl PoolsThread {
     /// Reloads every pool's rows and the reserved static IPs.
     fn reload(&mut self, st: &mut State) -> crate::store::Result<()> {
         let specs = self.store.pool_specs()?;
-        let rows = self.store.pool_rows_all()?;
+        let (rows, unreadable) = self.store.pool_rows_all()?;
+        if unreadable.len() != st.unreadable {
+            st.unreadable = unreadable.len();
+            if let Some(first) = unreadable.first() {
+                warn!(
+                    "pools: {} pool_addresses row(s) do not read and are left out (never handed out): {first}",
+                    unreadable.len()
+                );
+            }
+        }
         let mut alive = self.store.live_nodes()?;
         alive.remove(self.shared.leadership.node());
         st.alive = alive;

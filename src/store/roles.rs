@@ -239,7 +239,9 @@ pub trait PoolStore: Send {
     /// claim's subscriber's. Also the database's clock (unix ms).
     fn claim_addresses(&mut self, node: &str, claims: &[Claim]) -> Result<(Vec<bool>, i64)>;
     /// Every row of every pool, free ones too: the pools thread's view.
-    fn pool_rows_all(&mut self) -> Result<Vec<SlotRow>>;
+    /// Rows that do not read (a panel wrote an address that does not
+    /// parse) are left out and described in the second list.
+    fn pool_rows_all(&mut self) -> Result<(Vec<SlotRow>, Vec<String>)>;
     /// Writes hand-outs from memory (write-behind): a row that still names
     /// the subscriber and `node` is offered until the offer timeout, or
     /// stays in use.

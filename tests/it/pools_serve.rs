@@ -736,3 +736,51 @@ fn two_nodes_on_one_postgresql_never_share_an_address_and_stay_sticky() {
     }
     drop(nodes);
 }
+
+#[test]
+fn rows_a_panel_broke_are_left_out_and_bad_pool_names_refused() {
+    let install = install_with_pool(
+        Backend::Sqlite,
+        1700,
+        &["--name", "h", "--range", "10.71.0.1-10.71.0.3"],
+        "",
+    );
+    add_user(&install, "alice");
+    // A panel's plain SQL: addresses that do not parse, one of them held
+    // (so a sweep would try to free it), in the pool's name.
+    let db = install.db_url.trim_start_matches("sqlite:").to_owned();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for (address, state) in [
+        ("not-an-ip", "held"),
+        ("10.71.0.999", "offered"),
+        ("10.71.0.2\u{0}", "free"),
+    ] {
+        conn.execute(
+            "INSERT INTO pool_addresses (address, pool, state, username, expires_ms) VALUES (?1, 'h', ?2, 'mallory', 1)",
+            [address, state],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let mut server = install.serve(1);
+    // The good rows are served; the broken ones are reported, never handed out.
+    assert_eq!(login(&server, "alice").0, Some(Ipv4Addr::new(10, 71, 0, 1)));
+    let line = server.wait_for_log("row(s) do not read", Duration::from_secs(10));
+    assert!(line.contains("3 pool_addresses row(s)"), "{line}");
+    // `pool list` counts rows as stored: the three broken ones (held,
+    // offered, free) and the good three (alice's offer, two free).
+    wait_for_counts(&install, "h", |c| c == [6, 0, 1, 2, 3]);
+    assert!(!server.log().contains("pools: cannot"), "{}", server.log());
+
+    for bad in ["a,b", "x\u{1b}[2J", " "] {
+        let err = install.fails(&["service", "set", "10M", "--pool", bad]);
+        assert!(err.contains("--pool"), "{err}");
+    }
+    assert!(install
+        .fails(&["service", "set", "nosuch", "--pool", "h"])
+        .contains("no service named"));
+    assert!(install
+        .ok(&["service", "set", "10M", "--no-pool"])
+        .contains("none"));
+    assert!(install.fails(&["service", "set", "10M"]).contains("--pool"));
+}

@@ -247,11 +247,9 @@ impl PoolStore for PgStore {
         self.after_write(result)
     }
 
-    fn pool_rows_all(&mut self) -> Result<Vec<SlotRow>> {
-        self.query(&format!("SELECT {SLOT_COLUMNS} FROM pool_addresses a"), &[])?
-            .iter()
-            .map(slot_of)
-            .collect()
+    fn pool_rows_all(&mut self) -> Result<(Vec<SlotRow>, Vec<String>)> {
+        let rows = self.query(&format!("SELECT {SLOT_COLUMNS} FROM pool_addresses a"), &[])?;
+        Ok(readable(rows.iter().map(slot_of)))
     }
 
     fn record_touches(&mut self, node: &str, touches: &[Touch]) -> Result<()> {
@@ -339,7 +337,8 @@ impl PoolStore for PgStore {
             tx.commit().await?;
             Ok(rows)
         });
-        self.after_write(result)?.iter().map(slot_of).collect()
+        // A row that does not read is not freed (and reported by the reload).
+        Ok(readable(self.after_write(result)?.iter().map(slot_of)).0)
     }
 
     fn release_addresses(&mut self, rows: &[SlotRow]) -> Result<Vec<bool>> {
@@ -460,6 +459,19 @@ pub(crate) fn slot_from_parts(
         expires_ms,
         transferred_ms,
     })
+}
+
+/// The rows that read, and what was wrong with the others.
+pub(crate) fn readable(rows: impl Iterator<Item = Result<SlotRow>>) -> (Vec<SlotRow>, Vec<String>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for r in rows {
+        match r {
+            Ok(row) => good.push(row),
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    (good, bad)
 }
 
 /// In address order (text order puts 10.0.0.10 before 10.0.0.2).

@@ -9,7 +9,9 @@ use crate::pool::{
     Claim, ClaimKind, PoolAddr, PoolCounts, PoolSpec, SlotRow, NODE_GONE_MS,
     REUSE_AFTER_TRANSFER_MS,
 };
-use crate::store::postgres::pools::{fold_counts, slot_from_parts, sorted, spec_from_parts};
+use crate::store::postgres::pools::{
+    fold_counts, readable, slot_from_parts, sorted, spec_from_parts,
+};
 use crate::store::{AddressConflict, PoolStore, RemovePool, Result, StoreError};
 
 /// The database's clock in unix milliseconds.
@@ -57,11 +59,13 @@ fn slot_parts(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlotParts> {
     ))
 }
 
-fn slots(parts: Vec<SlotParts>) -> Result<Vec<SlotRow>> {
-    parts
-        .into_iter()
-        .map(|(a, b, c, d, e, f, g, h)| slot_from_parts(a, b, c, d, e, f, g, h))
-        .collect()
+/// The rows that read, and what was wrong with the others.
+fn slots(parts: Vec<SlotParts>) -> (Vec<SlotRow>, Vec<String>) {
+    readable(
+        parts
+            .into_iter()
+            .map(|(a, b, c, d, e, f, g, h)| slot_from_parts(a, b, c, d, e, f, g, h)),
+    )
 }
 
 /// A claim's compare-and-set. `$1` address, `$2` pool, `$3` subscriber,
@@ -267,14 +271,14 @@ impl PoolStore for SqliteStore {
         Ok((won, now))
     }
 
-    fn pool_rows_all(&mut self) -> Result<Vec<SlotRow>> {
+    fn pool_rows_all(&mut self) -> Result<(Vec<SlotRow>, Vec<String>)> {
         let mut stmt = self
             .conn
             .prepare(&format!("SELECT {SLOT_COLUMNS} FROM pool_addresses a"))?;
         let parts = stmt
             .query_map([], slot_parts)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        slots(parts)
+        Ok(slots(parts))
     }
 
     fn record_touches(&mut self, node: &str, touches: &[Touch]) -> Result<()> {
@@ -373,7 +377,8 @@ impl PoolStore for SqliteStore {
             parts
         };
         tx.commit()?;
-        slots(parts)
+        // A row that does not read is not freed (and reported by the reload).
+        Ok(slots(parts).0)
     }
 
     fn release_addresses(&mut self, rows: &[SlotRow]) -> Result<Vec<bool>> {
