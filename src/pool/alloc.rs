@@ -295,6 +295,14 @@ impl Allocator {
         !self.requests.is_empty()
     }
 
+    /// Whether a claim for `username` is still in flight in some pool: its
+    /// parked login has nothing new to learn yet.
+    pub fn waiting(&self, username: &str) -> bool {
+        self.pools
+            .values()
+            .any(|p| p.claims.get(username) == Some(&ClaimState::Pending))
+    }
+
     /// The hand-outs from memory since the last call; clears the marks
     /// that keep a slot from being freed under a fresh offer.
     pub fn take_touches(&mut self) -> Vec<Touch> {
@@ -317,8 +325,11 @@ impl Allocator {
         alive: &HashSet<String>,
         now_ms: i64,
         now: Instant,
+        max: usize,
     ) -> (Vec<Claim>, Vec<String>) {
-        let requests = std::mem::take(&mut self.requests);
+        // The oldest `max` requests; the rest wait for the next batch.
+        let rest = self.requests.split_off(self.requests.len().min(max));
+        let requests = std::mem::replace(&mut self.requests, rest);
         let mut claims = Vec::new();
         let mut log = Vec::new();
         for (pool, user) in requests {
@@ -627,7 +638,7 @@ mod tests {
         // bob's row is another node's: a claim, not memory.
         assert_eq!(a.offer("p", "bob", now), Offer::Pending);
         assert_eq!(a.offer("p", "bob", now), Offer::Pending);
-        let (claims, _) = a.plan(&HashSet::from(["b".to_string()]), 100_000, now);
+        let (claims, _) = a.plan(&HashSet::from(["b".to_string()]), 100_000, now, 100);
         assert_eq!(claims.len(), 1);
         assert_eq!(claims[0].kind, ClaimKind::Same);
         a.claim_done(&claims[0], true, 100_000);
@@ -653,11 +664,11 @@ mod tests {
             now,
         );
         assert_eq!(a.offer("p", "carol", now), Offer::Pending);
-        let (c, _) = a.plan(&HashSet::new(), 100_000, now);
+        let (c, _) = a.plan(&HashSet::new(), 100_000, now, 100);
         assert_eq!((c[0].addr, &c[0].kind), (addr(2), &ClaimKind::Free));
         a.claim_done(&c[0], true, 100_000);
         assert_eq!(a.offer("p", "dave", now), Offer::Pending);
-        let (c, _) = a.plan(&HashSet::new(), 100_000, now);
+        let (c, _) = a.plan(&HashSet::new(), 100_000, now, 100);
         assert_eq!(
             c[0].kind,
             ClaimKind::Reuse {
@@ -667,7 +678,7 @@ mod tests {
         // While the claim is in flight, "old" is not answered from memory.
         assert_eq!(a.offer("p", "old", now), Offer::Pending);
         a.claim_done(&c[0], true, 100_000);
-        let (c, log) = a.plan(&HashSet::new(), 100_000, now);
+        let (c, log) = a.plan(&HashSet::new(), 100_000, now, 100);
         assert!(c.is_empty());
         assert_eq!(log, ["p"]);
         assert_eq!(a.offer("p", "old", now), Offer::Exhausted);
@@ -688,12 +699,12 @@ mod tests {
             now,
         );
         a.offer("p", "z", now);
-        let (c, _) = a.plan(&HashSet::from(["b".to_string()]), 100_000, now);
+        let (c, _) = a.plan(&HashSet::from(["b".to_string()]), 100_000, now, 100);
         assert!(c.is_empty(), "{c:?}");
         // Node b dead: its row may be reused.
         a.offer("p", "z", now);
         a.offer("p", "z", now);
-        let (c, _) = a.plan(&HashSet::new(), 100_000, now);
+        let (c, _) = a.plan(&HashSet::new(), 100_000, now, 100);
         assert_eq!(c[0].addr, addr(1));
     }
 
@@ -713,10 +724,10 @@ mod tests {
             now,
         );
         a.offer("p", "u", now);
-        let (c, _) = a.plan(&HashSet::new(), 0, now);
+        let (c, _) = a.plan(&HashSet::new(), 0, now, 100);
         assert_eq!(c[0].addr, addr(2));
         a.claim_done(&c[0], false, 0);
-        let (c, _) = a.plan(&HashSet::new(), 0, now);
+        let (c, _) = a.plan(&HashSet::new(), 0, now, 100);
         assert!(c.is_empty());
         assert_eq!(a.offer("p", "u", now), Offer::Exhausted);
     }

@@ -79,6 +79,9 @@ pub struct Shared {
     /// it under this lock, the pools thread keeps it in step with the
     /// database.
     pub pools: std::sync::Mutex<crate::pool::Allocator>,
+    /// Bumped by the pools thread whenever claims were settled or the view
+    /// reloaded: the shards look at their parked logins only then.
+    pub pools_generation: AtomicU64,
     /// Two open sessions found with one address (`shardius_ip_conflicts_total`).
     pub ip_conflicts: AtomicU64,
 }
@@ -187,6 +190,7 @@ pub fn serve(
         static_ip_conflicts: AtomicU64::new(static_ip_conflicts),
         pools: std::sync::Mutex::new(crate::pool::Allocator::new(&config.cluster.node_name())),
         ip_conflicts: AtomicU64::new(0),
+        pools_generation: AtomicU64::new(0),
         key,
         config,
     });

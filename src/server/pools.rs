@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::coa::Change;
 use crate::config::ResolveConflicts;
@@ -35,6 +35,9 @@ const CLAIM_EVERY: Duration = Duration::from_millis(2);
 const ROUND_EVERY: Duration = Duration::from_secs(1);
 /// Rows freed per round at most.
 const RELEASE_LIMIT: usize = 10_000;
+/// Claims made in one transaction at most: the round (reload, sweeps)
+/// runs between batches, so the view never goes stale under a storm.
+const MAX_CLAIMS: usize = 4096;
 /// Conflicts looked at per round at most.
 const CONFLICT_LIMIT: usize = 1_000;
 
@@ -93,10 +96,12 @@ impl PoolsThread {
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             if Instant::now() >= next_round {
                 self.round(&mut st);
+                self.shared.pools_generation.fetch_add(1, Ordering::Release);
                 next_round = Instant::now() + ROUND_EVERY;
             }
             if self.allocator().has_requests() {
                 self.claim(&mut st);
+                self.shared.pools_generation.fetch_add(1, Ordering::Release);
             }
             std::thread::sleep(CLAIM_EVERY);
         }
@@ -126,9 +131,9 @@ impl PoolsThread {
 
     /// Plans the waiting requests and makes their claims.
     fn claim(&mut self, st: &mut State) {
-        let (claims, exhausted) = self
-            .allocator()
-            .plan(&st.alive, st.db_now(), Instant::now());
+        let (claims, exhausted) =
+            self.allocator()
+                .plan(&st.alive, st.db_now(), Instant::now(), MAX_CLAIMS);
         for pool in exhausted {
             warn!("pool {pool} exhausted: logins of subscribers without an address in it are rejected (reason \"pool exhausted\"; counted in shardius_pool_exhausted_total; logged at most once a minute)");
         }
@@ -136,7 +141,14 @@ impl PoolsThread {
             return;
         }
         let node = self.node();
-        match self.store.claim_addresses(&node, &claims) {
+        let started = Instant::now();
+        let result = self.store.claim_addresses(&node, &claims);
+        debug!(
+            claims = claims.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "pools claims"
+        );
+        match result {
             Ok((won, db_ms)) => {
                 self.database_ok(st);
                 st.db_ms = db_ms;
@@ -157,6 +169,7 @@ impl PoolsThread {
 
     /// Write-behind, sweeps, reload, conflicts, metrics.
     fn round(&mut self, st: &mut State) {
+        let started = Instant::now();
         let node = self.node();
         let touches = self.allocator().take_touches();
         if let Err(e) = self.store.record_touches(&node, &touches) {
@@ -166,10 +179,17 @@ impl PoolsThread {
             Ok(expired) => self.release(st, expired),
             Err(e) => return self.database_error(st, "sweep the pools", e),
         }
+        let swept = started.elapsed();
         if let Err(e) = self.reload(st) {
             return self.database_error(st, "read the pools", e);
         }
         self.database_ok(st);
+        debug!(
+            touches = touches.len(),
+            sweep_ms = swept.as_millis() as u64,
+            round_ms = started.elapsed().as_millis() as u64,
+            "pools round"
+        );
         if self
             .shared
             .leadership

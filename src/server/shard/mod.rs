@@ -409,15 +409,40 @@ async fn retry_parked(
     let mut out = Box::new([0u8; 4096]);
     let mut snapshots = arc_swap::Cache::new(&shared.snapshot);
     let mut clock = ShardClock::new();
+    let mut seen_generation = 0;
+    let mut last_expiry_check = Instant::now();
     while !shared.shutdown.load(Ordering::Relaxed) {
         glommio::timer::sleep(RETRY_PARKED).await;
         if listener.parked.borrow().is_empty() {
             continue;
         }
+        // Only when the pools thread settled claims (or reloaded), or to
+        // drop what waited too long: evaluating thousands of parked
+        // logins every tick would eat the core the claims need.
+        let generation = shared.pools_generation.load(Ordering::Acquire);
+        let expiry_due = last_expiry_check.elapsed() >= Duration::from_millis(100);
+        if generation == seen_generation && !expiry_due {
+            continue;
+        }
+        seen_generation = generation;
+        if expiry_due {
+            last_expiry_check = Instant::now();
+        }
         let waiting = std::mem::take(&mut *listener.parked.borrow_mut());
         let mut still = Vec::new();
         for p in waiting {
             let now = clock.now();
+            if now.mono.saturating_duration_since(p.since) >= PARK_FOR {
+                let mut engine = engine.borrow_mut();
+                engine
+                    .stats
+                    .incr(Counter::Dropped(DropReason::AddressPending));
+                continue;
+            }
+            if claim_in_flight(&shared, &p.datagram) {
+                still.push(p);
+                continue;
+            }
             let ctx = Context {
                 snapshot: snapshots.load(),
                 key: &shared.key,
@@ -429,14 +454,7 @@ async fn retry_parked(
                 .borrow_mut()
                 .handle_again(p.src, &p.datagram, &ctx, &mut out);
             if let Event::AddressPending { .. } = handled.event {
-                if now.mono.saturating_duration_since(p.since) < PARK_FOR {
-                    still.push(p);
-                } else {
-                    let mut engine = engine.borrow_mut();
-                    engine
-                        .stats
-                        .incr(Counter::Dropped(DropReason::AddressPending));
-                }
+                still.push(p);
                 continue;
             }
             finish(
@@ -458,6 +476,22 @@ async fn retry_parked(
         still.append(&mut parked);
         *parked = still;
     }
+}
+
+/// Whether the parked login's subscriber still waits for a claim (then
+/// handing it to the engine again would learn nothing).
+fn claim_in_flight(shared: &Shared, datagram: &[u8]) -> bool {
+    let Some(user) = Packet::parse(datagram)
+        .ok()
+        .and_then(|p| p.attr(attr::USER_NAME).map(String::from_utf8_lossy))
+    else {
+        return false;
+    };
+    shared
+        .pools
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .waiting(&user)
 }
 
 /// Queues the accounting event the engine just produced. Never blocks: a

@@ -11,10 +11,22 @@ use crate::store::{AddressConflict, PoolStore, RemovePool, Result, StoreError};
 /// The database's clock in unix milliseconds.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
-/// The radacct column that reports an address of the pool `p` (by kind).
-const REPORTS: &str = "((p.kind = 'ipv4' AND r.framedipaddress = a.address::inet)
-    OR (p.kind = 'ipv6-framed' AND r.framedipv6prefix = a.address::inet)
-    OR (p.kind = 'ipv6-delegated' AND r.delegatedipv6prefix = a.address::inet))";
+/// Which of `$1` (addresses and prefixes as text) an open session
+/// reports. Driven from radacct with `= ANY`: an index scan or one pass,
+/// never a scan per address, whatever the planner believes.
+const BUSY_SQL: &str = "SELECT host(framedipaddress) FROM radacct
+    WHERE acctstoptime IS NULL AND framedipaddress = ANY($1::text[]::inet[])
+    UNION ALL SELECT text(framedipv6prefix) FROM radacct
+    WHERE acctstoptime IS NULL AND framedipv6prefix = ANY($1::text[]::inet[])
+    UNION ALL SELECT text(delegatedipv6prefix) FROM radacct
+    WHERE acctstoptime IS NULL AND delegatedipv6prefix = ANY($1::text[]::inet[])";
+
+/// Per pool kind, the radacct column that reports its addresses.
+pub(crate) const REPORTING_COLUMNS: [(&str, &str); 3] = [
+    ("ipv4", "framedipaddress"),
+    ("ipv6-framed", "framedipv6prefix"),
+    ("ipv6-delegated", "delegatedipv6prefix"),
+];
 
 /// When an offered row was offered, less a margin for the NAS's clock: a
 /// session (open or already stopped) that started after it confirms it.
@@ -44,33 +56,35 @@ fn slot_of(r: &tokio_postgres::Row) -> Result<SlotRow> {
 /// that did not change hands within `REUSE_AFTER_TRANSFER_MS`.
 fn claim_sql(kind: &ClaimKind) -> String {
     let cond = match kind {
-        ClaimKind::Same => "a.username = $3".to_owned(),
-        ClaimKind::Free => "a.state = 'free' AND a.username IS NULL
-            AND NOT EXISTS (SELECT 1 FROM radacct r WHERE r.acctstoptime IS NULL
-                            AND r.framedipaddress = a.address::inet)"
-            .to_owned(),
+        ClaimKind::Same => "a.username = c.username".to_owned(),
+        ClaimKind::Free => "a.state = 'free' AND a.username IS NULL".to_owned(),
         ClaimKind::Reuse { .. } => format!(
-            "a.state = 'held' AND a.username = $6
-            AND (a.node IS NULL OR a.node = $4 OR NOT EXISTS (
+            "a.state = 'held' AND a.username = c.previous
+            AND (a.node IS NULL OR a.node = $5 OR NOT EXISTS (
                 SELECT 1 FROM cluster_nodes n WHERE n.name = a.node
                 AND n.heartbeat_at > now() - interval '{gone} milliseconds'))
-            AND a.transferred_ms <= {NOW_MS} - {reuse}
-            AND NOT EXISTS (SELECT 1 FROM radacct r WHERE r.acctstoptime IS NULL
-                AND (r.framedipaddress = a.address::inet OR r.framedipv6prefix = a.address::inet
-                     OR r.delegatedipv6prefix = a.address::inet))",
+            AND a.transferred_ms <= {NOW_MS} - {reuse}",
             gone = NODE_GONE_MS,
             reuse = REUSE_AFTER_TRANSFER_MS
         ),
     };
+    // One statement for a whole batch of one kind (a statement per claim
+    // cost a round trip each: 30,000 claims took seconds). Free and reuse
+    // claims of addresses an open session reports were taken out of the
+    // batch just before, in the same transaction (`BUSY_SQL`).
     format!(
         "UPDATE pool_addresses a SET
-            state = CASE WHEN a.state = 'in_use' AND a.username = $3 THEN 'in_use' ELSE 'offered' END,
-            acctuniqueid = CASE WHEN a.username = $3 THEN a.acctuniqueid END,
-            transferred_ms = CASE WHEN a.node IS DISTINCT FROM $4 OR a.username IS DISTINCT FROM $3
+            state = CASE WHEN a.state = 'in_use' AND a.username = c.username
+                         THEN 'in_use' ELSE 'offered' END,
+            acctuniqueid = CASE WHEN a.username = c.username THEN a.acctuniqueid END,
+            transferred_ms = CASE WHEN a.node IS DISTINCT FROM $5 OR a.username IS DISTINCT FROM c.username
                                   THEN {NOW_MS} ELSE a.transferred_ms END,
-            username = $3, node = $4,
-            expires_ms = {NOW_MS} + $5::bigint * 1000
-        WHERE a.address = $1 AND a.pool = $2 AND {cond}"
+            username = c.username, node = $5,
+            expires_ms = {NOW_MS} + c.secs * 1000
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[])
+            WITH ORDINALITY AS c(address, pool, username, secs, previous, i)
+        WHERE a.address = c.address AND a.pool = c.pool AND {cond}
+        RETURNING c.i"
     )
 }
 
@@ -117,6 +131,9 @@ impl PoolStore for PgStore {
                     return Ok(Some((row.get(1), row.get(0))));
                 }
                 tx.commit().await?;
+                // Fresh statistics: a planner that believes the table is
+                // nearly empty picks plans that scan it once per claim.
+                client.execute("ANALYZE pool_addresses", &[]).await?;
                 Ok(None)
             });
         match result? {
@@ -214,37 +231,82 @@ impl PoolStore for PgStore {
     }
 
     fn claim_addresses(&mut self, node: &str, claims: &[Claim]) -> Result<(Vec<bool>, i64)> {
+        let kinds = [
+            ClaimKind::Same,
+            ClaimKind::Free,
+            ClaimKind::Reuse {
+                previous: String::new(),
+            },
+        ];
+        let of_kind =
+            |k: &ClaimKind, c: &Claim| std::mem::discriminant(k) == std::mem::discriminant(&c.kind);
         let (runtime, client) = self.conn()?;
         let result = runtime.block_on(async {
             let tx = client.transaction().await?;
-            let mut won = Vec::with_capacity(claims.len());
-            // Each kind's statement prepared once per batch.
-            let mut prepared: [Option<tokio_postgres::Statement>; 3] = [None, None, None];
-            for c in claims {
-                let (previous, slot) = match &c.kind {
-                    ClaimKind::Same => ("", 0),
-                    ClaimKind::Free => ("", 1),
-                    ClaimKind::Reuse { previous } => (previous.as_str(), 2),
-                };
-                if prepared[slot].is_none() {
-                    prepared[slot] = Some(tx.prepare(&claim_sql(&c.kind)).await?);
+            let mut won = std::collections::HashSet::new();
+            // Addresses an open session reports (a router that allocated by
+            // itself): never claimed as free or reused. One lookup for the
+            // batch: a correlated NOT EXISTS per row let a planner with
+            // stale statistics scan every open session for every row.
+            let wanted: Vec<String> = claims
+                .iter()
+                .filter(|c| c.kind != ClaimKind::Same)
+                .map(|c| c.addr.to_string())
+                .collect();
+            let busy: std::collections::HashSet<PoolAddr> = if wanted.is_empty() {
+                Default::default()
+            } else {
+                tx.query(BUSY_SQL, &[&wanted])
+                    .await?
+                    .iter()
+                    .filter_map(|r| r.get::<_, String>(0).parse().ok())
+                    .collect()
+            };
+            for kind in &kinds {
+                // (index in `claims`, claim) of this kind, not busy.
+                let batch: Vec<(usize, &Claim)> = claims
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| of_kind(kind, c))
+                    .filter(|(_, c)| c.kind == ClaimKind::Same || !busy.contains(&c.addr))
+                    .collect();
+                if batch.is_empty() {
+                    continue;
                 }
-                let stmt = prepared[slot].clone().expect("prepared above");
-                let addr = c.addr.to_string();
-                let timeout = i64::from(c.offer_timeout_secs);
-                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    vec![&addr, &c.pool, &c.username, &node, &timeout];
-                if matches!(c.kind, ClaimKind::Reuse { .. }) {
-                    params.push(&previous);
+                let addrs: Vec<String> = batch.iter().map(|(_, c)| c.addr.to_string()).collect();
+                let pools: Vec<&str> = batch.iter().map(|(_, c)| c.pool.as_str()).collect();
+                let users: Vec<&str> = batch.iter().map(|(_, c)| c.username.as_str()).collect();
+                let secs: Vec<i64> = batch
+                    .iter()
+                    .map(|(_, c)| i64::from(c.offer_timeout_secs))
+                    .collect();
+                let previous: Vec<&str> = batch
+                    .iter()
+                    .map(|(_, c)| match &c.kind {
+                        ClaimKind::Reuse { previous } => previous.as_str(),
+                        _ => "",
+                    })
+                    .collect();
+                for row in tx
+                    .query(
+                        &claim_sql(kind),
+                        &[&addrs, &pools, &users, &secs, &node, &previous],
+                    )
+                    .await?
+                {
+                    // WITH ORDINALITY counts from 1.
+                    let i = row.get::<_, i64>(0) as usize;
+                    if let Some((index, _)) = i.checked_sub(1).and_then(|i| batch.get(i)) {
+                        won.insert(*index);
+                    }
                 }
-                let n = tx.execute(&stmt, &params).await?;
-                won.push(n == 1);
             }
             let now: i64 = tx.query_one(&format!("SELECT {NOW_MS}"), &[]).await?.get(0);
             tx.commit().await?;
             Ok((won, now))
         });
-        self.after_write(result)
+        let (won, now) = self.after_write(result)?;
+        Ok(((0..claims.len()).map(|i| won.contains(&i)).collect(), now))
     }
 
     fn pool_rows_all(&mut self) -> Result<(Vec<SlotRow>, Vec<String>)> {
@@ -281,46 +343,57 @@ impl PoolStore for PgStore {
         let (runtime, client) = self.conn()?;
         let result = runtime.block_on(async {
             let tx = client.transaction().await?;
-            // An open session of the row's subscriber reports it: in use
-            // (whatever a race between sweeps left it as).
-            tx.execute(
-                &format!(
-                    "UPDATE pool_addresses a SET state = 'in_use', acctuniqueid = r.acctuniqueid
-                     FROM ip_pools p, radacct r
-                     WHERE p.name = a.pool AND a.state IN ('offered', 'held')
-                       AND r.acctstoptime IS NULL AND r.username = a.username AND {REPORTS}"
-                ),
-                &[],
-            )
-            .await?;
-            // A session that started after the offer and already stopped
-            // (Start and Stop between two sweeps): in use, held just below.
-            tx.execute(
-                &format!(
-                    "UPDATE pool_addresses a SET state = 'in_use', acctuniqueid = r.acctuniqueid
-                     FROM ip_pools p, radacct r
-                     WHERE p.name = a.pool AND a.state = 'offered'
-                       AND r.acctstoptime IS NOT NULL AND r.username = a.username AND {REPORTS}
-                       AND r.acctstarttime >= {OFFERED_AT}
-                       AND r.acctuniqueid IS DISTINCT FROM a.acctuniqueid"
-                ),
-                &[],
-            )
-            .await?;
-            tx.execute(
-                &format!(
-                    "UPDATE pool_addresses a SET state = 'held',
-                        expires_ms = {NOW_MS} + p.hold_secs::bigint * 1000
-                     FROM ip_pools p
-                     WHERE p.name = a.pool AND a.state = 'in_use' AND NOT EXISTS (
-                        SELECT 1 FROM radacct r WHERE r.acctuniqueid = a.acctuniqueid
-                        AND r.acctstoptime IS NULL)
-                       AND NOT EXISTS (SELECT 1 FROM radacct r WHERE r.acctstoptime IS NULL
-                        AND r.username = a.username AND {REPORTS})"
-                ),
-                &[],
-            )
-            .await?;
+            // One statement per kind, each an equality on one radacct
+            // column: hash joins, and the open-session index for IPv4
+            // (an OR over the three columns made a nested loop of every
+            // offered row by every open session).
+            for (kind, column) in REPORTING_COLUMNS {
+                let reports = format!("r.username = a.username AND r.{column} = a.address::inet");
+                // An open session of the row's subscriber reports it: in
+                // use (whatever a race between sweeps left it as).
+                tx.execute(
+                    &format!(
+                        "UPDATE pool_addresses a SET state = 'in_use', acctuniqueid = r.acctuniqueid
+                         FROM ip_pools p, radacct r
+                         WHERE p.name = a.pool AND p.kind = $1 AND a.state IN ('offered', 'held')
+                           AND r.acctstoptime IS NULL AND {reports}"
+                    ),
+                    &[&kind],
+                )
+                .await?;
+                // A session that started after the offer and already
+                // stopped (Start and Stop between two sweeps): in use,
+                // held just below. Only sessions stopped within the hour
+                // are looked at (radacct keeps years of them).
+                tx.execute(
+                    &format!(
+                        "UPDATE pool_addresses a SET state = 'in_use', acctuniqueid = r.acctuniqueid
+                         FROM ip_pools p, radacct r
+                         WHERE p.name = a.pool AND p.kind = $1 AND a.state = 'offered'
+                           AND r.acctstoptime > now() - interval '1 hour' AND {reports}
+                           AND r.acctstarttime >= {OFFERED_AT}
+                           AND r.acctuniqueid IS DISTINCT FROM a.acctuniqueid"
+                    ),
+                    &[&kind],
+                )
+                .await?;
+                // The session ended and no other open session of the
+                // subscriber reports the address: held.
+                tx.execute(
+                    &format!(
+                        "UPDATE pool_addresses a SET state = 'held',
+                            expires_ms = {NOW_MS} + p.hold_secs::bigint * 1000
+                         FROM ip_pools p
+                         WHERE p.name = a.pool AND p.kind = $1 AND a.state = 'in_use'
+                           AND NOT EXISTS (SELECT 1 FROM radacct r
+                            WHERE r.acctuniqueid = a.acctuniqueid AND r.acctstoptime IS NULL)
+                           AND NOT EXISTS (SELECT 1 FROM radacct r
+                            WHERE r.acctstoptime IS NULL AND {reports})"
+                    ),
+                    &[&kind],
+                )
+                .await?;
+            }
             let rows = tx
                 .query(
                     &format!(

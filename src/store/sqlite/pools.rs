@@ -10,20 +10,12 @@ use crate::pool::{
     REUSE_AFTER_TRANSFER_MS,
 };
 use crate::store::postgres::pools::{
-    fold_counts, readable, slot_from_parts, sorted, spec_from_parts,
+    fold_counts, readable, slot_from_parts, sorted, spec_from_parts, REPORTING_COLUMNS,
 };
 use crate::store::{AddressConflict, PoolStore, RemovePool, Result, StoreError};
 
 /// The database's clock in unix milliseconds.
 const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
-
-/// Per pool kind, the radacct column that reports its addresses (one
-/// statement each, so the IPv4 one uses the open-session index).
-const REPORTING_COLUMNS: [(&str, &str); 3] = [
-    ("ipv4", "framedipaddress"),
-    ("ipv6-framed", "framedipv6prefix"),
-    ("ipv6-delegated", "delegatedipv6prefix"),
-];
 
 /// When an offered row was offered, less a margin for the NAS's clock: a
 /// session (open or already stopped) that started after it confirms it.
@@ -335,6 +327,7 @@ impl PoolStore for SqliteStore {
                 "FROM radacct r WHERE r.acctstoptime IS NOT NULL
                  AND r.{column} = a.address AND r.username = a.username
                  AND r.acctstarttime >= {OFFERED_AT}
+                 AND r.acctstoptime > datetime('now', '-1 hour')
                  AND r.acctuniqueid IS NOT a.acctuniqueid"
             );
             tx.execute(
@@ -347,21 +340,23 @@ impl PoolStore for SqliteStore {
                 ),
                 [kind],
             )?;
+            // The session ended and no other open session of the
+            // subscriber reports the address: held.
+            tx.execute(
+                &format!(
+                    "UPDATE pool_addresses AS a SET state = 'held',
+                        expires_ms = {NOW_MS}
+                            + (SELECT p.hold_secs FROM ip_pools p WHERE p.name = a.pool) * 1000
+                     WHERE a.state = 'in_use'
+                       AND a.pool IN (SELECT name FROM ip_pools WHERE kind = ?1)
+                       AND NOT EXISTS (SELECT 1 FROM radacct r
+                        WHERE r.acctuniqueid = a.acctuniqueid AND r.acctstoptime IS NULL)
+                       AND NOT EXISTS (SELECT 1 FROM radacct r WHERE r.acctstoptime IS NULL
+                        AND r.{column} = a.address AND r.username = a.username)"
+                ),
+                [kind],
+            )?;
         }
-        tx.execute(
-            &format!(
-                "UPDATE pool_addresses AS a SET state = 'held',
-                    expires_ms = {NOW_MS} + (SELECT p.hold_secs FROM ip_pools p WHERE p.name = a.pool) * 1000
-                 WHERE a.state = 'in_use' AND NOT EXISTS (
-                    SELECT 1 FROM radacct r WHERE r.acctuniqueid = a.acctuniqueid
-                    AND r.acctstoptime IS NULL)
-                   AND NOT EXISTS (SELECT 1 FROM radacct r WHERE r.acctstoptime IS NULL
-                    AND r.username = a.username
-                    AND (r.framedipaddress = a.address OR r.framedipv6prefix = a.address
-                         OR r.delegatedipv6prefix = a.address))"
-            ),
-            [],
-        )?;
         let parts = {
             let mut stmt = tx.prepare(&format!(
                 "SELECT {SLOT_COLUMNS} FROM pool_addresses a
