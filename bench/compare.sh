@@ -4,6 +4,8 @@
 # rounds alternating A B A B. Prints per scenario the medians side by side
 # and the ratio shardius/FreeRADIUS; JSON and SVG plots go to results/.
 # FreeRADIUS runs from a copy of its config in a temp dir (never /etc).
+# At the end, bench/compare-pools.sh: server-side address pools against
+# FreeRADIUS's rlm_sqlippool, both on PostgreSQL (POOLS=0 skips it).
 #   bench/compare.sh            # ROUNDS=3 SUBSCRIBERS=30000 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -178,3 +180,9 @@ if floor:
     print(f"{'fixed-rate-pap':<16} {'floor p99':<9} {f99:12.3f}   do-nothing responder; shardius p99 / floor = {s99 / f99:.2f}")
 print(f"\nJSON and SVG per run: {out}/")
 PY
+
+# Server-side address pools against rlm_sqlippool (both on PostgreSQL).
+if [ "${POOLS:-1}" = 1 ]; then
+    echo
+    ROUNDS=$rounds SUBSCRIBERS=$subs bench/compare-pools.sh
+fi

@@ -28,16 +28,7 @@ fn install_with_nas(backend: Backend, coa_port: u16, nas_type: &str, config: &st
     ));
     install.provision_nas(nas_type, coa_port);
     for user in ["alice", "bob"] {
-        install.ok(&[
-            "subscriber",
-            "add",
-            "--username",
-            user,
-            "--password",
-            "s3cret",
-            "--service",
-            "10M",
-        ]);
+        install.add_user(user);
     }
     install
 }

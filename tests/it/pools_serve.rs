@@ -378,19 +378,6 @@ fn login(server: &Server, user: &str) -> (Option<Ipv4Addr>, Option<Vec<u8>>) {
     (v4, v6)
 }
 
-fn add_user(install: &Install, user: &str) {
-    install.ok(&[
-        "subscriber",
-        "add",
-        "--username",
-        user,
-        "--password",
-        "s3cret",
-        "--service",
-        "10M",
-    ]);
-}
-
 #[test]
 fn an_offer_without_a_start_is_free_again_after_the_offer_timeout() {
     let install = install_with_pool(
@@ -406,7 +393,7 @@ fn an_offer_without_a_start_is_free_again_after_the_offer_timeout() {
         ],
         "",
     );
-    add_user(&install, "alice");
+    install.add_user("alice");
     let server = install.serve(1);
     let (ip, _) = login(&server, "alice");
     assert_eq!(ip, Some(Ipv4Addr::new(10, 66, 0, 1)));
@@ -425,8 +412,8 @@ fn a_conflicting_start_is_counted_and_the_older_session_disconnected(backend: Ba
         &["--name", "c", "--range", "10.67.0.1-10.67.0.8"],
         "\n[pools]\nresolve_conflicts = \"disconnect-older\"\n",
     );
-    add_user(&install, "alice");
-    add_user(&install, "bob");
+    install.add_user("alice");
+    install.add_user("bob");
     let server = install.serve(1);
     let (ip, _) = login(&server, "alice");
     let ip = ip.expect("alice gets an address");
@@ -475,10 +462,42 @@ fn dual_stack_gets_a_sticky_delegated_prefix_and_radacct_has_it() {
         "--prefix-len",
         "56",
     ]);
-    install.ok(&["service", "set", "10M", "--pool", "v4", "--pool", "pd"]);
-    add_user(&install, "alice");
-    add_user(&install, "bob");
+    install.ok(&[
+        "pool",
+        "add",
+        "--name",
+        "link6",
+        "--ipv6-prefix",
+        "2001:db8:fe00::/60",
+        "--prefix-len",
+        "64",
+        "--framed",
+    ]);
+    install.ok(&[
+        "service", "set", "10M", "--pool", "v4", "--pool", "pd", "--pool", "link6",
+    ]);
+    install.add_user("alice");
+    install.add_user("bob");
     let server = install.serve(1);
+    // Framed-IPv6-Prefix from the /64 pool, one per subscriber, sticky.
+    let framed = |user: &str| {
+        let out = radclient(
+            server.auth,
+            "auth",
+            &format!("User-Name = \"{user}\", User-Password = \"s3cret\""),
+        );
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("Framed-IPv6-Prefix = "))
+            .map(|p| p.trim().to_owned())
+            .unwrap_or_else(|| panic!("{out}"))
+    };
+    let (fa, fb) = (framed("alice"), framed("bob"));
+    assert!(
+        fa.starts_with("2001:db8:fe00:") && fa.ends_with("/64"),
+        "{fa}"
+    );
+    assert_ne!(fa, fb);
+    assert_eq!(framed("alice"), fa);
     let (a4, a6) = login(&server, "alice");
     let (b4, b6) = login(&server, "bob");
     assert!(a4.is_some() && b4.is_some() && a4 != b4);
@@ -745,7 +764,7 @@ fn rows_a_panel_broke_are_left_out_and_bad_pool_names_refused() {
         &["--name", "h", "--range", "10.71.0.1-10.71.0.3"],
         "",
     );
-    add_user(&install, "alice");
+    install.add_user("alice");
     // A panel's plain SQL: addresses that do not parse, one of them held
     // (so a sweep would try to free it), in the pool's name.
     let db = install.db_url.trim_start_matches("sqlite:").to_owned();

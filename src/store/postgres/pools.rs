@@ -49,11 +49,12 @@ fn slot_of(r: &tokio_postgres::Row) -> Result<SlotRow> {
     )
 }
 
-/// A claim's compare-and-set. `$1` address, `$2` pool, `$3` subscriber,
-/// `$4` node, `$5` offer timeout (s), `$6` the previous subscriber of a
-/// reuse. Never onto an address an open session reports; a reuse only of a
-/// held row that no live other node may still hand out from memory and
-/// that did not change hands within `REUSE_AFTER_TRANSFER_MS`.
+/// A batch of claims of one kind, each a compare-and-set on its row:
+/// `$1` addresses, `$2` pools, `$3` subscribers, `$4` offer timeouts (s),
+/// `$6` the previous subscribers of reuses (arrays, one element a claim),
+/// `$5` the node. A reuse only of a held row that no live other node may
+/// still hand out from memory and that did not change hands within
+/// `REUSE_AFTER_TRANSFER_MS`. Returns the positions (from 1) that won.
 fn claim_sql(kind: &ClaimKind) -> String {
     let cond = match kind {
         ClaimKind::Same => "a.username = c.username".to_owned(),
@@ -187,23 +188,11 @@ impl PoolStore for PgStore {
 
     fn pool_rows(&mut self, pool: &str) -> Result<Vec<SlotRow>> {
         self.query(
-            "SELECT pool, address, state, username, acctuniqueid, node, expires_ms, transferred_ms
-             FROM pool_addresses WHERE pool = $1 AND state <> 'free'",
+            &format!("SELECT {SLOT_COLUMNS} FROM pool_addresses a WHERE a.pool = $1 AND a.state <> 'free'"),
             &[&pool],
         )?
         .iter()
-        .map(|r| {
-            slot_from_parts(
-                r.get(0),
-                r.get::<_, String>(1),
-                r.get::<_, String>(2),
-                r.get(3),
-                r.get(4),
-                r.get(5),
-                r.get(6),
-                r.get(7),
-            )
-        })
+        .map(slot_of)
         .collect::<Result<Vec<_>>>()
         .map(sorted)
     }

@@ -179,25 +179,15 @@ impl PoolStore for SqliteStore {
     }
 
     fn pool_rows(&mut self, pool: &str) -> Result<Vec<SlotRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT pool, address, state, username, acctuniqueid, node, expires_ms, transferred_ms
-             FROM pool_addresses WHERE pool = ?1 AND state <> 'free'",
-        )?;
-        let rows = stmt
-            .query_map([pool], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            })?
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {SLOT_COLUMNS} FROM pool_addresses a WHERE a.pool = ?1 AND a.state <> 'free'"
+        ))?;
+        let parts = stmt
+            .query_map([pool], slot_parts)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter()
+        // `pool show` names a row that does not read instead of hiding it.
+        parts
+            .into_iter()
             .map(|(a, b, c, d, e, f, g, h)| slot_from_parts(a, b, c, d, e, f, g, h))
             .collect::<Result<Vec<_>>>()
             .map(sorted)

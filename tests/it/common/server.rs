@@ -52,11 +52,16 @@ impl Install {
 
     /// Adds the subscriber alice/s3cret on the 10M service.
     pub fn add_alice(&self) {
+        self.add_user("alice");
+    }
+
+    /// Adds `user` with password s3cret on the 10M service.
+    pub fn add_user(&self, user: &str) {
         self.ok(&[
             "subscriber",
             "add",
             "--username",
-            "alice",
+            user,
             "--password",
             "s3cret",
             "--service",
