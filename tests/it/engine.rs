@@ -771,3 +771,96 @@ fn a_chap_challenge_shorter_than_5_octets_is_rejected() {
         );
     }
 }
+
+/// Answers from a script, in order: the engine's view of a pool.
+struct ScriptedPool(std::cell::RefCell<std::collections::VecDeque<shardius::pool::Offer>>);
+
+impl shardius::pool::AddressSource for ScriptedPool {
+    fn offer(
+        &self,
+        pool: &str,
+        username: &str,
+        _: Instant,
+    ) -> Option<(shardius::pool::PoolKind, shardius::pool::Offer)> {
+        assert_eq!((pool, username), ("pppoe-pool", "alice"));
+        let next = self.0.borrow_mut().pop_front().expect("an offer scripted");
+        Some((shardius::pool::PoolKind::Ipv4, next))
+    }
+}
+
+#[test]
+fn a_pooled_login_waits_for_its_address_uncached_then_carries_it_or_is_rejected() {
+    use shardius::pool::{Offer, PoolAddr};
+    let mut w = world();
+    let addr: PoolAddr = "10.9.9.9".parse().unwrap();
+    let pool = ScriptedPool(std::cell::RefCell::new(
+        [
+            Offer::Pending,
+            Offer::Pending,
+            Offer::Ready(addr),
+            Offer::Exhausted,
+        ]
+        .into(),
+    ));
+    let creds = mschap(b"s3cret");
+    let (req, auth) = request("alice", &creds, &Session::default(), 1);
+    let src: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let mut out = [0u8; 4096];
+    let handle = |w: &mut World, again: bool, bytes: &[u8], out: &mut [u8; 4096]| {
+        let ctx = Context {
+            snapshot: &w.snapshot,
+            key: &w.key,
+            now: w.now(0),
+            committed: 0,
+            pools: &pool,
+        };
+        if again {
+            w.engine.handle_again(src, bytes, &ctx, out)
+        } else {
+            w.engine.handle(Port::Auth, src, bytes, &ctx, out)
+        }
+    };
+    // Pending: no reply, and nothing cached: the NAS's retransmission is
+    // evaluated again (not answered as a duplicate).
+    let h = handle(&mut w, false, &req, &mut out);
+    assert_eq!(
+        (h.reply_len, h.event),
+        (
+            None,
+            Event::AddressPending {
+                method: shardius::auth::Method::MsChapV2
+            }
+        )
+    );
+    let h = handle(&mut w, false, &req, &mut out);
+    assert!(
+        matches!(h.event, Event::AddressPending { .. }),
+        "{:?}",
+        h.event
+    );
+    // Handed to the engine again once the claim is in: the Accept carries
+    // the address, and no Framed-Pool.
+    let h = handle(&mut w, true, &req, &mut out);
+    assert!(matches!(h.event, Event::Accepted { .. }), "{:?}", h.event);
+    let reply = out[..h.reply_len.unwrap()].to_vec();
+    nas::check_access_reply(&reply, 1, &auth, &Secret::new(SECRET), b"alice", &creds).unwrap();
+    let p = Packet::parse(&reply).unwrap();
+    assert_eq!(p.attr(attr::FRAMED_IP_ADDRESS), Some(&[10, 9, 9, 9][..]));
+    assert_eq!(p.attr(attr::FRAMED_POOL), None);
+    // Counted once, however often it was handed over.
+    assert_eq!(w.engine.stats.get(Counter::AuthRequests), 2);
+    // A retransmission now gets the cached Accept: the pool is not asked.
+    let h = handle(&mut w, false, &req, &mut out);
+    assert_eq!(h.event, Event::Duplicate);
+    // Another login: the pool has no address for it.
+    let (req2, _) = request("alice", &creds, &Session::default(), 2);
+    let h = handle(&mut w, false, &req2, &mut out);
+    assert_eq!(
+        h.event,
+        Event::Rejected {
+            method: shardius::auth::Method::MsChapV2,
+            reason: RejectReason::PoolExhausted
+        }
+    );
+    assert!(pool.0.borrow().is_empty());
+}
