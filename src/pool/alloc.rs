@@ -403,6 +403,12 @@ impl Allocator {
             if let Some(p) = self.pools.get_mut(&c.pool) {
                 if let Some(&i) = p.index.get(&c.addr) {
                     p.slots[i as usize].detached = false;
+                    // Back on the free list: a claim the database never saw
+                    // must not use the row up (retries while the database
+                    // is away would empty the list and report exhaustion).
+                    if c.kind == ClaimKind::Free {
+                        p.free.push(i);
+                    }
                 }
             }
             self.requests.push((c.pool.clone(), c.username.clone()));
@@ -730,6 +736,27 @@ mod tests {
         let (c, _) = a.plan(&HashSet::new(), 0, now, 100);
         assert!(c.is_empty());
         assert_eq!(a.offer("p", "u", now), Offer::Exhausted);
+    }
+
+    #[test]
+    fn claims_the_database_never_saw_give_their_rows_back() {
+        let now = Instant::now();
+        let mut a = Allocator::new("a");
+        a.refresh(
+            vec![(spec(), vec![row(1, AddrState::Free, None, None, 0)])],
+            now,
+        );
+        assert_eq!(a.offer("p", "u", now), Offer::Pending);
+        // The database is away: the same row is planned again, never
+        // "exhausted", however often the claim fails.
+        for _ in 0..5 {
+            let (c, log) = a.plan(&HashSet::new(), 0, now, 100);
+            assert!(log.is_empty());
+            assert_eq!((c.len(), c[0].addr), (1, addr(1)));
+            a.claims_failed(&c);
+        }
+        assert_eq!(a.offer("p", "u", now), Offer::Pending);
+        assert_eq!(a.counts()[0].exhausted_total, 0);
     }
 
     #[test]

@@ -366,7 +366,7 @@ fn login(server: &Server, user: &str) -> (Option<Ipv4Addr>, Option<Vec<u8>>) {
         "auth",
         &format!("User-Name = \"{user}\", User-Password = \"s3cret\""),
     );
-    assert!(out.contains("Access-Accept"), "{out}");
+    assert!(out.contains("Received Access-Accept"), "{out}");
     let v4 = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("Framed-IP-Address = "))
@@ -802,4 +802,62 @@ fn rows_a_panel_broke_are_left_out_and_bad_pool_names_refused() {
         .ok(&["service", "set", "10M", "--no-pool"])
         .contains("none"));
     assert!(install.fails(&["service", "set", "10M"]).contains("--pool"));
+}
+
+/// radclient login; the Framed-IP-Address, or None without an answer.
+fn try_login(server: &Server, user: &str) -> Option<Option<Ipv4Addr>> {
+    let out = radclient(
+        server.auth,
+        "auth",
+        &format!("User-Name = \"{user}\", User-Password = \"s3cret\""),
+    );
+    out.contains("Received Access-Accept").then(|| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("Framed-IP-Address = "))
+            .map(|ip| ip.trim().parse().unwrap())
+    })
+}
+
+#[test]
+fn with_the_database_away_returning_subscribers_are_served_from_memory_for_5_s_and_newcomers_wait()
+{
+    let cluster = pg::Cluster::start();
+    let install = Install::on_url(cluster.database("pools_down"));
+    install.write_config("[database]\nreload_interval_secs = 1\nopen_sessions_interval_secs = 1\n");
+    install.provision_nas("mikrotik", 1700);
+    install.ok(&[
+        "pool",
+        "add",
+        "--name",
+        "d",
+        "--range",
+        "10.72.0.1-10.72.0.9",
+    ]);
+    install.ok(&["service", "set", "10M", "--pool", "d"]);
+    install.add_user("alice");
+    install.add_user("bob");
+    let mut server = install.serve(1);
+    let ip = login(&server, "alice").0.expect("alice's address");
+    // The address is alice's in the database (the view the node reloads).
+    wait_for_counts(&install, "d", |c| c[3] == 1);
+
+    cluster.stop();
+    server.wait_for_log("pools: cannot", Duration::from_secs(10));
+    // Within 5 s of the last reload: alice from memory, the same address.
+    assert_eq!(try_login(&server, "alice"), Some(Some(ip)));
+    // bob needs a claim: no answer while the database is away (never an
+    // address that is not committed).
+    assert_eq!(try_login(&server, "bob"), None, "{}", server.log());
+    assert!(server.metric(r#"shardius_dropped_packets_total{reason="address_pending"}"#) >= 1.0);
+    // Past 5 s without a reload, nothing is handed out from memory either.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(try_login(&server, "alice"), None);
+
+    cluster.restart();
+    server.wait_for_log("pools: database reachable again", Duration::from_secs(40));
+    assert_eq!(try_login(&server, "alice"), Some(Some(ip)));
+    let bob = try_login(&server, "bob")
+        .expect("bob answered")
+        .expect("bob's address");
+    assert_ne!(bob, ip);
 }
