@@ -146,7 +146,48 @@ fn a_nas_reboot_closes_its_open_sessions_and_stale_ones_are_closed(backend: Back
     assert_eq!(c.stop_time, Some(t0() + Duration::seconds(30)));
 }
 
+/// The indexes FreeRADIUS's schema.sql creates on radacct.class and on
+/// radreply (username, attribute) exist under its names and columns.
+fn the_freeradius_indexes_exist_as_freeradius_has_them(backend: Backend) {
+    let (install, _store) = open(backend);
+    let columns = |index: &str| -> String {
+        match backend {
+            Backend::Sqlite => {
+                let db = install.db_url.trim_start_matches("sqlite:").to_owned();
+                let conn = rusqlite::Connection::open(db).unwrap();
+                let mut stmt = conn
+                    .prepare(&format!(
+                        "SELECT name FROM pragma_index_info('{index}') ORDER BY seqno"
+                    ))
+                    .unwrap();
+                let names: Vec<String> = stmt
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect();
+                names.join(",")
+            }
+            Backend::Postgres => {
+                let db = install.db_url.rsplit('/').next().unwrap().to_owned();
+                let def = crate::common::pg::shared()
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .psql(
+                        &db,
+                        &format!("SELECT indexdef FROM pg_indexes WHERE indexname = '{index}'"),
+                    );
+                def.rsplit_once('(')
+                    .map(|(_, cols)| cols.trim_end_matches(')').replace(' ', ""))
+                    .unwrap_or_default()
+            }
+        }
+    };
+    assert_eq!(columns("radacct_calss_idx"), "class");
+    assert_eq!(columns("radreply_username"), "username,attribute");
+}
+
 on_both_backends!(
+    the_freeradius_indexes_exist_as_freeradius_has_them,
     a_session_lifecycle_gives_one_row_with_64_bit_counters,
     out_of_order_arrival_gives_the_same_final_row,
     a_nas_reboot_closes_its_open_sessions_and_stale_ones_are_closed,

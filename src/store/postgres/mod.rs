@@ -54,6 +54,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     ),
     (6, include_str!("../migrations/postgres/0006_cluster.sql")),
     (7, include_str!("../migrations/postgres/0007_pools.sql")),
+    (
+        8,
+        include_str!("../migrations/postgres/0008_freeradius_indexes.sql"),
+    ),
 ];
 
 const CHANNEL: &str = "shardius_changes";

@@ -39,6 +39,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     ),
     (6, include_str!("../migrations/sqlite/0006_cluster.sql")),
     (7, include_str!("../migrations/sqlite/0007_pools.sql")),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_freeradius_indexes.sql"),
+    ),
 ];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
@@ -316,7 +320,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 7);
+        assert_eq!(s.migrate().unwrap(), 8);
         (dir, s)
     }
 
@@ -346,7 +350,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 7);
+        assert_eq!(s.schema_version().unwrap(), 8);
     }
 
     #[test]
