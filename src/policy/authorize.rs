@@ -173,36 +173,38 @@ pub fn answer_access_request(
 /// The addresses of the service's server-side pools, one per kind:
 /// `Ok(None)` while a claim is in flight, `PoolExhausted` when a pool has
 /// none for this subscriber. A static IP or a radreply Framed-IP-Address
-/// takes the place of the IPv4 pool (its name is not even sent).
-fn addresses(
-    ctx: &AuthContext<'_>,
-    accepted: &Accepted<'_>,
-) -> Result<Option<PoolAddresses>, RejectReason> {
+/// takes the place of the IPv4 pool: that pool is not asked at all (an
+/// offer would claim an address the login never uses).
+fn addresses<'s>(
+    ctx: &AuthContext<'s>,
+    accepted: &Accepted<'s>,
+) -> Result<Option<PoolAddresses<'s>>, RejectReason> {
     let mut out = PoolAddresses::default();
     let Some(field) = accepted.service.and_then(|s| s.pool_name.as_deref()) else {
         return Ok(Some(out));
     };
     let subscriber = accepted.subscriber;
-    let fixed_v4 = subscriber.static_ip.is_some()
-        || ctx
-            .snapshot
-            .reply_attributes(&subscriber.username)
-            .iter()
-            .any(|a| a.vendor == 0 && a.ty == attr::FRAMED_IP_ADDRESS);
-    // Usernames are stored as text, so this is the stored name (a lossy
-    // conversion only ever names the same subscriber the same way).
+    let fixed_v4 = || {
+        subscriber.static_ip.is_some()
+            || ctx
+                .snapshot
+                .reply_attributes(&subscriber.username)
+                .iter()
+                .any(|a| a.vendor == 0 && a.ty == attr::FRAMED_IP_ADDRESS)
+    };
+    // Usernames are stored as text, so this is the stored name (borrowed;
+    // a lossy conversion only ever names the same subscriber the same way).
     let user = String::from_utf8_lossy(&subscriber.username);
     let mut pending = false;
     for name in pool_names(field) {
-        let answer = ctx.pools.offer(name, &user, ctx.now_mono);
-        let Some((kind, offer)) = answer else {
-            out.router_pool.get_or_insert_with(|| name.to_owned());
+        let Some(kind) = ctx.pools.kind(name) else {
+            out.router_pool.get_or_insert(name);
             continue;
         };
-        if kind == PoolKind::Ipv4 && fixed_v4 {
+        if kind == PoolKind::Ipv4 && fixed_v4() {
             continue;
         }
-        match offer {
+        match ctx.pools.offer(name, &user, ctx.now_mono) {
             Offer::Ready(a) => match kind {
                 PoolKind::Ipv4 => out.ipv4 = Some(a),
                 PoolKind::Ipv6Framed => out.framed6 = Some(a),
@@ -210,8 +212,9 @@ fn addresses(
             },
             Offer::Pending => pending = true,
             Offer::Exhausted => return Err(RejectReason::PoolExhausted),
+            // Removed since `kind` was asked: the router's name, as before.
             Offer::NotAPool => {
-                out.router_pool.get_or_insert_with(|| name.to_owned());
+                out.router_pool.get_or_insert(name);
             }
         }
     }
@@ -223,17 +226,18 @@ struct Accepted<'s> {
     subscriber: &'s Subscriber,
     service: Option<&'s Service>,
     mschap: Option<mschapv2::Success>,
-    addresses: PoolAddresses,
+    addresses: PoolAddresses<'s>,
 }
 
 /// What the service's pools give this login.
 #[derive(Default)]
-struct PoolAddresses {
+struct PoolAddresses<'s> {
     ipv4: Option<PoolAddr>,
     framed6: Option<PoolAddr>,
     delegated6: Option<PoolAddr>,
-    /// The first pool name that is not a shardius pool: Framed-Pool.
-    router_pool: Option<String>,
+    /// The first pool name that is not a shardius pool: Framed-Pool
+    /// (borrowed from the snapshot's service).
+    router_pool: Option<&'s str>,
 }
 
 fn decide<'s>(
@@ -381,7 +385,7 @@ fn write_accept(
         w.attr_ipv4(attr::FRAMED_IP_ADDRESS, ip)?;
     }
     let has_framed_ip = framed_ip.is_some() || overridden(0, attr::FRAMED_IP_ADDRESS);
-    if let Some(pool) = &accepted.addresses.router_pool {
+    if let Some(pool) = accepted.addresses.router_pool {
         if !has_framed_ip && !overridden(0, attr::FRAMED_POOL) {
             w.attr(attr::FRAMED_POOL, pool.as_bytes())?;
         }

@@ -20,38 +20,39 @@ pub use alloc::{
 /// Where the engine gets an address for an accepted login: the node's
 /// allocator behind a lock in the server, [`NoPools`] elsewhere.
 pub trait AddressSource {
-    /// `None` when `pool` is not a shardius pool (its name goes to the
-    /// router as Framed-Pool); else the pool's kind and the answer.
-    fn offer(
-        &self,
-        pool: &str,
-        username: &str,
-        now: std::time::Instant,
-    ) -> Option<(PoolKind, Offer)>;
+    /// The kind of the shardius pool `pool`; `None` when it is not one (its
+    /// name goes to the router as Framed-Pool). Asked first, so a pool the
+    /// login does not need (an IPv4 pool for a static IP) is never offered.
+    fn kind(&self, pool: &str) -> Option<PoolKind>;
+    /// An address of `pool` for `username` (see [`Allocator::offer`]).
+    fn offer(&self, pool: &str, username: &str, now: std::time::Instant) -> Offer;
 }
 
 /// No server-side pools: every pool name is the router's.
 pub struct NoPools;
 
 impl AddressSource for NoPools {
-    fn offer(&self, _: &str, _: &str, _: std::time::Instant) -> Option<(PoolKind, Offer)> {
+    fn kind(&self, _: &str) -> Option<PoolKind> {
         None
+    }
+    fn offer(&self, _: &str, _: &str, _: std::time::Instant) -> Offer {
+        Offer::NotAPool
     }
 }
 
 impl AddressSource for std::sync::Mutex<Allocator> {
-    fn offer(
-        &self,
-        pool: &str,
-        username: &str,
-        now: std::time::Instant,
-    ) -> Option<(PoolKind, Offer)> {
-        // A panic while holding the lock leaves a consistent view (every
-        // change is a few field writes); keep serving.
-        let mut a = self.lock().unwrap_or_else(|e| e.into_inner());
-        let kind = a.kind(pool)?;
-        Some((kind, a.offer(pool, username, now)))
+    fn kind(&self, pool: &str) -> Option<PoolKind> {
+        lock(self).kind(pool)
     }
+    fn offer(&self, pool: &str, username: &str, now: std::time::Instant) -> Offer {
+        lock(self).offer(pool, username, now)
+    }
+}
+
+/// A panic while holding the lock leaves a consistent view (every change
+/// is a few field writes): keep serving.
+fn lock(a: &std::sync::Mutex<Allocator>) -> std::sync::MutexGuard<'_, Allocator> {
+    a.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The pool names a service lists (`--pool a --pool b` is stored `a,b`).

@@ -53,8 +53,9 @@ struct State {
     /// The database clock (unix ms) at `clock_at`.
     db_ms: i64,
     clock_at: Instant,
-    /// The snapshot whose static IPs are reserved now.
-    reserved_from: usize,
+    /// The snapshot whose static IPs are reserved now (held, so its
+    /// address cannot be reused by a later snapshot and mistaken for it).
+    reserved_from: Option<Arc<crate::policy::Snapshot>>,
     /// Conflicts seen in the last round: each is counted once while it lasts.
     conflicts: HashSet<(String, String)>,
     /// The database was away at the last try (logged once).
@@ -69,7 +70,7 @@ impl State {
             alive: HashSet::new(),
             db_ms: chrono::Utc::now().timestamp_millis(),
             clock_at: Instant::now(),
-            reserved_from: 0,
+            reserved_from: None,
             conflicts: HashSet::new(),
             down: false,
             unreadable: 0,
@@ -167,7 +168,7 @@ impl PoolsThread {
         }
     }
 
-    /// Write-behind, sweeps, reload, conflicts, metrics.
+    /// Write-behind, sweeps, reload, conflicts.
     fn round(&mut self, st: &mut State) {
         let started = Instant::now();
         let node = self.node();
@@ -250,12 +251,15 @@ impl PoolsThread {
             })
             .collect();
         let snapshot = self.shared.snapshot.load();
-        let snapshot_id = Arc::as_ptr(&snapshot) as usize;
-        let reserved = (snapshot_id != st.reserved_from).then(|| snapshot.static_ips());
+        let changed = st
+            .reserved_from
+            .as_ref()
+            .is_none_or(|held| !Arc::ptr_eq(held, &snapshot));
+        let reserved = changed.then(|| snapshot.static_ips());
         let mut a = self.allocator();
         if let Some(r) = reserved {
             a.set_reserved(r);
-            st.reserved_from = snapshot_id;
+            st.reserved_from = Some(snapshot.clone());
         }
         a.refresh(pools, Instant::now());
         Ok(())

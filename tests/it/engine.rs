@@ -776,16 +776,38 @@ fn a_chap_challenge_shorter_than_5_octets_is_rejected() {
 struct ScriptedPool(std::cell::RefCell<std::collections::VecDeque<shardius::pool::Offer>>);
 
 impl shardius::pool::AddressSource for ScriptedPool {
-    fn offer(
-        &self,
-        pool: &str,
-        username: &str,
-        _: Instant,
-    ) -> Option<(shardius::pool::PoolKind, shardius::pool::Offer)> {
-        assert_eq!((pool, username), ("pppoe-pool", "alice"));
-        let next = self.0.borrow_mut().pop_front().expect("an offer scripted");
-        Some((shardius::pool::PoolKind::Ipv4, next))
+    fn kind(&self, pool: &str) -> Option<shardius::pool::PoolKind> {
+        assert_eq!(pool, "pppoe-pool");
+        Some(shardius::pool::PoolKind::Ipv4)
     }
+    fn offer(&self, pool: &str, username: &str, _: Instant) -> shardius::pool::Offer {
+        assert_eq!((pool, username), ("pppoe-pool", "alice"));
+        self.0.borrow_mut().pop_front().expect("an offer scripted")
+    }
+}
+
+#[test]
+fn a_static_ip_on_a_pooled_service_is_never_offered_a_pool_address() {
+    // An offer would queue a claim of an address the login never uses (in
+    // a full pool, another subscriber's held one): the pool is not asked.
+    let mut w = world();
+    let pool = ScriptedPool(Default::default());
+    let creds = mschap(b"pw");
+    let (req, _) = request("static", &creds, &Session::default(), 3);
+    let mut out = [0u8; 4096];
+    let ctx = Context {
+        snapshot: &w.snapshot,
+        key: &w.key,
+        now: w.now(0),
+        committed: 0,
+        pools: &pool,
+    };
+    let src: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let h = w.engine.handle(Port::Auth, src, &req, &ctx, &mut out);
+    assert!(matches!(h.event, Event::Accepted { .. }), "{:?}", h.event);
+    let p = Packet::parse(&out[..h.reply_len.unwrap()]).unwrap();
+    assert_eq!(p.attr(attr::FRAMED_IP_ADDRESS), Some(&[100, 64, 0, 6][..]));
+    assert_eq!(p.attr(attr::FRAMED_POOL), None);
 }
 
 #[test]

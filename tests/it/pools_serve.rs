@@ -765,6 +765,8 @@ fn rows_a_panel_broke_are_left_out_and_bad_pool_names_refused() {
         "",
     );
     install.add_user("alice");
+    let hostile = "o'brien\"; DROP TABLE pool_addresses; -- müller😀";
+    install.add_user(hostile);
     // A panel's plain SQL: addresses that do not parse, one of them held
     // (so a sweep would try to free it), in the pool's name.
     let db = install.db_url.trim_start_matches("sqlite:").to_owned();
@@ -790,6 +792,37 @@ fn rows_a_panel_broke_are_left_out_and_bad_pool_names_refused() {
     // offered, free) and the good three (alice's offer, two free).
     wait_for_counts(&install, "h", |c| c == [6, 0, 1, 2, 3]);
     assert!(!server.log().contains("pools: cannot"), "{}", server.log());
+
+    // A subscriber whose name is quotes, SQL and non-ASCII claims an
+    // address like anyone (the claims bind it as data) and shows in `pool show`.
+    let mut nas = crate::common::server::TestNas::bind("127.0.0.1", SECRET);
+    nas.set_timeout(Duration::from_secs(3));
+    let creds = nas::Credentials::Pap {
+        password: b"s3cret",
+    };
+    let mut reply = None;
+    for _ in 0..3 {
+        let (_, _, r) = nas.exchange(server.auth, hostile, &creds, &Session::default());
+        if r.is_some() {
+            reply = r;
+            break;
+        }
+    }
+    let reply = reply.expect("an answer");
+    let packet = shardius::proto::Packet::parse(&reply).unwrap();
+    assert_eq!(
+        packet.code(),
+        shardius::proto::Code::ACCESS_ACCEPT,
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        packet.attr(attr::FRAMED_IP_ADDRESS),
+        Some(&[10, 71, 0, 2][..]),
+        "the next free address"
+    );
+    wait_for_counts(&install, "h", |c| c[3] == 3);
+    assert!(install.ok(&["service", "list"]).contains("10M"));
 
     for bad in ["a,b", "x\u{1b}[2J", " "] {
         let err = install.fails(&["service", "set", "10M", "--pool", bad]);

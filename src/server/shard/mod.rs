@@ -10,6 +10,7 @@ pub mod socket;
 pub mod unknown_nas;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -210,7 +211,7 @@ async fn run(index: usize, sockets: ShardSockets, shared: Arc<Shared>) {
             port,
             writer: writer.clone(),
             logs: logs.clone(),
-            parked: RefCell::new(Vec::new()),
+            parked: RefCell::new(HashMap::new()),
         });
         if port == Port::Auth {
             tasks.push(
@@ -252,37 +253,52 @@ struct Listener {
     port: Port,
     writer: Option<crossbeam_channel::Sender<AcctMessage>>,
     logs: Option<crossbeam_channel::Sender<LogEntry>>,
-    /// Accepted logins waiting for their pool address (auth sockets only).
-    parked: RefCell<Vec<Parked>>,
+    /// Accepted logins waiting for their pool address (auth sockets only),
+    /// by what makes a retransmission the same request.
+    parked: RefCell<HashMap<ParkKey, Parked>>,
 }
+
+/// Source, identifier and Request Authenticator (RFC 5080 §2.2.2).
+type ParkKey = (SocketAddr, u8, [u8; 16]);
 
 /// A login waiting for the database to confirm its address.
 struct Parked {
-    src: SocketAddr,
     datagram: Vec<u8>,
+    /// Its User-Name as the allocator knows subscribers: whether its claim
+    /// is still in flight is asked by name, without parsing again.
+    user: String,
     since: Instant,
 }
 
 impl Listener {
     /// Keeps `datagram` to be handled again; a retransmission of one that
-    /// waits already (same source, identifier and authenticator) is not
-    /// kept twice. False when it was not kept (too many wait).
+    /// waits already is not kept twice (O(1), however many wait). False
+    /// when it was not kept (too many wait).
     fn park(&self, src: SocketAddr, datagram: &[u8], now: Instant) -> bool {
-        let mut parked = self.parked.borrow_mut();
-        let same = |p: &Parked| {
-            p.src == src && p.datagram.get(..20) == datagram.get(..20) && datagram.len() >= 20
+        // Only a parsed Access-Request can be pending.
+        let Ok(packet) = Packet::parse(datagram) else {
+            return false;
         };
-        if parked.iter().any(same) {
+        let key = (src, packet.identifier(), *packet.authenticator());
+        let mut parked = self.parked.borrow_mut();
+        if parked.contains_key(&key) {
             return true;
         }
         if parked.len() >= MAX_PARKED {
             return false;
         }
-        parked.push(Parked {
-            src,
-            datagram: datagram.to_vec(),
-            since: now,
-        });
+        let user = packet
+            .attr(attr::USER_NAME)
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap_or_default();
+        parked.insert(
+            key,
+            Parked {
+                datagram: datagram.to_vec(),
+                user,
+                since: now,
+            },
+        );
         true
     }
 }
@@ -429,8 +445,13 @@ async fn retry_parked(
             last_expiry_check = Instant::now();
         }
         let waiting = std::mem::take(&mut *listener.parked.borrow_mut());
-        let mut still = Vec::new();
-        for p in waiting {
+        // Whose claims are still in flight: one look under the lock.
+        let in_flight: Vec<bool> = {
+            let pools = shared.pools.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.values().map(|p| pools.waiting(&p.user)).collect()
+        };
+        let mut still = HashMap::new();
+        for ((key, p), in_flight) in waiting.into_iter().zip(in_flight) {
             let now = clock.now();
             if now.mono.saturating_duration_since(p.since) >= PARK_FOR {
                 let mut engine = engine.borrow_mut();
@@ -439,10 +460,11 @@ async fn retry_parked(
                     .incr(Counter::Dropped(DropReason::AddressPending));
                 continue;
             }
-            if claim_in_flight(&shared, &p.datagram) {
-                still.push(p);
+            if in_flight {
+                still.insert(key, p);
                 continue;
             }
+            let src = key.0;
             let ctx = Context {
                 snapshot: snapshots.load(),
                 key: &shared.key,
@@ -452,9 +474,9 @@ async fn retry_parked(
             };
             let handled = engine
                 .borrow_mut()
-                .handle_again(p.src, &p.datagram, &ctx, &mut out);
+                .handle_again(src, &p.datagram, &ctx, &mut out);
             if let Event::AddressPending { .. } = handled.event {
-                still.push(p);
+                still.insert(key, p);
                 continue;
             }
             finish(
@@ -462,7 +484,7 @@ async fn retry_parked(
                 &socket,
                 &engine,
                 &shared,
-                p.src,
+                src,
                 &p.datagram,
                 handled,
                 &out[..],
@@ -473,25 +495,9 @@ async fn retry_parked(
         }
         // Parked while this round ran: keep them too.
         let mut parked = listener.parked.borrow_mut();
-        still.append(&mut parked);
-        *parked = still;
+        let arrived = std::mem::replace(&mut *parked, still);
+        parked.extend(arrived);
     }
-}
-
-/// Whether the parked login's subscriber still waits for a claim (then
-/// handing it to the engine again would learn nothing).
-fn claim_in_flight(shared: &Shared, datagram: &[u8]) -> bool {
-    let Some(user) = Packet::parse(datagram)
-        .ok()
-        .and_then(|p| p.attr(attr::USER_NAME).map(String::from_utf8_lossy))
-    else {
-        return false;
-    };
-    shared
-        .pools
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .waiting(&user)
 }
 
 /// Queues the accounting event the engine just produced. Never blocks: a
