@@ -241,7 +241,7 @@ pub fn accounting_event(data: &[u8]) {
     let now = chrono::DateTime::from_timestamp(1_795_000_000, 0).expect("literal");
     let nas = FUZZ_NAS.parse().expect("literal");
     let (nas_ip, _) = crate::accounting::AcctEvent::nas_ip_of(&packet, nas, |ip| ip == nas);
-    let Ok(event) = crate::accounting::AcctEvent::from_packet(&packet, nas_ip, now) else {
+    let Ok(event) = crate::accounting::AcctEvent::from_packet(&packet, nas_ip, nas, now) else {
         return;
     };
     check_event(&event);

@@ -29,16 +29,27 @@ pub enum AcctKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcctEvent {
     pub kind: AcctKind,
-    /// hex MD5 over the raw bytes of NAS-IP-Address, Acct-Session-Id,
-    /// User-Name and NAS-Port-Id (see [`unique_id`]).
+    /// `acctuniqueid`: FreeRADIUS's own (see [`freeradius_unique_id`]),
+    /// so a session has one row whichever of the two servers records it.
+    /// After the writer found the session under its key of schema version 8
+    /// and older ([`legacy_unique_id`]), that key.
     pub unique_id: String,
+    /// The key shardius used before it computed FreeRADIUS's
+    /// ([`legacy_unique_id`]): a session that was open across the upgrade
+    /// continues on its row. None in events spooled by older versions,
+    /// whose `unique_id` is that key already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_id: Option<String>,
     /// Byte for byte as the NAS sent it, in stored form (CoA must echo it exactly).
     pub session_id: String,
     pub username: String,
     pub nas_ip: IpAddr,
+    /// NAS-Port-Id, else NAS-Port in decimal (FreeRADIUS's `nasportid`).
     pub nas_port_id: Option<String>,
+    /// NAS-Port-Type by its dictionary name (`Virtual`, `Ethernet`, ...).
     pub nas_port_type: Option<String>,
-    /// When the event happened: arrival minus Acct-Delay-Time.
+    /// When the event happened: Event-Timestamp (RFC 2869 §5.3) when the
+    /// NAS sent a plausible one, else arrival minus Acct-Delay-Time.
     pub event_time: DateTime<Utc>,
     /// When the session started, as this event tells it (the event time
     /// of a Start, else the event time minus Acct-Session-Time).
@@ -59,7 +70,27 @@ pub struct AcctEvent {
     pub calling_station_id: Option<String>,
     pub called_station_id: Option<String>,
     pub terminate_cause: Option<String>,
+    /// Class as FreeRADIUS prints an octets value: `0x` and hex.
     pub class: Option<String>,
+    /// Acct-Authentic by name (`RADIUS`, `Local`, `Remote`, `Diameter`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acct_authentic: Option<String>,
+    /// Service-Type by name (`Framed-User`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<String>,
+    /// Framed-Protocol by name (`PPP`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framed_protocol: Option<String>,
+    /// Framed-Interface-Id (RFC 3162 §2.2) as FreeRADIUS prints it:
+    /// four 16-bit groups in hex, `0:0:0:1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framed_interface_id: Option<String>,
+    /// Connect-Info of the session's Start or Interim (`connectinfo_start`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_info_start: Option<String>,
+    /// Connect-Info of its Stop (`connectinfo_stop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_info_stop: Option<String>,
     /// For a NAS reboot: every address of the NAS entry the packet came
     /// from; the reboot closes the open sessions recorded under them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -72,6 +103,13 @@ pub struct AcctEvent {
 
 /// The largest octet count both databases store (`bigint`, SQLite INTEGER).
 pub const MAX_OCTETS: u64 = i64::MAX as u64;
+
+/// How far an Event-Timestamp may be from the arrival time and still be
+/// believed. A router without a battery-backed clock (many MikroTiks)
+/// counts from 1970 until NTP syncs; its timestamps would put sessions
+/// decades in the past. FreeRADIUS takes any value; shardius then uses
+/// arrival minus Acct-Delay-Time, as for a packet without one.
+pub const EVENT_TIMESTAMP_TRUSTED: i64 = 86_400;
 
 /// Why an Accounting-Request was not turned into an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,9 +125,13 @@ impl AcctEvent {
     /// NAS address `nas_ip`: the packet's NAS-IP-Address once the caller
     /// has checked it belongs to the NAS entry the packet came from (see
     /// [`AcctEvent::nas_ip_of`]), else the entry's own address.
+    ///
+    /// `source` is the address the packet came from: FreeRADIUS keys a
+    /// session by it when the packet names no NAS address.
     pub fn from_packet(
         packet: &Packet<'_>,
         nas_ip: IpAddr,
+        source: IpAddr,
         now: DateTime<Utc>,
     ) -> Result<AcctEvent, AcctParseError> {
         let status = packet
@@ -125,20 +167,52 @@ impl AcctEvent {
         };
         let input_octets = octets(attr::ACCT_INPUT_OCTETS, attr::ACCT_INPUT_GIGAWORDS);
         let output_octets = octets(attr::ACCT_OUTPUT_OCTETS, attr::ACCT_OUTPUT_GIGAWORDS);
-        let event_time = now - Duration::seconds(i64::from(delay));
-        let session_time = packet.attr_u32(attr::ACCT_SESSION_TIME);
+        let event_time = packet
+            .attr_u32(attr::EVENT_TIMESTAMP)
+            .and_then(|t| DateTime::from_timestamp(i64::from(t), 0))
+            .filter(|t| (*t - now).num_seconds().abs() <= EVENT_TIMESTAMP_TRUSTED)
+            .unwrap_or_else(|| now - Duration::seconds(i64::from(delay)));
+        // A Start without counters starts them at zero, as FreeRADIUS's
+        // start query writes them.
+        let (session_time, input_octets, output_octets) = match kind {
+            AcctKind::Start => (
+                Some(packet.attr_u32(attr::ACCT_SESSION_TIME).unwrap_or(0)),
+                input_octets.or(Some(0)),
+                output_octets.or(Some(0)),
+            ),
+            _ => (
+                packet.attr_u32(attr::ACCT_SESSION_TIME),
+                input_octets,
+                output_octets,
+            ),
+        };
+        let connect_info = text(attr::CONNECT_INFO);
+        let (connect_info_start, connect_info_stop) = match kind {
+            AcctKind::Stop => (None, connect_info),
+            _ => (connect_info, None),
+        };
         let start_time = match kind {
             AcctKind::Start => event_time,
             _ => event_time - Duration::seconds(i64::from(session_time.unwrap_or(0))),
         };
         Ok(AcctEvent {
-            unique_id: unique_id(&nas_ip, raw_session_id, raw_username, raw_port_id),
+            unique_id: freeradius_unique_id(packet, source),
+            legacy_id: Some(legacy_unique_id(
+                &nas_ip,
+                raw_session_id,
+                raw_username,
+                raw_port_id,
+            )),
             kind,
             session_id: crate::text::stored(raw_session_id).into_owned(),
             username: crate::text::stored(raw_username).into_owned(),
             nas_ip,
-            nas_port_id: raw_port_id.map(|v| crate::text::stored(v).into_owned()),
-            nas_port_type: packet.attr_u32(attr::NAS_PORT_TYPE).map(port_type_name),
+            nas_port_id: raw_port_id
+                .map(|v| crate::text::stored(v).into_owned())
+                .or_else(|| packet.attr_u32(attr::NAS_PORT).map(|p| p.to_string())),
+            nas_port_type: packet
+                .attr_u32(attr::NAS_PORT_TYPE)
+                .map(|v| value_name(attr::NAS_PORT_TYPE, v)),
             event_time,
             start_time,
             session_time,
@@ -157,8 +231,24 @@ impl AcctEvent {
             called_station_id: text(attr::CALLED_STATION_ID),
             terminate_cause: packet
                 .attr_u32(attr::ACCT_TERMINATE_CAUSE)
-                .map(terminate_cause_name),
-            class: packet.attr(attr::CLASS).map(hex::encode),
+                .map(|v| value_name(attr::ACCT_TERMINATE_CAUSE, v)),
+            class: packet
+                .attr(attr::CLASS)
+                .map(|c| format!("0x{}", hex::encode(c))),
+            acct_authentic: packet
+                .attr_u32(attr::ACCT_AUTHENTIC)
+                .map(|v| value_name(attr::ACCT_AUTHENTIC, v)),
+            service_type: packet
+                .attr_u32(attr::SERVICE_TYPE)
+                .map(|v| value_name(attr::SERVICE_TYPE, v)),
+            framed_protocol: packet
+                .attr_u32(attr::FRAMED_PROTOCOL)
+                .map(|v| value_name(attr::FRAMED_PROTOCOL, v)),
+            framed_interface_id: packet
+                .attr(attr::FRAMED_INTERFACE_ID)
+                .and_then(interface_id),
+            connect_info_start,
+            connect_info_stop,
             nas_addresses: Vec::new(),
             clamped,
         })
@@ -235,6 +325,30 @@ impl AcctEvent {
             .called_station_id
             .take()
             .or_else(|| later.called_station_id.clone());
+        self.framed_ipv6_address = later.framed_ipv6_address.or(self.framed_ipv6_address);
+        for (mine, theirs) in [
+            (&mut self.framed_ipv6_prefix, &later.framed_ipv6_prefix),
+            (
+                &mut self.delegated_ipv6_prefix,
+                &later.delegated_ipv6_prefix,
+            ),
+            (&mut self.framed_interface_id, &later.framed_interface_id),
+        ] {
+            if theirs.is_some() {
+                mine.clone_from(theirs);
+            }
+        }
+        for (mine, theirs) in [
+            (&mut self.acct_authentic, &later.acct_authentic),
+            (&mut self.service_type, &later.service_type),
+            (&mut self.framed_protocol, &later.framed_protocol),
+            (&mut self.connect_info_start, &later.connect_info_start),
+            (&mut self.connect_info_stop, &later.connect_info_stop),
+        ] {
+            if mine.is_none() {
+                mine.clone_from(theirs);
+            }
+        }
         if !stopped && later.kind == AcctKind::Stop {
             self.kind = AcctKind::Stop;
             self.terminate_cause = later.terminate_cause.clone();
@@ -249,11 +363,83 @@ fn max_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     }
 }
 
-/// The stable session key: hex MD5 over NAS-IP-Address (as text), and the
-/// raw bytes of Acct-Session-Id, User-Name and NAS-Port-Id, each followed
-/// by a NUL. Start, Interims and Stop of a session map to one row; two
-/// sessions whose ids differ in any byte (even one that is not UTF-8) do not.
-pub fn unique_id(
+/// `acctuniqueid` exactly as FreeRADIUS 3.2's default `acct_unique`
+/// policy (raddb/policy.d/accounting, run in `preacct` after
+/// `preprocess`) computes it, so that FreeRADIUS and shardius writing one
+/// radacct put a session on one row:
+///
+/// - a Class that starts with `ai:` and 32 hex digits (FreeRADIUS's
+///   `insert_acct_class`): hex MD5 of `"<those 32 digits>,<Acct-Session-Id>"`;
+/// - else hex MD5 of "User-Name,Acct-Session-Id,NAS-Address,NAS-Identifier,
+///   NAS-Port-Id,NAS-Port", where NAS-Address is NAS-IPv6-Address or else
+///   NAS-IP-Address, and `preprocess` first supplies the one of the
+///   source's family from the source address when the packet lacks it.
+///   A missing attribute is empty; values are the raw bytes (FreeRADIUS
+///   does not escape them here: checked against FreeRADIUS itself by
+///   `tests/it/freeradius.rs`), NAS-Port in decimal.
+///
+/// Start, Interims and Stop of a session carry the same attributes, so
+/// they share the key.
+pub fn freeradius_unique_id(packet: &Packet<'_>, source: IpAddr) -> String {
+    let session_id = packet.attr(attr::ACCT_SESSION_ID).unwrap_or_default();
+    if let Some(key) = packet.attr(attr::CLASS).and_then(class_key) {
+        return md5_hex(&[key, b",", session_id]);
+    }
+    let nas_ipv6 = packet
+        .attr(attr::NAS_IPV6_ADDRESS)
+        .and_then(|v| <[u8; 16]>::try_from(v).ok())
+        .map(Ipv6Addr::from)
+        .or(match source {
+            IpAddr::V6(v6) => Some(v6),
+            IpAddr::V4(_) => None,
+        });
+    let nas_address = match nas_ipv6 {
+        Some(v6) => v6.to_string(),
+        None => packet
+            .attr_ipv4(attr::NAS_IP_ADDRESS)
+            .map(IpAddr::V4)
+            .unwrap_or(source)
+            .to_string(),
+    };
+    let nas_port = packet
+        .attr_u32(attr::NAS_PORT)
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    md5_hex(&[
+        packet.attr(attr::USER_NAME).unwrap_or_default(),
+        b",",
+        session_id,
+        b",",
+        nas_address.as_bytes(),
+        b",",
+        packet.attr(attr::NAS_IDENTIFIER).unwrap_or_default(),
+        b",",
+        packet.attr(attr::NAS_PORT_ID).unwrap_or_default(),
+        b",",
+        nas_port.as_bytes(),
+    ])
+}
+
+/// The 32 hex digits of a Class FreeRADIUS's `insert_acct_class` made
+/// (`ai:` then `[0-9a-f]{32}`, matched without regard to case).
+fn class_key(class: &[u8]) -> Option<&[u8]> {
+    let key = class.strip_prefix(b"ai:")?.get(..32)?;
+    key.iter().all(u8::is_ascii_hexdigit).then_some(key)
+}
+
+fn md5_hex(parts: &[&[u8]]) -> String {
+    let mut md5 = Md5::new();
+    for part in parts {
+        md5.update(part);
+    }
+    hex::encode(md5.finalize())
+}
+
+/// The session key of shardius up to schema version 8: hex MD5 over NAS-IP-Address
+/// (as text), and the raw bytes of Acct-Session-Id, User-Name and
+/// NAS-Port-Id, each followed by a NUL. Kept so that sessions open across
+/// the upgrade continue on their rows (see [`AcctEvent::legacy_id`]).
+pub fn legacy_unique_id(
     nas_ip: &IpAddr,
     session_id: &[u8],
     username: &[u8],
@@ -272,22 +458,86 @@ pub fn unique_id(
     hex::encode(md5.finalize())
 }
 
-/// NAS-Port-Type names as FreeRADIUS stores them (RFC 2865 §5.41).
-fn port_type_name(v: u32) -> String {
-    match v {
-        0 => "Async".into(),
-        1 => "Sync".into(),
-        2 => "ISDN".into(),
-        5 => "Virtual".into(),
-        15 => "Ethernet".into(),
-        19 => "Wireless-802.11".into(),
-        other => other.to_string(),
-    }
-}
-
-/// Acct-Terminate-Cause names (RFC 2866 §5.10).
-fn terminate_cause_name(v: u32) -> String {
-    const NAMES: [&str; 19] = [
+/// An enumerated value by the name FreeRADIUS's dictionaries give it
+/// (the first name defined for the number, which is the one FreeRADIUS
+/// prints), or the number in decimal when it has none, as FreeRADIUS
+/// prints an unnamed value.
+pub fn value_name(attribute: u8, v: u32) -> String {
+    const NAS_PORT_TYPE: &[&str] = &[
+        "Async",
+        "Sync",
+        "ISDN",
+        "ISDN-V120",
+        "ISDN-V110",
+        "Virtual",
+        "PIAFS",
+        "HDLC-Clear-Channel",
+        "X.25",
+        "X.75",
+        "G.3-Fax",
+        "SDSL",
+        "ADSL-CAP",
+        "ADSL-DMT",
+        "IDSL",
+        "Ethernet",
+        "xDSL",
+        "Cable",
+        "Wireless-Other",
+        "Wireless-802.11",
+        "Token-Ring",
+        "FDDI",
+        "Wireless-CDMA2000",
+        "Wireless-UMTS",
+        "Wireless-1X-EV",
+        "IAPP",
+        "FTTP",
+        "Wireless-802.16",
+        "Wireless-802.20",
+        "Wireless-802.22",
+        "PPPoA",
+        "PPPoEoA",
+        "PPPoEoE",
+        "PPPoEoVLAN",
+        "PPPoEoQinQ",
+        "xPON",
+        "Wireless-XGP",
+    ];
+    const SERVICE_TYPE: &[&str] = &[
+        "",
+        "Login-User",
+        "Framed-User",
+        "Callback-Login-User",
+        "Callback-Framed-User",
+        "Outbound-User",
+        "Administrative-User",
+        "NAS-Prompt-User",
+        "Authenticate-Only",
+        "Callback-NAS-Prompt",
+        "Call-Check",
+        "Callback-Administrative",
+        "Voice",
+        "Fax",
+        "Modem-Relay",
+        "IAPP-Register",
+        "IAPP-AP-Check",
+        "Authorize-Only",
+        "Framed-Management",
+    ];
+    const FRAMED_PROTOCOL: &[&str] = &[
+        "",
+        "PPP",
+        "SLIP",
+        "ARAP",
+        "Gandalf-SLML",
+        "Xylogics-IPX-SLIP",
+        "X.75-Synchronous",
+        "GPRS-PDP-Context",
+        "",
+        "PPTP",
+    ];
+    const ACCT_AUTHENTIC: &[&str] = &["", "RADIUS", "Local", "Remote", "Diameter"];
+    const TERMINATE_CAUSE: &[&str] = &[
+        "",
         "User-Request",
         "Lost-Carrier",
         "Lost-Service",
@@ -307,10 +557,37 @@ fn terminate_cause_name(v: u32) -> String {
         "User-Error",
         "Host-Request",
         "Supplicant-Restart",
+        "Reauthentication-Failure",
+        "Port-Reinit",
+        "Port-Disabled",
     ];
-    v.checked_sub(1)
-        .and_then(|i| NAMES.get(i as usize))
-        .map_or_else(|| v.to_string(), |n| (*n).to_string())
+    let names = match attribute {
+        attr::NAS_PORT_TYPE => NAS_PORT_TYPE,
+        attr::SERVICE_TYPE => SERVICE_TYPE,
+        attr::FRAMED_PROTOCOL => FRAMED_PROTOCOL,
+        attr::ACCT_AUTHENTIC => ACCT_AUTHENTIC,
+        attr::ACCT_TERMINATE_CAUSE => TERMINATE_CAUSE,
+        _ => &[],
+    };
+    match names.get(v as usize) {
+        Some(name) if !name.is_empty() => (*name).to_string(),
+        _ => v.to_string(),
+    }
+}
+
+/// A Framed-Interface-Id (8 octets) as FreeRADIUS prints an `ifid`: four
+/// 16-bit groups in hex without leading zeros (`0:0:0:1`, checked against
+/// FreeRADIUS by `tests/it/freeradius.rs`).
+fn interface_id(v: &[u8]) -> Option<String> {
+    let v = <[u8; 8]>::try_from(v).ok()?;
+    let group = |i: usize| u16::from_be_bytes([v[i], v[i + 1]]);
+    Some(format!(
+        "{:x}:{:x}:{:x}:{:x}",
+        group(0),
+        group(2),
+        group(4),
+        group(6)
+    ))
 }
 
 /// A session event at `secs` into a session that started at a fixed time,
@@ -321,7 +598,8 @@ pub(crate) fn test_event(kind: AcctKind, session_id: &str, secs: u32, octets: u6
     let start = DateTime::from_timestamp(1_800_000_000, 0).expect("literal");
     AcctEvent {
         kind,
-        unique_id: unique_id(&nas_ip, session_id.as_bytes(), b"u", None),
+        unique_id: legacy_unique_id(&nas_ip, session_id.as_bytes(), b"u", None),
+        legacy_id: None,
         session_id: session_id.into(),
         username: "u".into(),
         nas_ip,
@@ -340,6 +618,12 @@ pub(crate) fn test_event(kind: AcctKind, session_id: &str, secs: u32, octets: u6
         called_station_id: None,
         terminate_cause: None,
         class: None,
+        acct_authentic: None,
+        service_type: None,
+        framed_protocol: None,
+        framed_interface_id: None,
+        connect_info_start: None,
+        connect_info_stop: None,
         nas_addresses: Vec::new(),
         clamped: false,
     }
@@ -414,6 +698,7 @@ mod tests {
         AcctEvent::from_packet(
             &Packet::parse(&bytes).unwrap(),
             "10.0.0.1".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
             now,
         )
         .unwrap()
@@ -438,8 +723,8 @@ mod tests {
         assert!(ids.windows(2).all(|w| w[0] == w[1]));
         assert_eq!(ids[0].len(), 32);
         assert_ne!(
-            unique_id(&"10.0.0.1".parse().unwrap(), b"a", b"bc", None),
-            unique_id(&"10.0.0.1".parse().unwrap(), b"ab", b"c", None)
+            legacy_unique_id(&"10.0.0.1".parse().unwrap(), b"a", b"bc", None),
+            legacy_unique_id(&"10.0.0.1".parse().unwrap(), b"ab", b"c", None)
         );
     }
 
@@ -479,6 +764,7 @@ mod tests {
         let err = AcctEvent::from_packet(
             &Packet::parse(&bytes).unwrap(),
             "10.0.0.1".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
             Utc::now(),
         );
         assert_eq!(err, Err(AcctParseError::UnsupportedStatusType(15)));
@@ -496,6 +782,7 @@ mod tests {
         let bytes = w.finish_request(&Secret::new(b"s")).to_vec();
         AcctEvent::from_packet(
             &Packet::parse(&bytes).unwrap(),
+            "10.0.0.1".parse().unwrap(),
             "10.0.0.1".parse().unwrap(),
             DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         )
@@ -519,8 +806,8 @@ mod tests {
         assert_eq!(&*crate::text::unstored(&ff.session_id), b"id\xff");
         // Valid UTF-8 keys exactly as before the raw-byte change.
         assert_eq!(
-            event_with(b"81a00003", b"alice", 0).unique_id,
-            unique_id(&"10.0.0.1".parse().unwrap(), b"81a00003", b"alice", None)
+            event_with(b"81a00003", b"alice", 0).legacy_id.unwrap(),
+            legacy_unique_id(&"10.0.0.1".parse().unwrap(), b"81a00003", b"alice", None)
         );
     }
 
@@ -532,5 +819,87 @@ mod tests {
         let fine = event_with(b"s", b"u", (1 << 31) - 1);
         assert_eq!(fine.input_octets, Some(((1u64 << 31) - 1) << 32 | 7));
         assert!(!fine.clamped);
+    }
+
+    fn key_of(attrs: &[(u8, &[u8])], source: &str) -> String {
+        let mut buf = [0u8; 4096];
+        let mut w = PacketWriter::new(&mut buf, Code::ACCOUNTING_REQUEST, 1, &[0; 16]);
+        for (ty, v) in attrs {
+            w.attr(*ty, v).unwrap();
+        }
+        let bytes = w.finish_request(&Secret::new(b"s")).to_vec();
+        freeradius_unique_id(&Packet::parse(&bytes).unwrap(), source.parse().unwrap())
+    }
+
+    fn md5_of(text: &[u8]) -> String {
+        hex::encode(Md5::digest(text))
+    }
+
+    #[test]
+    fn the_key_is_freeradius_acct_unique_with_preprocess_supplying_the_nas_address() {
+        let port = 7u32.to_be_bytes();
+        let full: Vec<(u8, &[u8])> = vec![
+            (attr::USER_NAME, b"alice"),
+            (attr::ACCT_SESSION_ID, b"81a00003"),
+            (attr::NAS_IP_ADDRESS, &[10, 0, 0, 9]),
+            (attr::NAS_IDENTIFIER, b"bng-1"),
+            (attr::NAS_PORT_ID, b"ether1"),
+            (attr::NAS_PORT, &port),
+        ];
+        assert_eq!(
+            key_of(&full, "192.0.2.1"),
+            md5_of(b"alice,81a00003,10.0.0.9,bng-1,ether1,7")
+        );
+        // Missing attributes are empty; no NAS-IP-Address: the source's.
+        let bare: Vec<(u8, &[u8])> = vec![(attr::ACCT_SESSION_ID, b"s1")];
+        assert_eq!(key_of(&bare, "192.0.2.1"), md5_of(b",s1,192.0.2.1,,,"));
+        // NAS-IPv6-Address wins; an IPv6 source is supplied as it.
+        let mut v6 = bare.clone();
+        let addr = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+        v6.push((attr::NAS_IPV6_ADDRESS, &addr));
+        v6.push((attr::NAS_IP_ADDRESS, &[10, 0, 0, 9]));
+        assert_eq!(key_of(&v6, "192.0.2.1"), md5_of(b",s1,2001:db8::1,,,"));
+        let mut v4 = bare.clone();
+        v4.push((attr::NAS_IP_ADDRESS, &[10, 0, 0, 9]));
+        assert_eq!(key_of(&v4, "2001:db8::7"), md5_of(b",s1,2001:db8::7,,,"));
+        // Raw bytes, not escaped.
+        let odd: Vec<(u8, &[u8])> = vec![
+            (attr::USER_NAME, b"a\xff,\\"),
+            (attr::ACCT_SESSION_ID, b"s\x00"),
+        ];
+        assert_eq!(
+            key_of(&odd, "192.0.2.1"),
+            md5_of(b"a\xff,\\,s\x00,192.0.2.1,,,")
+        );
+    }
+
+    #[test]
+    fn an_insert_acct_class_cookie_keys_the_session_by_class_and_session_id() {
+        let hexkey = b"0123456789abcdefABCDEF0123456789";
+        let mut class = b"ai:".to_vec();
+        class.extend_from_slice(hexkey);
+        class.extend_from_slice(b"-trailing");
+        let with = |class: &[u8]| {
+            key_of(
+                &[
+                    (attr::USER_NAME, b"alice"),
+                    (attr::ACCT_SESSION_ID, b"s1"),
+                    (attr::CLASS, class),
+                ],
+                "192.0.2.1",
+            )
+        };
+        assert_eq!(with(&class), md5_of(b"0123456789abcdefABCDEF0123456789,s1"));
+        // Not a cookie (short, not hex, other prefix, shardius's own): the
+        // attribute formula.
+        let plain = md5_of(b"alice,s1,192.0.2.1,,,");
+        for other in [
+            &b"ai:0123"[..],
+            b"ai:0123456789abcdefABCDEF012345678g",
+            b"AI:0123456789abcdefABCDEF0123456789",
+            b"SHD1\0\0\0\0\0\0\0\x01abcd",
+        ] {
+            assert_eq!(with(other), plain, "{other:?}");
+        }
     }
 }

@@ -5,4 +5,4 @@
 
 pub mod event;
 
-pub use event::{unique_id, AcctEvent, AcctKind, AcctParseError};
+pub use event::{freeradius_unique_id, legacy_unique_id, AcctEvent, AcctKind, AcctParseError};

@@ -308,10 +308,11 @@ impl Engine {
                     log: self.foreign_nas_ip_logged.first_in_window(nas.ip, now.mono),
                 }
             });
-            let mut event = match AcctEvent::from_packet(&packet, nas_ip, now.utc) {
-                Ok(e) => e,
-                Err(_) => return dropped(DropReason::AccountingUnsupported),
-            };
+            let mut event =
+                match AcctEvent::from_packet(&packet, nas_ip, src.ip().to_canonical(), now.utc) {
+                    Ok(e) => e,
+                    Err(_) => return dropped(DropReason::AccountingUnsupported),
+                };
             if event.kind == AcctKind::NasReboot {
                 event.nas_addresses = nas.addresses();
             }

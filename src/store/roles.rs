@@ -78,6 +78,10 @@ pub trait AccountingSink: Send {
     fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64>;
     /// One cheap round trip: Ok when the database answers.
     fn ping(&mut self) -> Result<()>;
+    /// Which of `keys` name a radacct row (`acctuniqueid`): sessions open
+    /// across the upgrade to FreeRADIUS's key continue on their rows
+    /// (`server/accounting/legacy.rs`).
+    fn existing_sessions(&mut self, keys: &[&str]) -> Result<std::collections::HashSet<String>>;
 }
 
 /// The usage thread and the jobs: quota usage and tier levels, the daily

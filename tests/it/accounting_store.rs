@@ -3,7 +3,7 @@
 
 use crate::common::server::{Backend, Install};
 use chrono::{DateTime, Duration, Utc};
-use shardius::accounting::{unique_id, AcctEvent, AcctKind};
+use shardius::accounting::{legacy_unique_id as unique_id, AcctEvent, AcctKind};
 use shardius::store::{self, DatabaseUrl, SessionRow, Store};
 
 fn open(backend: Backend) -> (Install, Box<dyn Store>) {
@@ -24,6 +24,7 @@ fn event(kind: AcctKind, sid: &str, secs: u32, octets: u64) -> AcctEvent {
     AcctEvent {
         kind,
         unique_id: unique_id(&nas_ip, sid.as_bytes(), b"alice", Some(b"ether1")),
+        legacy_id: None,
         session_id: sid.into(),
         username: "alice".into(),
         nas_ip,
@@ -42,6 +43,12 @@ fn event(kind: AcctKind, sid: &str, secs: u32, octets: u64) -> AcctEvent {
         called_station_id: None,
         terminate_cause: (kind == AcctKind::Stop).then(|| "User-Request".into()),
         class: Some("53484431".into()),
+        acct_authentic: None,
+        service_type: None,
+        framed_protocol: None,
+        framed_interface_id: None,
+        connect_info_start: None,
+        connect_info_stop: None,
         nas_addresses: Vec::new(),
         clamped: false,
     }
@@ -186,7 +193,85 @@ fn the_freeradius_indexes_exist_as_freeradius_has_them(backend: Backend) {
     assert_eq!(columns("radreply_username"), "username,attribute");
 }
 
+/// One row of `sql` with its columns joined by `|` (NULL as empty), on
+/// either backend.
+fn query_row(install: &Install, backend: Backend, sql: &str) -> String {
+    match backend {
+        Backend::Sqlite => {
+            let db = install.db_url.trim_start_matches("sqlite:").to_owned();
+            let conn = rusqlite::Connection::open(db).unwrap();
+            conn.query_row(sql, [], |r| {
+                let n = r.as_ref().column_count();
+                Ok((0..n)
+                    .map(|i| match r.get_ref(i).unwrap() {
+                        rusqlite::types::ValueRef::Null => String::new(),
+                        rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                        rusqlite::types::ValueRef::Text(t) => {
+                            String::from_utf8_lossy(t).into_owned()
+                        }
+                        other => format!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap()
+        }
+        Backend::Postgres => {
+            let db = install.db_url.rsplit('/').next().unwrap().to_owned();
+            crate::common::pg::shared()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .psql(&db, sql)
+        }
+    }
+}
+
+/// The columns FreeRADIUS's queries fill beyond shardius's first set:
+/// acctinterval (seconds since the row's last update, set by an Interim
+/// only), Acct-Authentic, Service-Type, Framed-Protocol,
+/// Framed-Interface-Id, Connect-Info of the Start and of the Stop. And
+/// `existing_sessions`, which sessions open across the key change use.
+fn the_columns_freeradius_fills_are_written(backend: Backend) {
+    let (install, mut store) = open(backend);
+    let mut start = event(AcctKind::Start, "f", 0, 0);
+    start.acct_authentic = Some("RADIUS".into());
+    start.service_type = Some("Framed-User".into());
+    start.framed_protocol = Some("PPP".into());
+    start.framed_interface_id = Some("0:0:0:1".into());
+    start.connect_info_start = Some("1000 Mbps".into());
+    let mut stop = event(AcctKind::Stop, "f", 150, 900);
+    stop.connect_info_stop = Some("down".into());
+    stop.service_type = Some("Login-User".into());
+    for batch in [
+        vec![start],
+        vec![event(AcctKind::Interim, "f", 60, 100)],
+        vec![event(AcctKind::Interim, "f", 90, 200)],
+        vec![stop],
+        // Late: a stopped session's interval stays.
+        vec![event(AcctKind::Interim, "f", 120, 300)],
+    ] {
+        store.write_accounting(&batch).unwrap();
+    }
+    let key = event(AcctKind::Start, "f", 0, 0).unique_id;
+    let got = query_row(
+        &install,
+        backend,
+        &format!(
+            "SELECT acctinterval, acctauthentic, servicetype, framedprotocol, framedinterfaceid,
+                connectinfo_start, connectinfo_stop, acctinputoctets, acctsessiontime
+             FROM radacct WHERE acctuniqueid = '{key}'"
+        ),
+    );
+    assert_eq!(
+        got,
+        "30|RADIUS|Framed-User|PPP|0:0:0:1|1000 Mbps|down|900|150"
+    );
+    let found = store.existing_sessions(&[&key, "0123"]).unwrap();
+    assert_eq!(found.into_iter().collect::<Vec<_>>(), vec![key]);
+}
+
 on_both_backends!(
+    the_columns_freeradius_fills_are_written,
     the_freeradius_indexes_exist_as_freeradius_has_them,
     a_session_lifecycle_gives_one_row_with_64_bit_counters,
     out_of_order_arrival_gives_the_same_final_row,

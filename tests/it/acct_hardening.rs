@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::fake_nas::{FakeNas, Mode};
 use crate::common::pg::{eventually, Cluster};
 use crate::common::server::{acct_bytes, send_all, Backend, Install, SECRET};
-use shardius::accounting::{unique_id, AcctEvent, AcctKind};
+use shardius::accounting::{legacy_unique_id as unique_id, AcctEvent, AcctKind};
 use shardius::nas_client::AcctRecord;
 use shardius::proto::dict::{acct_status, attr};
 use shardius::server::accounting::spool::{encode_record, Spool};
@@ -31,6 +31,7 @@ fn spooled_start(sid: &str, user: &str, nas_port_id: Option<String>) -> AcctEven
     AcctEvent {
         kind: AcctKind::Start,
         unique_id: unique_id(&nas_ip, sid.as_bytes(), user.as_bytes(), None),
+        legacy_id: None,
         session_id: sid.into(),
         username: user.into(),
         nas_ip,
@@ -49,6 +50,12 @@ fn spooled_start(sid: &str, user: &str, nas_port_id: Option<String>) -> AcctEven
         called_station_id: None,
         terminate_cause: None,
         class: None,
+        acct_authentic: None,
+        service_type: None,
+        framed_protocol: None,
+        framed_interface_id: None,
+        connect_info_start: None,
+        connect_info_stop: None,
         nas_addresses: Vec::new(),
         clamped: false,
     }

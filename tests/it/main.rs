@@ -21,6 +21,7 @@ mod coa;
 mod codec_properties;
 mod engine;
 mod engine_properties;
+mod freeradius;
 mod hostile;
 mod layering;
 mod operations;

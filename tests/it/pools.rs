@@ -4,7 +4,7 @@
 //! session reports), and static IPs that two subscribers cannot share.
 
 use chrono::{DateTime, Utc};
-use shardius::accounting::{unique_id, AcctEvent, AcctKind};
+use shardius::accounting::{legacy_unique_id as unique_id, AcctEvent, AcctKind};
 use shardius::pool::{Claim, ClaimKind, PoolAddr};
 use shardius::store::{self, DatabaseUrl, Store};
 
@@ -234,6 +234,7 @@ fn start(user: &str, sid: &str, ip: &str) -> AcctEvent {
     AcctEvent {
         kind: AcctKind::Start,
         unique_id: unique_id(&nas_ip, sid.as_bytes(), user.as_bytes(), None),
+        legacy_id: None,
         session_id: sid.into(),
         username: user.into(),
         nas_ip,
@@ -252,6 +253,12 @@ fn start(user: &str, sid: &str, ip: &str) -> AcctEvent {
         called_station_id: None,
         terminate_cause: None,
         class: None,
+        acct_authentic: None,
+        service_type: None,
+        framed_protocol: None,
+        framed_interface_id: None,
+        connect_info_start: None,
+        connect_info_stop: None,
         nas_addresses: Vec::new(),
         clamped: false,
     }

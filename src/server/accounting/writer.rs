@@ -117,6 +117,8 @@ pub struct Writer {
     /// Events of the spool record at the replay cursor already handled.
     replay_done: usize,
     last_clamp_warning: Option<Instant>,
+    /// Which key each session is written under (see [`super::legacy`]).
+    legacy: super::legacy::LegacyKeys,
 }
 
 /// While the database is away, how often the spool's replay is tried.
@@ -160,6 +162,7 @@ impl Writer {
             next_replay: Instant::now(),
             replay_done: 0,
             last_clamp_warning: None,
+            legacy: Default::default(),
         }
     }
 
@@ -229,7 +232,7 @@ impl Writer {
     /// the writer keeps retrying and the shards' queue fills, which they
     /// count as back-pressure drops. At shutdown such a batch is abandoned.
     fn commit(&mut self, batch: &mut Vec<AcctMessage>) {
-        let rows = coalesce(batch.iter().map(|m| &m.event));
+        let mut rows = coalesce(batch.iter().map(|m| &m.event));
         self.note_clamped(batch);
         self.before.clear();
         let started = Instant::now();
@@ -237,7 +240,7 @@ impl Writer {
         let mut from = 0;
         let mut logged = false;
         loop {
-            match self.make_durable(&rows[from..]) {
+            match self.make_durable(&mut rows[from..]) {
                 Ok(()) => break,
                 Err((handled, cause, spool_error)) => {
                     from += handled;
@@ -305,7 +308,7 @@ impl Writer {
     /// the database nor the spool took the rest.
     fn make_durable(
         &mut self,
-        rows: &[AcctEvent],
+        rows: &mut [AcctEvent],
     ) -> Result<(), (usize, StopCause, super::spool::SpoolError)> {
         let stopped = match self.write_rows(rows) {
             Ok(()) => {
@@ -338,9 +341,19 @@ impl Writer {
     }
 
     /// [`write_splitting`] into this writer's store, refused rows set
-    /// aside. With quota bookkeeping on and a counted row among them, the
+    /// aside, each under the key its session's row has (see
+    /// [`super::legacy`]; a failed lookup stops the write like a failed
+    /// write). With quota bookkeeping on and a counted row among them, the
     /// stored counters before each written row land in `self.before`.
-    fn write_rows(&mut self, rows: &[AcctEvent]) -> Result<(), Stopped> {
+    fn write_rows(&mut self, rows: &mut [AcctEvent]) -> Result<(), Stopped> {
+        let store = &mut self.store;
+        self.legacy
+            .resolve(rows, |keys| store.existing_sessions(keys))
+            .map_err(|e| Stopped {
+                handled: 0,
+                cause: StopCause::Store(e),
+            })?;
+        let rows = &*rows;
         let counted = self.quota.as_ref().is_some_and(|q| q.wants(rows));
         let (store, rejected, stats) = (&mut self.store, &mut self.rejected, &self.stats);
         let before = &mut self.before;
@@ -419,8 +432,9 @@ impl Writer {
                         copied_to.display()
                     );
                 }
-                Some(Next::Record { events, end }) => {
-                    let rows = &events[self.replay_done.min(events.len())..];
+                Some(Next::Record { mut events, end }) => {
+                    let done = self.replay_done.min(events.len());
+                    let rows = &mut events[done..];
                     self.before.clear();
                     match self.write_rows(rows) {
                         Ok(()) => {

@@ -19,14 +19,18 @@ const STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS radacct_staging (
         nasporttype text, acctstarttime timestamptz, acctupdatetime timestamptz, acctstoptime timestamptz,
         acctsessiontime bigint, acctinputoctets bigint, acctoutputoctets bigint, calledstationid text,
         callingstationid text, acctterminatecause text, framedipaddress inet, class text,
-        framedipv6address inet, framedipv6prefix inet, delegatedipv6prefix inet
+        framedipv6address inet, framedipv6prefix inet, delegatedipv6prefix inet,
+        acctauthentic text, connectinfo_start text, connectinfo_stop text, servicetype text,
+        framedprotocol text, framedinterfaceid text, acctinterval bigint
     ) ON COMMIT DELETE ROWS";
 
 const STAGING_COLUMNS: &str =
     "acctsessionid, acctuniqueid, username, nasipaddress, nasportid, nasporttype,
     acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets,
     calledstationid, callingstationid, acctterminatecause, framedipaddress, class,
-    framedipv6address, framedipv6prefix, delegatedipv6prefix";
+    framedipv6address, framedipv6prefix, delegatedipv6prefix,
+    acctauthentic, connectinfo_start, connectinfo_stop, servicetype, framedprotocol,
+    framedinterfaceid, acctinterval";
 
 /// The staged batch into radacct; what happens on a conflict follows.
 /// In key order, as `COUNTERS_LOCKED` locks: two nodes writing batches
@@ -37,11 +41,13 @@ macro_rules! insert_staged {
         "INSERT INTO radacct (AcctSessionId, AcctUniqueId, UserName, NASIPAddress, NASPortId,
         NASPortType, AcctStartTime, AcctUpdateTime, AcctStopTime, AcctSessionTime, AcctInputOctets,
         AcctOutputOctets, CalledStationId, CallingStationId, AcctTerminateCause, FramedIPAddress, Class,
-        FramedIPv6Address, FramedIPv6Prefix, DelegatedIPv6Prefix)
+        FramedIPv6Address, FramedIPv6Prefix, DelegatedIPv6Prefix, AcctAuthentic, ConnectInfo_start,
+        ConnectInfo_stop, ServiceType, FramedProtocol, FramedInterfaceId, AcctInterval)
     SELECT acctsessionid, acctuniqueid, username, nasipaddress, nasportid, nasporttype,
         acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets,
         calledstationid, callingstationid, acctterminatecause, framedipaddress, class,
-        framedipv6address, framedipv6prefix, delegatedipv6prefix
+        framedipv6address, framedipv6prefix, delegatedipv6prefix, acctauthentic, connectinfo_start,
+        connectinfo_stop, servicetype, framedprotocol, framedinterfaceid, acctinterval
     FROM radacct_staging
     ORDER BY acctuniqueid"
     };
@@ -49,11 +55,17 @@ macro_rules! insert_staged {
 
 /// One upsert for the whole staged batch, with the rules of
 /// `AcctEvent::absorb`: counters and times never go backwards, the first
-/// Stop wins, a late Interim does not reopen a session.
+/// Stop wins, a late Interim does not reopen a session. An Interim
+/// stages AcctInterval 0 (others NULL) and on an open row sets it to the
+/// seconds since the row's last update, as FreeRADIUS's interim query.
 const RADACCT_UPSERT: &str = concat!(
     insert_staged!(),
     "
     ON CONFLICT (AcctUniqueId) DO UPDATE SET
+        AcctInterval = CASE WHEN EXCLUDED.AcctInterval IS NOT NULL AND radacct.AcctStopTime IS NULL
+            THEN EXTRACT(EPOCH FROM EXCLUDED.AcctUpdateTime
+                - COALESCE(radacct.AcctUpdateTime, radacct.AcctStartTime))::bigint
+            ELSE radacct.AcctInterval END,
         AcctStartTime = LEAST(radacct.AcctStartTime, EXCLUDED.AcctStartTime),
         AcctUpdateTime = GREATEST(radacct.AcctUpdateTime, EXCLUDED.AcctUpdateTime),
         AcctStopTime = COALESCE(radacct.AcctStopTime, EXCLUDED.AcctStopTime),
@@ -68,7 +80,13 @@ const RADACCT_UPSERT: &str = concat!(
         DelegatedIPv6Prefix = COALESCE(EXCLUDED.DelegatedIPv6Prefix, radacct.DelegatedIPv6Prefix),
         CallingStationId = COALESCE(radacct.CallingStationId, EXCLUDED.CallingStationId),
         CalledStationId = COALESCE(radacct.CalledStationId, EXCLUDED.CalledStationId),
-        Class = COALESCE(radacct.Class, EXCLUDED.Class)"
+        Class = COALESCE(radacct.Class, EXCLUDED.Class),
+        FramedInterfaceId = COALESCE(EXCLUDED.FramedInterfaceId, radacct.FramedInterfaceId),
+        AcctAuthentic = COALESCE(radacct.AcctAuthentic, EXCLUDED.AcctAuthentic),
+        ServiceType = COALESCE(radacct.ServiceType, EXCLUDED.ServiceType),
+        FramedProtocol = COALESCE(radacct.FramedProtocol, EXCLUDED.FramedProtocol),
+        ConnectInfo_start = COALESCE(radacct.ConnectInfo_start, EXCLUDED.ConnectInfo_start),
+        ConnectInfo_stop = COALESCE(radacct.ConnectInfo_stop, EXCLUDED.ConnectInfo_stop)"
 );
 
 /// With counters wanted: the new sessions first, inserted as they are
@@ -139,6 +157,13 @@ impl PgStore {
                 Type::INET,
                 Type::INET,
                 Type::INET,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT8,
             ];
             let writer = BinaryCopyInWriter::new(sink, &types);
             futures_util::pin_mut!(writer);
@@ -157,6 +182,7 @@ impl PgStore {
                 let framed6: Option<IpAddr> = e.framed_ipv6_address.map(IpAddr::V6);
                 let prefix6 = e.framed_ipv6_prefix.as_deref().and_then(Inet::parse);
                 let delegated6 = e.delegated_ipv6_prefix.as_deref().and_then(Inet::parse);
+                let interval = (e.kind == AcctKind::Interim).then_some(0i64);
                 writer
                     .as_mut()
                     .write(&[
@@ -180,6 +206,13 @@ impl PgStore {
                         &framed6,
                         &prefix6,
                         &delegated6,
+                        &e.acct_authentic,
+                        &e.connect_info_start,
+                        &e.connect_info_stop,
+                        &e.service_type,
+                        &e.framed_protocol,
+                        &e.framed_interface_id,
+                        &interval,
                     ])
                     .await?;
             }
@@ -250,6 +283,15 @@ impl AccountingSink for PgStore {
 
     fn close_stale_sessions(&mut self, before: DateTime<Utc>) -> Result<u64> {
         self.execute(CLOSE_STALE, &[&before])
+    }
+
+    fn existing_sessions(&mut self, keys: &[&str]) -> Result<HashSet<String>> {
+        let (runtime, client) = self.conn()?;
+        let result = runtime.block_on(client.query(
+            "SELECT AcctUniqueId FROM radacct WHERE AcctUniqueId = ANY($1)",
+            &[&keys],
+        ));
+        Ok(self.after_write(result)?.iter().map(|r| r.get(0)).collect())
     }
 
     fn ping(&mut self) -> Result<()> {

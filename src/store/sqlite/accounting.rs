@@ -14,9 +14,15 @@ use crate::store::{AccountingSink, Result};
 const RADACCT_UPSERT: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, nasportid,
         nasporttype, acctstarttime, acctupdatetime, acctstoptime, acctsessiontime, acctinputoctets,
         acctoutputoctets, calledstationid, callingstationid, acctterminatecause, framedipaddress, class,
-        framedipv6address, framedipv6prefix, delegatedipv6prefix)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+        framedipv6address, framedipv6prefix, delegatedipv6prefix, acctauthentic, connectinfo_start,
+        connectinfo_stop, servicetype, framedprotocol, framedinterfaceid, acctinterval)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+        ?21, ?22, ?23, ?24, ?25, ?26, ?27)
     ON CONFLICT (acctuniqueid) DO UPDATE SET
+        acctinterval = CASE WHEN excluded.acctinterval IS NOT NULL AND radacct.acctstoptime IS NULL
+            THEN CAST(strftime('%s', excluded.acctupdatetime) AS INTEGER)
+                - CAST(strftime('%s', coalesce(radacct.acctupdatetime, radacct.acctstarttime)) AS INTEGER)
+            ELSE radacct.acctinterval END,
         acctstarttime = min(coalesce(radacct.acctstarttime, excluded.acctstarttime), coalesce(excluded.acctstarttime, radacct.acctstarttime)),
         acctupdatetime = max(coalesce(radacct.acctupdatetime, excluded.acctupdatetime), coalesce(excluded.acctupdatetime, radacct.acctupdatetime)),
         acctstoptime = coalesce(radacct.acctstoptime, excluded.acctstoptime),
@@ -30,7 +36,13 @@ const RADACCT_UPSERT: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, 
         delegatedipv6prefix = coalesce(excluded.delegatedipv6prefix, radacct.delegatedipv6prefix),
         callingstationid = coalesce(radacct.callingstationid, excluded.callingstationid),
         calledstationid = coalesce(radacct.calledstationid, excluded.calledstationid),
-        class = coalesce(radacct.class, excluded.class)";
+        class = coalesce(radacct.class, excluded.class),
+        framedinterfaceid = coalesce(excluded.framedinterfaceid, radacct.framedinterfaceid),
+        acctauthentic = coalesce(radacct.acctauthentic, excluded.acctauthentic),
+        servicetype = coalesce(radacct.servicetype, excluded.servicetype),
+        framedprotocol = coalesce(radacct.framedprotocol, excluded.framedprotocol),
+        connectinfo_start = coalesce(radacct.connectinfo_start, excluded.connectinfo_start),
+        connectinfo_stop = coalesce(radacct.connectinfo_stop, excluded.connectinfo_stop)";
 
 /// A session's stored counters, read before its upsert in the same
 /// transaction (one writer at a time on SQLite: nothing interleaves).
@@ -99,6 +111,13 @@ impl SqliteStore {
                     e.framed_ipv6_address.map(|ip| ip.to_string()),
                     e.framed_ipv6_prefix,
                     e.delegated_ipv6_prefix,
+                    e.acct_authentic,
+                    e.connect_info_start,
+                    e.connect_info_stop,
+                    e.service_type,
+                    e.framed_protocol,
+                    e.framed_interface_id,
+                    (e.kind == AcctKind::Interim).then_some(0i64),
                 ])?;
             }
         }
@@ -132,5 +151,18 @@ impl AccountingSink for SqliteStore {
 
     fn ping(&mut self) -> Result<()> {
         Ok(self.conn.execute_batch("SELECT 1")?)
+    }
+
+    fn existing_sessions(&mut self, keys: &[&str]) -> Result<std::collections::HashSet<String>> {
+        let mut found = std::collections::HashSet::new();
+        let mut exists = self
+            .conn
+            .prepare_cached("SELECT 1 FROM radacct WHERE acctuniqueid = ?1")?;
+        for key in keys {
+            if exists.exists([key])? {
+                found.insert((*key).to_owned());
+            }
+        }
+        Ok(found)
     }
 }

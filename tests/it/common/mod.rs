@@ -43,5 +43,6 @@ pub fn hex16(text: &str) -> [u8; 16] {
     hex(text).try_into().expect("16 bytes")
 }
 pub mod fake_nas;
+pub mod freeradius;
 pub mod pg;
 pub mod server;
