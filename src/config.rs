@@ -25,6 +25,50 @@ pub struct Config {
     pub quota: QuotaConfig,
     pub cluster: ClusterConfig,
     pub pools: PoolsConfig,
+    pub dictionary: DictionaryConfig,
+}
+
+/// Attribute dictionaries: radreply rows may name any attribute of the
+/// built-in dictionaries (RFC, Microsoft, MikroTik, Cisco, Juniper/ERX,
+/// Huawei, WISPr) or of a FreeRADIUS dictionary directory.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DictionaryConfig {
+    /// A directory of FreeRADIUS-format dictionaries read over the built-in
+    /// ones: its file `dictionary` and what that `$INCLUDE`s, e.g.
+    /// `/usr/share/freeradius`.
+    pub directory: Option<PathBuf>,
+}
+
+impl DictionaryConfig {
+    /// The built-in dictionaries, plus the directory's when one is set.
+    /// Err when the directory's `dictionary` file cannot be read; the
+    /// lines it holds that shardius does not understand come back as
+    /// warnings (file:line: what).
+    pub fn load(
+        &self,
+    ) -> Result<
+        (
+            std::sync::Arc<crate::proto::dictionary::Dictionary>,
+            Vec<String>,
+        ),
+        String,
+    > {
+        let builtin = crate::proto::dictionary::builtin();
+        let Some(dir) = &self.directory else {
+            return Ok((builtin.clone(), Vec::new()));
+        };
+        let top = dir.join("dictionary");
+        let text = std::fs::read_to_string(&top)
+            .map_err(|e| format!("dictionary.directory: cannot read {}: {e}", top.display()))?;
+        let mut dict = (**builtin).clone();
+        let problems = dict.parse(&top.display().to_string(), &text, &mut |name| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        });
+        Ok((std::sync::Arc::new(dict), problems))
+    }
 }
 
 /// Server-side address pools (README "Address pools").

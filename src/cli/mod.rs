@@ -278,11 +278,28 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
             config.database.url
         );
     }
+    // Rows that do not encode are data, not configuration: the server
+    // leaves them out and logs them, so they are warnings here (the
+    // systemd unit runs check-config before every start).
+    let (dictionary, problems) = config.dictionary.load().map_err(anyhow::Error::msg)?;
+    for p in &problems {
+        println!("warning: dictionary {p}: left out");
+    }
+    let mut snapshot = crate::policy::Snapshot {
+        dictionary: Some(dictionary.clone()),
+        ..Default::default()
+    };
+    let mut bad_rows = 0usize;
+    snapshot.set_radreply(&store.radreply()?, |w| {
+        bad_rows += 1;
+        println!("warning: {w}");
+    });
     println!(
-        "ok: config valid, key file {} readable, database {} at schema version {version}, {} shard(s)",
+        "ok: config valid, key file {} readable, database {} at schema version {version}, {} shard(s), {} dictionary attributes, {bad_rows} radreply row(s) left out",
         config.security.key_file.display(),
         config.database.url,
-        config.shard_count()
+        config.shard_count(),
+        dictionary.len()
     );
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::model::{
     Burst, ChangeVersions, MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord,
     SubscriberRecord,
 };
-use crate::proto::dict::{self, ValueKind};
+use crate::proto::dictionary::{self, Dictionary};
 use crate::proto::Secret;
 
 /// A registered, active NAS.
@@ -185,36 +185,40 @@ pub struct ReplyAttr {
 }
 
 impl ReplyAttr {
-    /// Encodes a radreply row; `Err` names what is wrong with it.
-    pub fn from_record(r: &RadreplyRecord) -> Result<ReplyAttr, String> {
-        let def = dict::reply_attribute(&r.attribute)
-            .ok_or_else(|| format!("unknown attribute {:?}", r.attribute))?;
-        let value: Box<[u8]> = match def.kind {
-            ValueKind::Text => r.value.as_bytes().into(),
-            ValueKind::Integer => r
-                .value
-                .trim()
-                .parse::<u32>()
-                .map_err(|_| format!("{}: {:?} is not an integer", def.name, r.value))?
-                .to_be_bytes()
-                .into(),
-            ValueKind::Ipv4 => r
-                .value
-                .trim()
-                .parse::<Ipv4Addr>()
-                .map_err(|_| format!("{}: {:?} is not an IPv4 address", def.name, r.value))?
-                .octets()
-                .into(),
-        };
-        let limit = if def.vendor == 0 { 253 } else { 247 };
-        if value.len() > limit {
-            return Err(format!("{}: value longer than {limit} bytes", def.name));
-        }
+    /// Encodes a radreply row through `dictionary`; `Err` names what is
+    /// wrong with it.
+    pub fn from_record(r: &RadreplyRecord, dictionary: &Dictionary) -> Result<ReplyAttr, String> {
+        let e = dictionary.encode(r.attribute.trim(), &r.value)?;
         Ok(ReplyAttr {
-            vendor: def.vendor,
-            ty: def.ty,
-            value,
+            vendor: e.vendor,
+            ty: e.ty,
+            value: e.value,
         })
+    }
+}
+
+/// What a radreply row's `op` does among the user's rows, in row order
+/// (FreeRADIUS's reply operators): `=` adds the attribute unless an
+/// earlier row has it, `:=` replaces any earlier ones, `+=` always adds
+/// (several Cisco-AVPair rows). Any row replaces the attribute shardius
+/// would generate itself, as a FreeRADIUS user reply beats a group reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReplyOp {
+    Add,
+    Set,
+    Append,
+}
+
+impl ReplyOp {
+    fn parse(op: &str) -> Result<ReplyOp, String> {
+        match op.trim() {
+            "=" | "" => Ok(ReplyOp::Add),
+            ":=" => Ok(ReplyOp::Set),
+            "+=" => Ok(ReplyOp::Append),
+            other => Err(format!(
+                "op {other:?} is not a reply operator (=, := or +=)"
+            )),
+        }
     }
 }
 
@@ -271,6 +275,10 @@ pub struct Snapshot {
     /// map for a delta refresh copies pointers and allocates nothing per entry.
     pub subscribers: HashMap<Arc<[u8]>, Arc<Subscriber>>,
     pub radreply: HashMap<Box<[u8]>, Arc<[ReplyAttr]>>,
+    /// What radreply rows are encoded through (None: the built-in
+    /// dictionaries; the server sets the built-in ones plus
+    /// `dictionary.directory`).
+    pub dictionary: Option<Arc<Dictionary>>,
     pub preferences: Preferences,
     /// FUP tiers and free hours, by service id (only services that have them).
     pub fup: super::fup::FupPolicy,
@@ -405,16 +413,40 @@ impl Snapshot {
             .insert(subscriber.username.clone(), Arc::new(subscriber));
     }
 
-    /// Replaces radreply rows; rows that do not encode are passed to `warn`.
+    /// The dictionary radreply rows are encoded through.
+    pub fn dictionary(&self) -> &Dictionary {
+        self.dictionary
+            .as_deref()
+            .unwrap_or_else(|| dictionary::builtin())
+    }
+
+    /// Replaces radreply rows (in `id` order), applying their operators;
+    /// a row that does not encode is passed to `warn` with its user,
+    /// attribute and value, and left out.
     pub fn set_radreply(&mut self, records: &[RadreplyRecord], mut warn: impl FnMut(String)) {
         let mut by_user: HashMap<Box<[u8]>, Vec<ReplyAttr>> = HashMap::new();
         for r in records {
-            match ReplyAttr::from_record(r) {
-                Ok(a) => by_user
-                    .entry(r.username.as_bytes().into())
-                    .or_default()
-                    .push(a),
-                Err(e) => warn(format!("radreply row for {:?} skipped: {e}", r.username)),
+            let encoded = ReplyOp::parse(&r.op)
+                .and_then(|op| Ok((op, ReplyAttr::from_record(r, self.dictionary())?)));
+            let (op, a) = match encoded {
+                Ok(x) => x,
+                Err(e) => {
+                    warn(format!(
+                        "radreply row {:?} {} {} {:?} left out: {e}",
+                        r.username, r.attribute, r.op, r.value
+                    ));
+                    continue;
+                }
+            };
+            let attrs = by_user.entry(r.username.as_bytes().into()).or_default();
+            let same = |x: &ReplyAttr| x.vendor == a.vendor && x.ty == a.ty;
+            match op {
+                ReplyOp::Add if attrs.iter().any(same) => {}
+                ReplyOp::Set => {
+                    attrs.retain(|x| !same(x));
+                    attrs.push(a);
+                }
+                ReplyOp::Add | ReplyOp::Append => attrs.push(a),
             }
         }
         self.radreply = by_user.into_iter().map(|(k, v)| (k, v.into())).collect();

@@ -5,6 +5,7 @@
 pub mod authenticator;
 mod code;
 pub mod dict;
+pub mod dictionary;
 mod error;
 mod packet;
 pub mod password;

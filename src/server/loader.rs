@@ -36,11 +36,15 @@ pub struct LoadReport {
 
 impl Loader {
     /// Loads everything once.
-    pub fn new(mut store: Box<dyn SnapshotSource>) -> Result<Loader> {
+    pub fn new(
+        mut store: Box<dyn SnapshotSource>,
+        dictionary: Arc<crate::proto::dictionary::Dictionary>,
+    ) -> Result<Loader> {
         let versions = store.change_versions()?;
         let now = store.now_micros()?;
         let mut snapshot = Snapshot {
             versions,
+            dictionary: Some(dictionary),
             ..Snapshot::default()
         };
         snapshot.set_nas(&store.nas_devices()?);

@@ -120,6 +120,8 @@ pub enum ServeError {
     Signals(std::io::Error),
     #[error("RLIMIT_MEMLOCK is {have_kib} KiB but a shard's io_uring needs {need_kib} KiB: raise it (LimitMEMLOCK= in the systemd unit, `ulimit -l` in a shell)")]
     Memlock { have_kib: u64, need_kib: u64 },
+    #[error("{0}")]
+    Dictionary(String),
     #[error("cannot listen on {addr} (http.listen): {source}")]
     Http {
         addr: SocketAddr,
@@ -140,11 +142,22 @@ pub fn serve(
 ) -> Result<(), ServeError> {
     let started = Instant::now();
     check_memlock()?;
+    let (dictionary, problems) = config.dictionary.load().map_err(ServeError::Dictionary)?;
+    if !problems.is_empty() {
+        tracing::warn!(
+            "dictionary.directory: {} line(s) not understood and left out (their attributes cannot be named in radreply), the first: {}",
+            problems.len(),
+            problems[0]
+        );
+    }
     // The loader only reads: from a nearby replica when one is configured.
-    let loader = Loader::new(match &config.database.read_url {
-        Some(url) => crate::store::open(url)?,
-        None => open_store()?,
-    })?;
+    let loader = Loader::new(
+        match &config.database.read_url {
+            Some(url) => crate::store::open(url)?,
+            None => open_store()?,
+        },
+        dictionary,
+    )?;
     let acct_store: Box<dyn AccountingSink> = open_store()?;
     let usage_store: Box<dyn UsageStore> = open_store()?;
     let jobs_store: Box<dyn JobsStore> = open_store()?;

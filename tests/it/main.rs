@@ -19,6 +19,7 @@ mod cluster;
 mod cluster_store;
 mod coa;
 mod codec_properties;
+mod dictionary;
 mod engine;
 mod engine_properties;
 mod freeradius;
