@@ -48,6 +48,22 @@ pub enum NasCommand {
         /// --ip, counted and logged.
         #[arg(long = "nas-ip-address", value_name = "ADDR")]
         nas_ip_addresses: Vec<IpAddr>,
+        /// A trusted RADIUS proxy (e.g. a FreeRADIUS in front of shardius):
+        /// each request from it is attributed to the registered NAS its
+        /// NAS-IP-Address or NAS-Identifier names (that NAS's type,
+        /// Message-Authenticator policy and CoA target apply), else to this
+        /// entry
+        #[arg(long)]
+        proxy: bool,
+        /// Send CoA and Disconnect for this NAS's sessions through the proxy
+        /// entry of this name (to its --ip and --coa-port, with its secret;
+        /// the proxy forwards them) instead of straight to the NAS
+        #[arg(long, value_name = "PROXY")]
+        coa_via: Option<String>,
+        /// Send CoA straight to this address (at --coa-port) instead of --ip
+        /// (a NAS behind a proxy whose NAS-IP-Address is not reachable)
+        #[arg(long, value_name = "ADDR", conflicts_with = "coa_via")]
+        coa_address: Option<IpAddr>,
     },
     /// List NAS devices (secrets are not shown)
     List,
@@ -244,9 +260,19 @@ pub fn nas(store: &mut dyn Store, cmd: NasCommand) -> anyhow::Result<()> {
             require_message_authenticator,
             disabled,
             nas_ip_addresses,
+            proxy,
+            coa_via,
+            coa_address,
         } => {
             if name.trim().is_empty() {
                 bail!("--name: must not be empty");
+            }
+            if let Some(via) = &coa_via {
+                match store.nas_devices()?.iter().find(|n| &n.name == via) {
+                    Some(p) if p.is_proxy => {}
+                    Some(_) => bail!("--coa-via {via:?}: that NAS entry is not a proxy (add it with --proxy)"),
+                    None => bail!("--coa-via {via:?}: no NAS entry of that name (add the proxy first, with --proxy)"),
+                }
             }
             let len = secret.chars().count();
             if !(1..=100).contains(&len) {
@@ -278,24 +304,33 @@ pub fn nas(store: &mut dyn Store, cmd: NasCommand) -> anyhow::Result<()> {
                 api_username: None,
                 api_password: None,
                 nas_ip_addresses,
+                is_proxy: proxy,
+                coa_via,
+                coa_address,
             };
             let id = store.add_nas(&record)?;
             println!("added NAS {} ({}) id {id}", record.name, record.ip_address);
         }
         NasCommand::List => {
             println!(
-                "{:<24} {:<39} {:<9} {:>5} {:<4} {:<6} NAS-IP-ADDRESSES",
-                "NAME", "IP", "TYPE", "COA", "MA", "ACTIVE"
+                "{:<24} {:<39} {:<9} {:>5} {:<4} {:<6} {:<24} NAS-IP-ADDRESSES",
+                "NAME", "IP", "TYPE", "COA", "MA", "ACTIVE", "PROXY/COA-VIA"
             );
             for n in store.nas_devices()? {
                 println!(
-                    "{:<24} {:<39} {:<9} {:>5} {:<4} {:<6} {}",
+                    "{:<24} {:<39} {:<9} {:>5} {:<4} {:<6} {:<24} {}",
                     crate::text::printable(&n.name),
                     n.ip_address,
                     n.nas_type.as_str(),
                     n.coa_port,
                     n.require_message_authenticator.as_str(),
                     if n.is_active { "yes" } else { "no" },
+                    match (n.is_proxy, &n.coa_via, n.coa_address) {
+                        (true, _, _) => "proxy".to_owned(),
+                        (_, Some(via), _) => format!("via {}", crate::text::printable(via)),
+                        (_, _, Some(a)) => format!("coa to {a}"),
+                        _ => "-".to_owned(),
+                    },
                     crate::store::format_nas_ip_addresses(&n.nas_ip_addresses)
                 );
             }

@@ -251,13 +251,17 @@ impl Engine {
             }
         }
 
+        // Behind a trusted proxy, the NAS the request names: its type,
+        // Message-Authenticator policy and sessions. The proxy's secret
+        // still signs every packet of the hop.
+        let speaks_for = snapshot.speaks_for(nas, &packet);
         match check_message_authenticator(&packet, &nas.secret, None) {
             // Only an Access-Request arms `auto` (as FreeRADIUS does): a
             // Status-Server must carry one anyway (RFC 5997 §3), and an
             // Accounting-Request with one says nothing about how the NAS
             // (or a proxy that health-checks us) sends Access-Requests.
             MessageAuthenticatorCheck::Valid if code == Code::ACCESS_REQUEST => {
-                nas.note_message_authenticator()
+                speaks_for.note_message_authenticator()
             }
             MessageAuthenticatorCheck::Valid => {}
             MessageAuthenticatorCheck::Invalid => {
@@ -267,7 +271,7 @@ impl Engine {
                 // RFC 5997 §3 and RFC 3579 §3.2 require it on Status-Server and EAP.
                 let required = code == Code::STATUS_SERVER
                     || (code == Code::ACCESS_REQUEST
-                        && (nas.requires_message_authenticator()
+                        && (speaks_for.requires_message_authenticator()
                             || packet.attr(attr::EAP_MESSAGE).is_some()));
                 if required {
                     return dropped(DropReason::MissingMessageAuthenticator);
@@ -300,7 +304,8 @@ impl Engine {
             // address and secret): a NAS-IP-Address that is not one of the
             // entry's addresses would write sessions, or close them with
             // Accounting-On/Off, in another NAS's name.
-            let (nas_ip, foreign) = AcctEvent::nas_ip_of(&packet, nas.ip, |ip| nas.has_address(ip));
+            let (nas_ip, foreign) =
+                AcctEvent::nas_ip_of(&packet, speaks_for.ip, |ip| speaks_for.has_address(ip));
             let foreign_nas_ip = foreign.map(|claimed| {
                 self.stats.incr(Counter::AcctForeignNasIp);
                 ForeignNasIp {
@@ -314,7 +319,14 @@ impl Engine {
                     Err(_) => return dropped(DropReason::AccountingUnsupported),
                 };
             if event.kind == AcctKind::NasReboot {
-                event.nas_addresses = nas.addresses();
+                event.nas_addresses = match foreign {
+                    // A NAS behind a proxy that is not registered: its
+                    // reboot closes the sessions under its own address
+                    // (none: they are recorded under the proxy's), never
+                    // those of every NAS behind the proxy.
+                    Some(claimed) if nas.is_proxy => vec![claimed],
+                    _ => speaks_for.addresses(),
+                };
             }
             // The response is built now and sent by the writer once the
             // event is durable (RFC 2866 §2: only after recording it).
@@ -345,6 +357,7 @@ impl Engine {
 
         let ctx = AuthContext {
             nas,
+            speaks_for,
             snapshot,
             key,
             now_local: now.local,

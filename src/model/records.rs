@@ -83,6 +83,14 @@ pub struct NasRecord {
     /// Other NAS-IP-Address values this NAS's accounting may carry
     /// (`nas_devices.nas_ip_addresses`).
     pub nas_ip_addresses: Vec<IpAddr>,
+    /// A trusted proxy: its requests are attributed to the registered NAS
+    /// they name (NAS-IP-Address, NAS-Identifier).
+    pub is_proxy: bool,
+    /// The proxy entry (by name) CoA for this NAS goes through; None:
+    /// straight to the NAS.
+    pub coa_via: Option<String>,
+    /// Where CoA goes straight to, when not `ip_address`.
+    pub coa_address: Option<IpAddr>,
 }
 
 /// Parses `nas_devices.nas_ip_addresses` (commas or spaces between
@@ -154,6 +162,9 @@ impl NasRecord {
             api_username: None,
             api_password: None,
             nas_ip_addresses: Vec::new(),
+            is_proxy: false,
+            coa_via: None,
+            coa_address: None,
         }
     }
 }

@@ -99,7 +99,11 @@ impl RejectReason {
 
 /// What the decision needs besides the packet.
 pub struct AuthContext<'a> {
+    /// The entry the packet came from: its secret signs the hop.
     pub nas: &'a Nas,
+    /// The NAS the request speaks for (a NAS behind a trusted proxy, else
+    /// `nas`): its type decides the reply attributes.
+    pub speaks_for: &'a Nas,
     pub snapshot: &'a Snapshot,
     pub key: &'a PasswordKey,
     /// The server's local wall-clock time (expiry dates are local days).
@@ -361,7 +365,7 @@ fn write_accept(
     if let Some(service) = accepted.service {
         // A subscriber already in a FUP tier gets the tier's speed.
         let tier = ctx.snapshot.fup_tier(&subscriber.username, service.id);
-        match ctx.nas.nas_type {
+        match ctx.speaks_for.nas_type {
             NasType::Mikrotik if !overridden(vendor::MIKROTIK, mikrotik::RATE_LIMIT) => {
                 let rate = tier.map_or(&service.rate_limit, |t| &t.rate_limit);
                 w.vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT, rate.as_bytes())?;

@@ -18,8 +18,9 @@ use crate::model::{
     Burst, ChangeVersions, MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord,
     SubscriberRecord,
 };
+use crate::proto::dict::attr;
 use crate::proto::dictionary::{self, Dictionary};
-use crate::proto::Secret;
+use crate::proto::{Packet, Secret};
 
 /// A registered, active NAS.
 #[derive(Debug)]
@@ -33,6 +34,15 @@ pub struct Nas {
     pub ma_policy: MaPolicy,
     /// Other NAS-IP-Address values its accounting may carry.
     pub other_addresses: Box<[IpAddr]>,
+    /// A trusted proxy: see [`Snapshot::speaks_for`].
+    pub is_proxy: bool,
+    /// The proxy entry (by name) CoA for this NAS goes through.
+    pub coa_via: Option<String>,
+    /// Where CoA goes when straight to the NAS, if not `ip`.
+    pub coa_address: Option<IpAddr>,
+    /// The NAS-Identifier values that name it behind a proxy: its name,
+    /// short name and identifier.
+    pub identifiers: Box<[Box<[u8]>]>,
     /// Under `auto`: this NAS has sent a Message-Authenticator, so from now
     /// on one is required. Shared by all shards; carried across reloads.
     ma_seen: AtomicBool,
@@ -49,6 +59,10 @@ impl Nas {
             coa_port: r.coa_port,
             ma_policy: r.require_message_authenticator,
             other_addresses: r.nas_ip_addresses.iter().copied().collect(),
+            is_proxy: r.is_proxy,
+            coa_via: r.coa_via.clone(),
+            coa_address: r.coa_address,
+            identifiers: identifiers_of(r),
             ma_seen: AtomicBool::new(false),
         }
     }
@@ -89,7 +103,25 @@ impl Nas {
             && self.coa_port == r.coa_port
             && self.ma_policy == r.require_message_authenticator
             && *self.other_addresses == *r.nas_ip_addresses
+            && self.is_proxy == r.is_proxy
+            && self.coa_via == r.coa_via
+            && self.coa_address == r.coa_address
+            && self.identifiers == identifiers_of(r)
     }
+}
+
+fn identifiers_of(r: &NasRecord) -> Box<[Box<[u8]>]> {
+    let mut ids: Vec<Box<[u8]>> = Vec::new();
+    for id in [Some(&r.name), r.short_name.as_ref(), r.identifier.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter(|id| !id.is_empty())
+    {
+        if !ids.iter().any(|x| **x == *id.as_bytes()) {
+            ids.push(id.as_bytes().into());
+        }
+    }
+    ids.into()
 }
 
 #[derive(Debug)]
@@ -270,6 +302,9 @@ impl Preferences {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub nas: HashMap<IpAddr, Arc<Nas>>,
+    /// The NAS entries by the NAS-Identifier values that name them
+    /// ([`Snapshot::speaks_for`]).
+    pub nas_by_identifier: HashMap<Box<[u8]>, Arc<Nas>>,
     pub services: HashMap<i64, Arc<Service>>,
     /// Keyed by the subscriber's own username allocation, so cloning the
     /// map for a delta refresh copies pointers and allocates nothing per entry.
@@ -374,6 +409,7 @@ impl Snapshot {
     /// (Message-Authenticator seen) of NASes whose configuration is unchanged.
     pub fn set_nas(&mut self, records: &[NasRecord]) {
         let old = std::mem::take(&mut self.nas);
+        self.nas_by_identifier.clear();
         for r in records.iter().filter(|r| r.is_active) {
             let nas = match old.get(&r.ip_address) {
                 Some(existing) if existing.same_config(r) => existing.clone(),
@@ -385,8 +421,48 @@ impl Snapshot {
                 }
                 None => Arc::new(Nas::from_record(r)),
             };
+            for id in nas.identifiers.iter() {
+                self.nas_by_identifier
+                    .entry(id.clone())
+                    .or_insert_with(|| nas.clone());
+            }
             self.nas.insert(r.ip_address, nas);
         }
+    }
+
+    /// The NAS a request from `nas` speaks for: a trusted proxy's request
+    /// speaks for the registered NAS its NAS-IP-Address (or
+    /// NAS-IPv6-Address), else its NAS-Identifier (a NAS's name, short
+    /// name or identifier) names; anything else, and a proxy's request
+    /// naming no registered NAS (or another proxy), for the entry itself.
+    pub fn speaks_for<'s>(&'s self, nas: &'s Arc<Nas>, packet: &Packet<'_>) -> &'s Arc<Nas> {
+        if !nas.is_proxy {
+            return nas;
+        }
+        let by_address = packet
+            .attr_ipv4(attr::NAS_IP_ADDRESS)
+            .map(IpAddr::V4)
+            .or_else(|| {
+                packet
+                    .attr(attr::NAS_IPV6_ADDRESS)
+                    .and_then(|v| <[u8; 16]>::try_from(v).ok())
+                    .map(|v| IpAddr::V6(v.into()))
+            })
+            .and_then(|ip| self.nas.get(&ip));
+        let by_identifier = || {
+            packet
+                .attr(attr::NAS_IDENTIFIER)
+                .and_then(|id| self.nas_by_identifier.get(id))
+        };
+        by_address
+            .or_else(by_identifier)
+            .filter(|inner| !inner.is_proxy)
+            .unwrap_or(nas)
+    }
+
+    /// A NAS entry by name (CoA through a proxy).
+    pub fn nas_named(&self, name: &str) -> Option<&Arc<Nas>> {
+        self.nas.values().find(|n| n.name == name)
     }
 
     pub fn set_services(&mut self, records: &[ServiceRecord]) {

@@ -118,8 +118,26 @@ pub fn verify_response(
     let expected = packet_digest(reply.as_bytes(), request_authenticator, secret);
     let digest_ok: bool = expected.ct_eq(reply.authenticator()).into();
     digest_ok
-        && check_message_authenticator(reply, secret, Some(request_authenticator))
-            != MessageAuthenticatorCheck::Invalid
+        && match check_message_authenticator(reply, secret, Some(request_authenticator)) {
+            MessageAuthenticatorCheck::Invalid => freeradius_coa_answer(reply, secret),
+            _ => true,
+        }
+}
+
+/// FreeRADIUS 3.2 computes the Message-Authenticator of the CoA and
+/// Disconnect answers it sends (its own, and those it proxies back from a
+/// NAS) over a zeroed Authenticator field, not the request's as RFC 5176
+/// §3.1 says. Its Response Authenticator is right, and the HMAC is still
+/// keyed with the secret, so such an answer is taken: without this, no
+/// CoA sent through a FreeRADIUS proxy would ever be acknowledged.
+/// Checked against FreeRADIUS 3.2.1 by `tests/it/proxied.rs`.
+fn freeradius_coa_answer(reply: &Packet<'_>, secret: &Secret) -> bool {
+    use crate::proto::Code;
+    matches!(
+        reply.code(),
+        Code::COA_ACK | Code::COA_NAK | Code::DISCONNECT_ACK | Code::DISCONNECT_NAK
+    ) && check_message_authenticator(reply, secret, Some(&[0; 16]))
+        == MessageAuthenticatorCheck::Valid
 }
 
 #[cfg(test)]
@@ -173,5 +191,53 @@ mod tests {
             check_message_authenticator(&reply, &secret, None),
             MessageAuthenticatorCheck::Invalid
         );
+    }
+
+    /// A Disconnect-ACK (or `code`) with a Message-Authenticator computed
+    /// over `ma_vector`, and a correct Response Authenticator.
+    fn answer(code: u8, request_auth: &[u8; 16], ma_vector: &[u8; 16], secret: &Secret) -> Vec<u8> {
+        let mut bytes = vec![code, 7, 0, 38];
+        bytes.extend_from_slice(&[0; 16]);
+        bytes.extend_from_slice(&[80, 18]);
+        bytes.extend_from_slice(&[0; 16]);
+        let ma = message_authenticator(&bytes, 22, ma_vector, secret);
+        bytes[22..38].copy_from_slice(&ma);
+        let digest = packet_digest(&bytes, request_auth, secret);
+        bytes[4..20].copy_from_slice(&digest);
+        bytes
+    }
+
+    #[test]
+    fn coa_answers_signed_as_freeradius_signs_them_verify_and_nothing_else_does() {
+        let secret = Secret::new(b"s3cr3t");
+        let request_auth = [9u8; 16];
+        for code in [41u8, 42, 44, 45] {
+            // RFC 5176 §3.1, and FreeRADIUS 3.2's zeroed vector.
+            for vector in [request_auth, [0; 16]] {
+                let bytes = answer(code, &request_auth, &vector, &secret);
+                let p = Packet::parse(&bytes).unwrap();
+                assert!(verify_response(&p, &request_auth, &secret), "{code}");
+            }
+            // Any other vector, or another secret: refused.
+            let bytes = answer(code, &request_auth, &[1; 16], &secret);
+            assert!(!verify_response(
+                &Packet::parse(&bytes).unwrap(),
+                &request_auth,
+                &secret
+            ));
+            let bytes = answer(code, &request_auth, &[0; 16], &Secret::new(b"other"));
+            assert!(!verify_response(
+                &Packet::parse(&bytes).unwrap(),
+                &request_auth,
+                &secret
+            ));
+        }
+        // An Access-Accept signed over zeros is not taken (only CoA answers).
+        let bytes = answer(2, &request_auth, &[0; 16], &secret);
+        assert!(!verify_response(
+            &Packet::parse(&bytes).unwrap(),
+            &request_auth,
+            &secret
+        ));
     }
 }

@@ -886,3 +886,76 @@ fn a_pooled_login_waits_for_its_address_uncached_then_carries_it_or_is_rejected(
     );
     assert!(pool.0.borrow().is_empty());
 }
+
+/// An Accounting-On (status 7) from `from` naming NAS-IP-Address `nas_ip`.
+fn accounting_on(nas_ip: [u8; 4], id: u8) -> Vec<u8> {
+    let mut buf = [0u8; 4096];
+    let mut w =
+        shardius::proto::PacketWriter::new(&mut buf, Code::ACCOUNTING_REQUEST, id, &[0; 16]);
+    w.attr_u32(shardius::proto::dict::attr::ACCT_STATUS_TYPE, 7)
+        .unwrap();
+    w.attr(shardius::proto::dict::attr::NAS_IP_ADDRESS, &nas_ip)
+        .unwrap();
+    w.finish_request(&Secret::new(b"testing123")).to_vec()
+}
+
+#[test]
+fn a_proxy_speaks_for_the_registered_nas_it_names_and_an_unregistered_one_closes_nothing_else() {
+    let mut w = world();
+    let mut proxy = nas_record("127.0.0.9", NasType::Generic, MaPolicy::No);
+    proxy.is_proxy = true;
+    let inner = nas_record("127.0.0.3", NasType::Mikrotik, MaPolicy::Yes);
+    let mut records = vec![
+        nas_record("127.0.0.1", NasType::Mikrotik, MaPolicy::Auto),
+        proxy,
+        inner,
+    ];
+    w.snapshot.set_nas(&records);
+    // The inner NAS (MikroTik, Message-Authenticator required) named by
+    // NAS-IP-Address through the proxy: its policy and its reply.
+    let inner_session = Session {
+        nas_ip: Ipv4Addr::new(127, 0, 0, 3),
+        ..Session::default()
+    };
+    let (req, _) = request(
+        "alice",
+        &Credentials::Pap {
+            password: b"s3cret",
+        },
+        &inner_session,
+        31,
+    );
+    let (stripped, _) = strip_message_authenticator(&req);
+    let (reply, event) = w.send("127.0.0.9", &stripped, 0);
+    assert!(
+        reply.is_none(),
+        "{event:?}: the inner NAS requires a Message-Authenticator"
+    );
+    let (reply, _) = w.send("127.0.0.9", &req, 1);
+    let reply = reply.expect("accepted");
+    assert!(Packet::parse(&reply)
+        .unwrap()
+        .vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT)
+        .is_some());
+    // Accounting-On naming the inner NAS closes its sessions only; naming
+    // an unregistered NAS, only that address's (none), never the proxy's.
+    for (id, named, scope) in [
+        (3, [127, 0, 0, 3], "127.0.0.3"),
+        (4, [192, 0, 2, 7], "192.0.2.7"),
+    ] {
+        let (reply, _) = w.send_acct("127.0.0.9", &accounting_on(named, id), 2);
+        assert!(reply.is_some());
+        let queued = w.engine.take_accounting().expect("queued");
+        let scope: Vec<std::net::IpAddr> = vec![scope.parse().unwrap()];
+        assert_eq!(queued.event.reboot_scope(), scope);
+    }
+    // Not a proxy any more: the same Accounting-On is the entry's own.
+    records[1].is_proxy = false;
+    w.snapshot.set_nas(&records);
+    w.send_acct("127.0.0.9", &accounting_on([127, 0, 0, 3], 5), 3);
+    let queued = w.engine.take_accounting().expect("queued");
+    assert_eq!(
+        queued.event.reboot_scope(),
+        vec!["127.0.0.9".parse::<std::net::IpAddr>().unwrap()]
+    );
+}

@@ -73,17 +73,22 @@ fn cutover() -> Cutover {
             .unwrap(),
     );
     let (fr_shared, fr_alone) = (free_udp_port(), free_udp_port());
-    let fr = FreeRadius::start(
-        &[
-            ("sql_shared", sql_module("shared", port, &shared_db)),
-            ("sql_alone", sql_module("alone", port, &alone_db)),
-        ],
-        &[
-            ("shared", site("shared", fr_shared, "shared")),
-            ("alone", site("alone", fr_alone, "alone")),
-        ],
-        "client local {\n    ipaddr = 127.0.0.1\n    secret = testing123\n}\n",
-    );
+    let fr = FreeRadius::start(&[
+        (
+            "mods-enabled/sql_shared",
+            sql_module("shared", port, &shared_db),
+        ),
+        (
+            "mods-enabled/sql_alone",
+            sql_module("alone", port, &alone_db),
+        ),
+        ("sites-enabled/shared", site("shared", fr_shared, "shared")),
+        ("sites-enabled/alone", site("alone", fr_alone, "alone")),
+        (
+            "clients.conf",
+            "client local {\n    ipaddr = 127.0.0.1\n    secret = testing123\n}\n".into(),
+        ),
+    ]);
     Cutover {
         _install: install,
         server,

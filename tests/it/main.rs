@@ -29,6 +29,7 @@ mod operations;
 mod pools;
 mod pools_serve;
 mod postgres;
+mod proxied;
 mod quota;
 mod radius_crate_interop;
 mod rfc_vectors;

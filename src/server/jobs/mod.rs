@@ -497,14 +497,20 @@ fn reply(
 
 /// The NAS of a session, by the address radacct has for it: the entry of
 /// that address, or the one that lists it among its other NAS-IP-Addresses.
+/// CoA goes to its CoA address (or its own) with its secret, or, when it
+/// is reached through a proxy (`coa_via`), to the proxy with the proxy's.
 pub fn nas_target(snapshot: &Snapshot, ip: std::net::IpAddr) -> Option<NasTarget> {
     let nas = snapshot
         .nas
         .get(&ip)
         .or_else(|| snapshot.nas.values().find(|n| n.has_address(ip)))?;
+    let hop = match &nas.coa_via {
+        Some(proxy) => snapshot.nas_named(proxy)?,
+        None => nas,
+    };
     Some(NasTarget {
-        addr: std::net::SocketAddr::new(nas.ip, nas.coa_port),
-        secret: nas.secret.clone(),
+        addr: std::net::SocketAddr::new(hop.coa_address.unwrap_or(hop.ip), hop.coa_port),
+        secret: hop.secret.clone(),
         nas_type: nas.nas_type,
     })
 }
@@ -515,9 +521,13 @@ pub fn nas_target_in(
     ip: std::net::IpAddr,
 ) -> Option<NasTarget> {
     let nas = records.iter().find(|n| n.has_address(ip))?;
+    let hop = match &nas.coa_via {
+        Some(proxy) => records.iter().find(|n| &n.name == proxy)?,
+        None => nas,
+    };
     Some(NasTarget {
-        addr: std::net::SocketAddr::new(nas.ip_address, nas.coa_port),
-        secret: Secret::new(nas.secret.as_bytes()),
+        addr: std::net::SocketAddr::new(hop.coa_address.unwrap_or(hop.ip_address), hop.coa_port),
+        secret: Secret::new(hop.secret.as_bytes()),
         nas_type: nas.nas_type,
     })
 }

@@ -79,8 +79,9 @@ impl Admin for PgStore {
         let rows = self
             .query(
                 "INSERT INTO nas_devices (name, short_name, identifier, ip_address, secret, type, coa_port,
-                     require_message_authenticator, is_active, api_username, api_password, nas_ip_addresses)
-                 VALUES ($1, $2, $3, $4::text::inet, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                     require_message_authenticator, is_active, api_username, api_password, nas_ip_addresses,
+                     is_proxy, coa_via, coa_address)
+                 VALUES ($1, $2, $3, $4::text::inet, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
                 &[
                     &n.name,
                     &n.short_name,
@@ -94,6 +95,9 @@ impl Admin for PgStore {
                     &n.api_username,
                     &n.api_password,
                     &format_nas_ip_addresses(&n.nas_ip_addresses),
+                    &n.is_proxy,
+                    &n.coa_via,
+                    &n.coa_address.map(|a| a.to_string()),
                 ],
             )
             .map_err(|e| match e {

@@ -58,6 +58,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         8,
         include_str!("../migrations/postgres/0008_freeradius_indexes.sql"),
     ),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_nas_proxies.sql"),
+    ),
 ];
 
 const CHANNEL: &str = "shardius_changes";
@@ -309,6 +313,20 @@ fn nas_from_row(r: &Row) -> Result<NasRecord> {
         api_username: r.get("api_username"),
         api_password: r.get("api_password"),
         nas_ip_addresses: nas_ip_addresses_of(id, r.get("nas_ip_addresses")),
+        is_proxy: r.get("is_proxy"),
+        coa_via: r
+            .get::<_, Option<String>>("coa_via")
+            .filter(|v| !v.is_empty()),
+        coa_address: match r
+            .get::<_, Option<String>>("coa_address")
+            .filter(|v| !v.is_empty())
+        {
+            None => None,
+            Some(a) => Some(
+                a.parse()
+                    .map_err(|_| invalid("nas_devices", id, "bad coa_address"))?,
+            ),
+        },
     })
 }
 

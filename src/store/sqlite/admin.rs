@@ -64,8 +64,9 @@ impl Admin for SqliteStore {
         self.conn
             .execute(
                 "INSERT INTO nas_devices (name, short_name, identifier, ip_address, secret, type, coa_port,
-                     require_message_authenticator, is_active, api_username, api_password, nas_ip_addresses)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     require_message_authenticator, is_active, api_username, api_password, nas_ip_addresses,
+                     is_proxy, coa_via, coa_address)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     n.name,
                     n.short_name,
@@ -78,7 +79,10 @@ impl Admin for SqliteStore {
                     n.is_active,
                     n.api_username,
                     n.api_password,
-                    format_nas_ip_addresses(&n.nas_ip_addresses)
+                    format_nas_ip_addresses(&n.nas_ip_addresses),
+                    n.is_proxy,
+                    n.coa_via,
+                    n.coa_address.map(|a| a.to_string()),
                 ],
             )
             .map_err(unique(|| format!("a NAS named {:?} or with IP {}", n.name, n.ip_address)))?;

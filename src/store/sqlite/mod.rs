@@ -43,6 +43,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         8,
         include_str!("../migrations/sqlite/0008_freeradius_indexes.sql"),
     ),
+    (9, include_str!("../migrations/sqlite/0009_nas_proxies.sql")),
 ];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
@@ -199,6 +200,20 @@ fn nas_from_row(r: &Row<'_>) -> rusqlite::Result<NasRecord> {
         api_username: r.get("api_username")?,
         api_password: r.get("api_password")?,
         nas_ip_addresses: nas_ip_addresses_of(id, &r.get::<_, String>("nas_ip_addresses")?),
+        is_proxy: r.get("is_proxy")?,
+        coa_via: r
+            .get::<_, Option<String>>("coa_via")?
+            .filter(|v| !v.is_empty()),
+        coa_address: match r
+            .get::<_, Option<String>>("coa_address")?
+            .filter(|v| !v.is_empty())
+        {
+            None => None,
+            Some(a) => Some(
+                a.parse()
+                    .map_err(|_| bad_row("nas_devices", id, "bad coa_address"))?,
+            ),
+        },
     })
 }
 
@@ -320,7 +335,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 8);
+        assert_eq!(s.migrate().unwrap(), 9);
         (dir, s)
     }
 
@@ -350,7 +365,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 8);
+        assert_eq!(s.schema_version().unwrap(), 9);
     }
 
     #[test]

@@ -67,11 +67,12 @@ pub fn free_udp_port() -> u16 {
 }
 
 impl FreeRadius {
-    /// Starts FreeRADIUS with `modules` (files written to mods-enabled,
-    /// by name), `sites` (to sites-enabled) and `clients` (clients.conf).
-    /// The Class column of FreeRADIUS's queries is switched on, as its
-    /// queries.conf says to when the schema has one (both schemas do).
-    pub fn start(modules: &[(&str, String)], sites: &[(&str, String)], clients: &str) -> Self {
+    /// Starts FreeRADIUS with `files` (paths relative to raddb, e.g.
+    /// `mods-enabled/sql_a`, `sites-enabled/x`, `clients.conf`,
+    /// `proxy.conf`) written over the copy. The Class column of FreeRADIUS's
+    /// queries is switched on, as its queries.conf says to when the schema
+    /// has one (both schemas do).
+    pub fn start(files: &[(&str, String)]) -> Self {
         assert!(
             Path::new("/usr/sbin/freeradius").exists(),
             "FreeRADIUS not found: install Debian's freeradius and freeradius-postgresql (./scripts/test installs them when run as root)"
@@ -123,23 +124,28 @@ impl FreeRadius {
                 "reply_xlat = \", '%{reply:Class}'\"",
             );
         std::fs::write(&queries, q).unwrap();
-        for (name, text) in modules {
-            std::fs::write(raddb.join("mods-enabled").join(name), text).unwrap();
+        for (name, text) in files {
+            std::fs::write(raddb.join(name), text).unwrap();
         }
-        for (name, text) in sites {
-            std::fs::write(raddb.join("sites-enabled").join(name), text).unwrap();
-        }
-        std::fs::write(raddb.join("clients.conf"), clients).unwrap();
         let log = dir.path().join("freeradius.log");
-        let child = Command::new("/usr/sbin/freeradius")
-            .args(["-f", "-d"])
-            .arg(&raddb)
-            .arg("-l")
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        // FREERADIUS_TEST_DEBUG=1: FreeRADIUS's debug output (-X) in the log.
+        let debug = std::env::var_os("FREERADIUS_TEST_DEBUG").is_some();
+        let mut cmd = Command::new("/usr/sbin/freeradius");
+        if debug {
+            let out = std::fs::File::create(&log).unwrap();
+            cmd.args(["-X", "-d"])
+                .arg(&raddb)
+                .stdout(out.try_clone().unwrap())
+                .stderr(out);
+        } else {
+            cmd.args(["-f", "-d"])
+                .arg(&raddb)
+                .arg("-l")
+                .arg(&log)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+        let child = cmd.spawn().unwrap();
         let mut fr = FreeRadius { child, dir, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
