@@ -199,6 +199,7 @@ fn engine_benches(c: &mut Criterion) {
         idle_timeout: None,
         daily_quota_bytes: None,
         monthly_quota_bytes: None,
+        reply_attributes: String::new(),
     }]);
     let subscribers: Vec<SubscriberRecord> = (0..30_000)
         .map(|i| SubscriberRecord {
@@ -215,6 +216,8 @@ fn engine_benches(c: &mut Criterion) {
             mac_address: None,
             static_ip: None,
             updated_at: 0,
+            password_kind: Default::default(),
+            max_sessions: None,
         })
         .collect();
     snapshot.apply_subscribers(&subscribers, &[]);

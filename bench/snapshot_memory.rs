@@ -47,6 +47,8 @@ fn main() {
                 mac_address: (i % 2 == 0).then(|| "AA:BB:CC:DD:EE:FF".to_string()),
                 static_ip: (i % 10 == 0).then(|| Ipv4Addr::from(0x6440_0000 + i)),
                 updated_at: 0,
+                password_kind: Default::default(),
+                max_sessions: None,
             })
             .collect();
         snapshot.apply_subscribers(&records, &[]);

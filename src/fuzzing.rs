@@ -111,6 +111,7 @@ pub fn fuzz_snapshot() -> crate::policy::Snapshot {
         idle_timeout: Some(600),
         daily_quota_bytes: None,
         monthly_quota_bytes: None,
+        reply_attributes: String::new(),
     }]);
     let subscriber = |id, name: &str, password: &[u8]| SubscriberRecord {
         id,
@@ -122,6 +123,8 @@ pub fn fuzz_snapshot() -> crate::policy::Snapshot {
         mac_address: None,
         static_ip: None,
         updated_at: 0,
+        password_kind: Default::default(),
+        max_sessions: None,
     };
     let mut bound = subscriber(2, "bound", b"pw");
     bound.mac_address = Some("AA:BB:CC:DD:EE:FF".into());

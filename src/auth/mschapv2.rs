@@ -252,13 +252,25 @@ pub fn verify(
     user_name: &[u8],
     password: &[u8],
 ) -> Option<Success> {
+    let mut hash = nt_password_hash(password);
+    let result = verify_hash(auth_challenge, response, user_name, &hash);
+    hash.zeroize();
+    result
+}
+
+/// [`verify`] against the NT hash of the password (a FreeRADIUS
+/// NT-Password): MS-CHAPv2 needs nothing more.
+pub fn verify_hash(
+    auth_challenge: &[u8],
+    response: &Response<'_>,
+    user_name: &[u8],
+    hash: &[u8; 16],
+) -> Option<Success> {
     let auth_challenge: &[u8; 16] = auth_challenge.try_into().ok()?;
     let challenge = challenge_hash(response.peer_challenge, auth_challenge, user_name);
-    let mut hash = nt_password_hash(password);
-    let expected = challenge_response(&challenge, &hash);
+    let expected = challenge_response(&challenge, hash);
     let matches = bool::from(expected.ct_eq(response.nt_response));
     let mut hash_hash: [u8; 16] = Md4::digest(hash).into();
-    hash.zeroize();
     let result = matches.then(|| {
         let mut success = [0u8; SUCCESS_LEN];
         success[0] = response.ident;

@@ -23,6 +23,29 @@ pub fn verify(
     ok
 }
 
+/// Whether the hidden User-Password is a password whose NT hash (MD4 of
+/// its UTF-16LE form, RFC 2759 §8.3) is `hash`: a subscriber imported from
+/// a FreeRADIUS NT-Password logs in by PAP as FreeRADIUS lets them.
+pub fn verify_nt_hash(
+    hidden: &[u8],
+    secret: &Secret,
+    request_authenticator: &[u8; 16],
+    hash: &[u8; 16],
+) -> bool {
+    let mut plain = [0u8; MAX_PASSWORD_LEN];
+    let ok = match unhide_user_password(hidden, secret, request_authenticator, &mut plain) {
+        Ok(given) => {
+            let mut given_hash = crate::auth::mschapv2::nt_password_hash(given);
+            let ok = given_hash.ct_eq(hash).into();
+            given_hash.zeroize();
+            ok
+        }
+        Err(_) => false,
+    };
+    plain.zeroize();
+    ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +61,16 @@ mod tests {
         assert!(!verify(&hidden[..n], &secret, &ra, b"pass10"));
         assert!(!verify(&hidden[..n], &secret, &ra, b"pass"));
         assert!(!verify(&hidden[..n], &Secret::new(b"x"), &ra, b"pass1"));
+        // By its NT hash (a FreeRADIUS NT-Password).
+        let hash = crate::auth::mschapv2::nt_password_hash(b"pass1");
+        assert!(verify_nt_hash(&hidden[..n], &secret, &ra, &hash));
+        let other = crate::auth::mschapv2::nt_password_hash(b"pass10");
+        assert!(!verify_nt_hash(&hidden[..n], &secret, &ra, &other));
+        assert!(!verify_nt_hash(
+            &hidden[..n],
+            &Secret::new(b"x"),
+            &ra,
+            &hash
+        ));
     }
 }

@@ -418,6 +418,7 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                 idle_timeout,
                 daily_quota_bytes: None,
                 monthly_quota_bytes: None,
+                reply_attributes: String::new(),
             };
             store.add_service(&record)?;
             println!(
@@ -548,6 +549,8 @@ pub fn subscriber(
                 mac_address: mac.as_ref().map(mac::format),
                 static_ip,
                 updated_at: 0,
+                password_kind: Default::default(),
+                max_sessions: None,
             };
             store.add_subscribers(std::slice::from_ref(&record))?;
             println!("added subscriber {}", record.username);

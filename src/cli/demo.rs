@@ -49,6 +49,7 @@ pub fn prepare(config: &Config) -> anyhow::Result<()> {
             idle_timeout: None,
             daily_quota_bytes: None,
             monthly_quota_bytes: None,
+            reply_attributes: String::new(),
         })?,
     };
     if store.list_subscribers(1)?.is_empty() {
@@ -63,6 +64,8 @@ pub fn prepare(config: &Config) -> anyhow::Result<()> {
                 mac_address: None,
                 static_ip: None,
                 updated_at: 0,
+                password_kind: Default::default(),
+                max_sessions: None,
             })
             .collect();
         store

@@ -93,6 +93,8 @@ pub fn import_csv(store: &mut dyn Store, key: &PasswordKey, path: &Path) -> anyh
                 mac_address,
                 static_ip,
                 updated_at: 0,
+                password_kind: Default::default(),
+                max_sessions: None,
             })
         })()
         .map_err(|e| anyhow::anyhow!("line {line}: {e}"))?;

@@ -7,6 +7,7 @@ mod admin;
 mod cluster;
 mod coa;
 mod demo;
+mod freeradius;
 mod import;
 mod pool;
 
@@ -75,6 +76,9 @@ pub enum Command {
     /// Server-side address pools (IPv4, IPv6 delegated and framed prefixes)
     #[command(subcommand)]
     Pool(pool::PoolCommand),
+    /// Import from another RADIUS server
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// List accounting sessions (open ones, newest first)
     Sessions {
         /// Only this subscriber's sessions
@@ -122,6 +126,13 @@ pub enum Command {
         #[arg(long)]
         session: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImportCommand {
+    /// NAS entries, subscribers, groups and reply attributes from FreeRADIUS
+    /// (its rlm_sql PostgreSQL database and/or a users file)
+    Freeradius(freeradius::ImportFreeradius),
 }
 
 #[derive(clap::Args, Debug)]
@@ -207,6 +218,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Accounting(cmd) => accounting::run(&mut *open_migrated(&config)?, cmd),
         Command::Cluster(cmd) => cluster::run(&mut *open_migrated(&config)?, &config, cmd),
         Command::Pool(cmd) => pool::run(&mut *open_migrated(&config)?, cmd),
+        Command::Import(ImportCommand::Freeradius(args)) => {
+            let key = PasswordKey::load(&config.security.key_file)?;
+            let (dictionary, _) = config.dictionary.load().map_err(anyhow::Error::msg)?;
+            freeradius::run(&mut *open_migrated(&config)?, &key, &dictionary, args)
+        }
         Command::Sessions { user, all, limit } => {
             admin::sessions(&mut *open_migrated(&config)?, user.as_deref(), all, limit)
         }
@@ -294,8 +310,12 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
         bad_rows += 1;
         println!("warning: {w}");
     });
+    snapshot.set_services_reporting(&store.services()?, &mut |w| {
+        bad_rows += 1;
+        println!("warning: {w}");
+    });
     println!(
-        "ok: config valid, key file {} readable, database {} at schema version {version}, {} shard(s), {} dictionary attributes, {bad_rows} radreply row(s) left out",
+        "ok: config valid, key file {} readable, database {} at schema version {version}, {} shard(s), {} dictionary attributes, {bad_rows} reply attribute row(s) left out",
         config.security.key_file.display(),
         config.database.url,
         config.shard_count(),

@@ -14,7 +14,7 @@ pub use cluster::{
 
 pub use fup::{FreeHours, Levels, MonthlyResetCandidate, Period, TierRecord};
 pub use records::{
-    format_nas_ip_addresses, parse_nas_ip_addresses, Burst, ChangeVersions, LogEntry, LogRow,
-    MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord, SessionRow, SubscriberRecord,
-    UsageRow,
+    format_nas_ip_addresses, parse_nas_ip_addresses, Burst, ChangeVersions, ImportBatch, LogEntry,
+    LogRow, MaPolicy, NasRecord, NasType, PasswordKind, RadreplyRecord, ServiceRecord, SessionRow,
+    SubscriberRecord, UsageRow,
 };

@@ -191,6 +191,9 @@ pub struct ServiceRecord {
     pub idle_timeout: Option<u32>,
     pub daily_quota_bytes: Option<i64>,
     pub monthly_quota_bytes: Option<i64>,
+    /// The service's own reply attributes, one "Attribute op value" per
+    /// line (a FreeRADIUS group's radgroupreply).
+    pub reply_attributes: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,6 +210,38 @@ pub struct SubscriberRecord {
     pub mac_address: Option<String>,
     pub static_ip: Option<Ipv4Addr>,
     pub updated_at: i64,
+    /// What `password_enc` holds.
+    pub password_kind: PasswordKind,
+    /// FreeRADIUS's Simultaneous-Use, imported; not enforced yet.
+    pub max_sessions: Option<u32>,
+}
+
+/// What a subscriber's encrypted password field holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PasswordKind {
+    /// The password itself: PAP, CHAP and MS-CHAPv2 work.
+    #[default]
+    Cleartext,
+    /// Its 16-byte NT hash (a FreeRADIUS NT-Password): MS-CHAPv2 and PAP
+    /// work, CHAP cannot.
+    NtHash,
+}
+
+impl PasswordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PasswordKind::Cleartext => "cleartext",
+            PasswordKind::NtHash => "nt-hash",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PasswordKind> {
+        match s {
+            "cleartext" | "" => Some(PasswordKind::Cleartext),
+            "nt-hash" => Some(PasswordKind::NtHash),
+            _ => None,
+        }
+    }
 }
 
 /// A FreeRADIUS-style per-user reply attribute.
@@ -273,3 +308,16 @@ pub struct LogEntry {
 
 /// A `radius_logs` row as read back: username, event, result, reason.
 pub type LogRow = (String, String, String, Option<String>);
+
+/// What `shardius import freeradius` writes, in one transaction
+/// (`Admin::import`): NAS entries by address, services by name,
+/// subscribers by username (upserted), and the imported users' radreply
+/// rows (replaced).
+#[derive(Debug, Default)]
+pub struct ImportBatch {
+    pub nas: Vec<NasRecord>,
+    pub services: Vec<ServiceRecord>,
+    /// Each subscriber with the name of its service.
+    pub subscribers: Vec<(SubscriberRecord, Option<String>)>,
+    pub radreply: Vec<RadreplyRecord>,
+}

@@ -14,7 +14,7 @@ use super::mac;
 use super::snapshot::{Nas, Service, Snapshot, Subscriber};
 use crate::auth::{chap, mschapv2, pap, Method};
 use crate::keyfile::{PasswordKey, MAX_STORED_PASSWORD};
-use crate::model::NasType;
+use crate::model::{NasType, PasswordKind};
 use crate::pool::{pool_names, AddressSource, Offer, PoolAddr, PoolKind};
 use crate::proto::dict::{attr, mikrotik, ms, vendor};
 use crate::proto::{Code, EncodeError, Packet, PacketBuf, PacketWriter};
@@ -39,6 +39,9 @@ pub enum RejectReason {
     BadChapChallenge,
     /// The service's server-side pool has no address left for a newcomer.
     PoolExhausted,
+    /// CHAP for a subscriber whose password is known only by its NT hash
+    /// (imported from a FreeRADIUS NT-Password): CHAP needs the password.
+    ChapNeedsCleartext,
 }
 
 impl RejectReason {
@@ -55,6 +58,7 @@ impl RejectReason {
             RejectReason::DecryptFailed => "password decrypt failed",
             RejectReason::BadChapChallenge => "bad chap challenge",
             RejectReason::PoolExhausted => "pool exhausted",
+            RejectReason::ChapNeedsCleartext => "chap needs the cleartext password",
         }
     }
 
@@ -71,10 +75,11 @@ impl RejectReason {
             RejectReason::DecryptFailed => "decrypt_failed",
             RejectReason::BadChapChallenge => "bad_chap_challenge",
             RejectReason::PoolExhausted => "pool_exhausted",
+            RejectReason::ChapNeedsCleartext => "chap_needs_cleartext",
         }
     }
 
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::UnknownUser,
         RejectReason::BadPassword,
         RejectReason::Disabled,
@@ -85,6 +90,7 @@ impl RejectReason {
         RejectReason::DecryptFailed,
         RejectReason::BadChapChallenge,
         RejectReason::PoolExhausted,
+        RejectReason::ChapNeedsCleartext,
     ];
 
     fn mschap_error(self) -> mschapv2::ErrorCode {
@@ -261,7 +267,19 @@ fn decide<'s>(
         .ok_or(RejectReason::UnknownUser)?;
     let mut plain = [0u8; MAX_STORED_PASSWORD];
     let verified = match ctx.key.decrypt(&subscriber.password_enc, &mut plain) {
-        Ok(password) => verify_credentials(ctx, packet, method, user_name, password),
+        Ok(stored) => verify_credentials(
+            ctx,
+            packet,
+            method,
+            user_name,
+            match subscriber.password_kind {
+                PasswordKind::Cleartext => Stored::Cleartext(stored),
+                PasswordKind::NtHash => match <&[u8; 16]>::try_from(stored) {
+                    Ok(hash) => Stored::NtHash(hash),
+                    Err(_) => Stored::Unusable,
+                },
+            },
+        ),
         Err(_) => Err(RejectReason::DecryptFailed),
     };
     plain.zeroize();
@@ -289,13 +307,21 @@ fn decide<'s>(
     })
 }
 
+/// What the subscriber's decrypted password field holds.
+enum Stored<'a> {
+    Cleartext(&'a [u8]),
+    NtHash(&'a [u8; 16]),
+    /// An NT hash that is not 16 bytes: no password matches it.
+    Unusable,
+}
+
 /// Checks the credentials; for MS-CHAPv2 returns what the accept carries.
 fn verify_credentials(
     ctx: &AuthContext<'_>,
     packet: &Packet<'_>,
     method: Method,
     user_name: &[u8],
-    password: &[u8],
+    stored: Stored<'_>,
 ) -> Result<Option<mschapv2::Success>, RejectReason> {
     let bad = RejectReason::BadPassword;
     match method {
@@ -303,9 +329,14 @@ fn verify_credentials(
             let hidden = packet
                 .attr(attr::USER_PASSWORD)
                 .ok_or(RejectReason::NoCredentials)?;
-            pap::verify(hidden, &ctx.nas.secret, packet.authenticator(), password)
-                .then_some(None)
-                .ok_or(bad)
+            let (secret, ra) = (&ctx.nas.secret, packet.authenticator());
+            match stored {
+                Stored::Cleartext(password) => pap::verify(hidden, secret, ra, password),
+                Stored::NtHash(hash) => pap::verify_nt_hash(hidden, secret, ra, hash),
+                Stored::Unusable => false,
+            }
+            .then_some(None)
+            .ok_or(bad)
         }
         Method::Chap => {
             let response = packet
@@ -317,6 +348,9 @@ fn verify_credentials(
                 Some(c) if c.len() < 5 => return Err(RejectReason::BadChapChallenge),
                 Some(c) => c,
                 None => packet.authenticator(),
+            };
+            let Stored::Cleartext(password) = stored else {
+                return Err(RejectReason::ChapNeedsCleartext);
             };
             chap::verify(response, challenge, password)
                 .then_some(None)
@@ -330,9 +364,17 @@ fn verify_credentials(
                 .vendor_attr(vendor::MICROSOFT, ms::CHAP2_RESPONSE)
                 .and_then(mschapv2::Response::parse)
                 .ok_or(RejectReason::NoCredentials)?;
-            mschapv2::verify(challenge, &response, user_name, password)
-                .map(Some)
-                .ok_or(bad)
+            match stored {
+                Stored::Cleartext(password) => {
+                    mschapv2::verify(challenge, &response, user_name, password)
+                }
+                Stored::NtHash(hash) => {
+                    mschapv2::verify_hash(challenge, &response, user_name, hash)
+                }
+                Stored::Unusable => None,
+            }
+            .map(Some)
+            .ok_or(bad)
         }
         Method::MsChapV1 | Method::Eap => Err(RejectReason::UnsupportedMethod),
         Method::None => Err(RejectReason::NoCredentials),
@@ -348,7 +390,10 @@ fn write_accept(
     w: &mut PacketWriter<'_>,
 ) -> Result<(), EncodeError> {
     let subscriber = accepted.subscriber;
-    let extra = ctx.snapshot.reply_attributes(&subscriber.username);
+    let extra = ctx
+        .snapshot
+        .login_reply(&subscriber.username, accepted.service);
+    let extra = &*extra;
     let overridden =
         |vendor_id: u32, ty: u8| extra.iter().any(|a| a.vendor == vendor_id && a.ty == ty);
     let prefs = &ctx.snapshot.preferences;

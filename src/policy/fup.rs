@@ -439,6 +439,7 @@ mod tests {
             idle_timeout: None,
             daily_quota_bytes: None,
             monthly_quota_bytes: None,
+            reply_attributes: String::new(),
         }
     }
 
@@ -552,6 +553,8 @@ mod tests {
             mac_address: None,
             static_ip: None,
             updated_at: 0,
+            password_kind: Default::default(),
+            max_sessions: None,
         };
         snapshot.apply_subscribers(&[sub("tiered", Some(1)), sub("none", None)], &[]);
         assert!(

@@ -15,8 +15,8 @@ use chrono::NaiveDate;
 use super::mac;
 use super::speed::Kbps;
 use crate::model::{
-    Burst, ChangeVersions, MaPolicy, NasRecord, NasType, RadreplyRecord, ServiceRecord,
-    SubscriberRecord,
+    Burst, ChangeVersions, MaPolicy, NasRecord, NasType, PasswordKind, RadreplyRecord,
+    ServiceRecord, SubscriberRecord,
 };
 use crate::proto::dict::attr;
 use crate::proto::dictionary::{self, Dictionary};
@@ -136,6 +136,9 @@ pub struct Service {
     /// Mikrotik-Rate-Limit, precomputed: "rx/tx" from the router's view,
     /// i.e. upload/download, then the optional burst fields.
     pub rate_limit: String,
+    /// The service's own reply attributes (`services.reply_attributes`,
+    /// a FreeRADIUS group's radgroupreply), with their operators.
+    pub reply: Box<[(ReplyOp, ReplyAttr)]>,
 }
 
 impl Service {
@@ -154,8 +157,65 @@ impl Service {
             filter_id: r.filter_id.clone().filter(|s| !s.is_empty()),
             idle_timeout: r.idle_timeout.filter(|t| *t > 0),
             rate_limit: rate_limit(r.upload_kbps, r.download_kbps, r.burst),
+            reply: Box::new([]),
         }
     }
+
+    /// [`Service::from_record`] with its reply attributes encoded through
+    /// `dictionary`; each line that cannot be sent goes to `warn`.
+    pub fn from_record_with(
+        r: &ServiceRecord,
+        dictionary: &Dictionary,
+        warn: &mut dyn FnMut(String),
+    ) -> Service {
+        let mut reply = Vec::new();
+        for (n, line) in r.reply_attributes.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let encoded = parse_reply_line(line).and_then(|(attribute, op, value)| {
+                let op = ReplyOp::parse(op)?;
+                let record = RadreplyRecord {
+                    username: String::new(),
+                    attribute: attribute.into(),
+                    op: String::new(),
+                    value: value.into(),
+                };
+                Ok((op, ReplyAttr::from_record(&record, dictionary)?))
+            });
+            match encoded {
+                Ok(x) => reply.push(x),
+                Err(e) => warn(format!(
+                    "service {:?} reply attribute line {} {line:?} left out: {e}",
+                    r.name,
+                    n + 1
+                )),
+            }
+        }
+        Service {
+            reply: reply.into(),
+            ..Service::from_record(r)
+        }
+    }
+}
+
+/// One "Attribute op value" line of `services.reply_attributes` (the value
+/// may be double-quoted, as in FreeRADIUS's files).
+pub fn parse_reply_line(line: &str) -> Result<(&str, &str, &str), String> {
+    let line = line.trim();
+    let (attribute, rest) = line
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| "expected: Attribute op value".to_owned())?;
+    let rest = rest.trim_start();
+    let (op, value) = rest
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| "expected: Attribute op value".to_owned())?;
+    let value = value.trim();
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    Ok((attribute, op, value))
 }
 
 /// The Mikrotik-Rate-Limit string: `rx/tx [rx-burst/tx-burst
@@ -187,6 +247,7 @@ pub struct Subscriber {
     pub expiry_date: Option<NaiveDate>,
     pub mac: Option<[u8; 6]>,
     pub static_ip: Option<Ipv4Addr>,
+    pub password_kind: PasswordKind,
 }
 
 impl Subscriber {
@@ -203,6 +264,7 @@ impl Subscriber {
                 .as_deref()
                 .and_then(|m| mac::parse(m.as_bytes())),
             static_ip: r.static_ip,
+            password_kind: r.password_kind,
         }
     }
 }
@@ -235,7 +297,7 @@ impl ReplyAttr {
 /// (several Cisco-AVPair rows). Any row replaces the attribute shardius
 /// would generate itself, as a FreeRADIUS user reply beats a group reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReplyOp {
+pub enum ReplyOp {
     Add,
     Set,
     Append,
@@ -466,10 +528,57 @@ impl Snapshot {
     }
 
     pub fn set_services(&mut self, records: &[ServiceRecord]) {
+        self.set_services_reporting(records, &mut |_| {});
+    }
+
+    /// [`Snapshot::set_services`], passing each reply attribute line that
+    /// cannot be sent to `warn` (the loader logs them, check-config prints them).
+    pub fn set_services_reporting(
+        &mut self,
+        records: &[ServiceRecord],
+        warn: &mut dyn FnMut(String),
+    ) {
+        let dictionary = self.dictionary.clone();
+        let dictionary = dictionary
+            .as_deref()
+            .unwrap_or_else(|| dictionary::builtin());
         self.services = records
             .iter()
-            .map(|r| (r.id, Arc::new(Service::from_record(r))))
+            .map(|r| {
+                (
+                    r.id,
+                    Arc::new(Service::from_record_with(r, dictionary, warn)),
+                )
+            })
             .collect();
+    }
+
+    /// The reply attributes of a login: the subscriber's radreply rows,
+    /// then the service's own merged over them with their operators (as
+    /// FreeRADIUS merges a group's radgroupreply over the user's radreply:
+    /// `:=` replaces, `=` adds if absent, `+=` appends).
+    pub fn login_reply<'s>(
+        &'s self,
+        username: &[u8],
+        service: Option<&Service>,
+    ) -> std::borrow::Cow<'s, [ReplyAttr]> {
+        let user = self.reply_attributes(username);
+        let Some(service) = service.filter(|s| !s.reply.is_empty()) else {
+            return std::borrow::Cow::Borrowed(user);
+        };
+        let mut merged = user.to_vec();
+        for (op, a) in service.reply.iter() {
+            let same = |x: &ReplyAttr| x.vendor == a.vendor && x.ty == a.ty;
+            match op {
+                ReplyOp::Add if merged.iter().any(same) => {}
+                ReplyOp::Set => {
+                    merged.retain(|x| !same(x));
+                    merged.push(a.clone());
+                }
+                ReplyOp::Add | ReplyOp::Append => merged.push(a.clone()),
+            }
+        }
+        std::borrow::Cow::Owned(merged)
     }
 
     /// Applies changed rows and deletions (a full load is a delta from empty).

@@ -48,7 +48,7 @@ impl Loader {
             ..Snapshot::default()
         };
         snapshot.set_nas(&store.nas_devices()?);
-        snapshot.set_services(&store.services()?);
+        snapshot.set_services_reporting(&store.services()?, &mut |w| warn!("{w}"));
         store.subscribers_changed_since(0, &mut |r| snapshot.insert_subscriber(&r))?;
         snapshot.set_radreply(&store.radreply()?, |w| warn!("{w}"));
         snapshot.preferences = Preferences::from_pairs(&store.preferences()?, |w| warn!("{w}"));
@@ -90,7 +90,7 @@ impl Loader {
             report.nas_changed = true;
         }
         if versions.services != old.services {
-            next.set_services(&self.store.services()?);
+            next.set_services_reporting(&self.store.services()?, &mut |w| warn!("{w}"));
         }
         if versions.subscribers != old.subscribers {
             // Deletions first: a name deleted and re-created since the

@@ -11,9 +11,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::Result;
 use crate::accounting::AcctEvent;
 use crate::model::{
-    ChangeVersions, ClusterView, Fence, FreeHours, Levels, LogEntry, LogRow, MonthlyResetCandidate,
-    NasRecord, NodeInfo, Period, RadreplyRecord, ServiceRecord, SessionRow, SubscriberRecord,
-    TierRecord, UsageRow,
+    ChangeVersions, ClusterView, Fence, FreeHours, ImportBatch, Levels, LogEntry, LogRow,
+    MonthlyResetCandidate, NasRecord, NodeInfo, Period, RadreplyRecord, ServiceRecord, SessionRow,
+    SubscriberRecord, TierRecord, UsageRow,
 };
 use crate::pool::{Claim, PoolAddr, PoolCounts, PoolSpec, SlotRow, Touch};
 
@@ -198,6 +198,9 @@ pub trait Admin: Send {
     fn service_id(&mut self, name: &str) -> Result<Option<i64>>;
     /// Inserts all subscribers in one transaction: all or none.
     fn add_subscribers(&mut self, subscribers: &[SubscriberRecord]) -> Result<usize>;
+    /// `shardius import freeradius`: the whole batch in one transaction
+    /// (see [`ImportBatch`]); on an error nothing is written.
+    fn import(&mut self, batch: &ImportBatch) -> Result<()>;
     fn remove_subscriber(&mut self, username: &str) -> Result<bool>;
     /// Suspends or restores a subscriber; false if there is no such user.
     fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool>;

@@ -64,7 +64,10 @@ fn radreply_rows_of_any_vendor_reach_the_nas_as_freeradius_would_send_them() {
         ],
     );
     let check = install.ok(&["check-config"]);
-    assert!(check.contains("7 radreply row(s) left out"), "{check}");
+    assert!(
+        check.contains("7 reply attribute row(s) left out"),
+        "{check}"
+    );
     for bad in [
         "No-Such-Attribute",
         "soon",
@@ -136,7 +139,10 @@ fn a_freeradius_dictionary_directory_adds_attributes_and_an_unreadable_one_is_re
         dir.display()
     ));
     let check = install.ok(&["check-config"]);
-    assert!(check.contains("0 radreply row(s) left out"), "{check}");
+    assert!(
+        check.contains("0 reply attribute row(s) left out"),
+        "{check}"
+    );
     assert!(check.contains("NOT-A-KEYWORD"), "{check}");
     let server = install.serve(1);
     // radclient does not know Acme: it prints the raw vendor attribute.

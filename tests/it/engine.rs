@@ -48,6 +48,8 @@ fn subscriber(key: &PasswordKey, id: i64, name: &str, password: &str) -> Subscri
         mac_address: None,
         static_ip: None,
         updated_at: 0,
+        password_kind: Default::default(),
+        max_sessions: None,
     }
 }
 
@@ -70,6 +72,7 @@ fn world() -> World {
         idle_timeout: Some(600),
         daily_quota_bytes: None,
         monthly_quota_bytes: None,
+        reply_attributes: String::new(),
     }]);
     let mut disabled = subscriber(&key, 2, "disabled", "pw");
     disabled.is_active = false;

@@ -23,6 +23,7 @@ mod dictionary;
 mod engine;
 mod engine_properties;
 mod freeradius;
+mod freeradius_import;
 mod hostile;
 mod layering;
 mod operations;

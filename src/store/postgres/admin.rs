@@ -12,8 +12,8 @@ use super::{
     SUBSCRIBER_SELECT,
 };
 use crate::model::{
-    format_nas_ip_addresses, FreeHours, NasRecord, ServiceRecord, SessionRow, SubscriberRecord,
-    TierRecord, UsageRow,
+    format_nas_ip_addresses, FreeHours, ImportBatch, NasRecord, ServiceRecord, SessionRow,
+    SubscriberRecord, TierRecord, UsageRow,
 };
 use crate::store::{Admin, Result, StoreError};
 
@@ -122,8 +122,9 @@ impl Admin for PgStore {
             .query(
                 "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
                      burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs,
-                     pool_name, filter_id, idle_timeout, daily_quota_bytes, monthly_quota_bytes)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                     pool_name, filter_id, idle_timeout, daily_quota_bytes, monthly_quota_bytes,
+                     reply_attributes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
                 &[
                     &s.name,
                     &(s.download_kbps as i32),
@@ -138,6 +139,7 @@ impl Admin for PgStore {
                     &int(s.idle_timeout),
                     &s.daily_quota_bytes,
                     &s.monthly_quota_bytes,
+                    &s.reply_attributes,
                 ],
             )
             .map_err(|e| match e {
@@ -210,11 +212,29 @@ impl Admin for PgStore {
             }
         }
         self.execute(
-            "INSERT INTO subscribers (username, password_enc, service_id, is_active, expiry_date, mac_address, static_ip)
-             SELECT u, p, s, a, e, m, i::inet
-             FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::bool[], $5::date[], $6::text[], $7::text[])
-                  AS t (u, p, s, a, e, m, i)",
-            &[&usernames, &passwords, &services, &active, &expiry, &macs, &ips],
+            "INSERT INTO subscribers (username, password_enc, service_id, is_active, expiry_date, mac_address, static_ip,
+                 password_kind, max_sessions)
+             SELECT u, p, s, a, e, m, i::inet, k, x
+             FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::bool[], $5::date[], $6::text[], $7::text[],
+                  $8::text[], $9::int[])
+                  AS t (u, p, s, a, e, m, i, k, x)",
+            &[
+                &usernames,
+                &passwords,
+                &services,
+                &active,
+                &expiry,
+                &macs,
+                &ips,
+                &subscribers
+                    .iter()
+                    .map(|s| s.password_kind.as_str())
+                    .collect::<Vec<_>>(),
+                &subscribers
+                    .iter()
+                    .map(|s| s.max_sessions.map(|n| n.min(i32::MAX as u32) as i32))
+                    .collect::<Vec<_>>(),
+            ],
         )
         .map_err(|e| match e {
             StoreError::Postgres(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
@@ -229,6 +249,111 @@ impl Admin for PgStore {
             other => other,
         })?;
         Ok(subscribers.len())
+    }
+
+    fn import(&mut self, b: &ImportBatch) -> Result<()> {
+        let (runtime, client) = self.conn()?;
+        let fut = async {
+            let tx = client.transaction().await?;
+            let nas = tx
+                .prepare(
+                    "INSERT INTO nas_devices (name, short_name, ip_address, secret, type, coa_port)
+                     VALUES ($1, $2, $3::text::inet, $4, $5, $6)
+                     ON CONFLICT (ip_address) DO UPDATE SET name = EXCLUDED.name,
+                         short_name = EXCLUDED.short_name, secret = EXCLUDED.secret, type = EXCLUDED.type",
+                )
+                .await?;
+            for n in &b.nas {
+                tx.execute(
+                    &nas,
+                    &[
+                        &n.name,
+                        &n.short_name,
+                        &n.ip_address.to_string(),
+                        &n.secret,
+                        &n.nas_type.as_str(),
+                        &i32::from(n.coa_port),
+                    ],
+                )
+                .await?;
+            }
+            let int = |v: Option<u32>| v.map(|v| v as i32);
+            let service = tx
+                .prepare(
+                    "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
+                         burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs, reply_attributes)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (name) DO UPDATE SET download_kbps = EXCLUDED.download_kbps,
+                         upload_kbps = EXCLUDED.upload_kbps, burst_download_kbps = EXCLUDED.burst_download_kbps,
+                         burst_upload_kbps = EXCLUDED.burst_upload_kbps,
+                         burst_threshold_download_kbps = EXCLUDED.burst_threshold_download_kbps,
+                         burst_threshold_upload_kbps = EXCLUDED.burst_threshold_upload_kbps,
+                         burst_time_secs = EXCLUDED.burst_time_secs, reply_attributes = EXCLUDED.reply_attributes",
+                )
+                .await?;
+            for s in &b.services {
+                let burst = s.burst;
+                tx.execute(
+                    &service,
+                    &[
+                        &s.name,
+                        &(s.download_kbps as i32),
+                        &(s.upload_kbps as i32),
+                        &int(burst.map(|b| b.download_kbps)),
+                        &int(burst.map(|b| b.upload_kbps)),
+                        &int(burst.map(|b| b.threshold_download_kbps)),
+                        &int(burst.map(|b| b.threshold_upload_kbps)),
+                        &int(burst.map(|b| b.time_secs)),
+                        &s.reply_attributes,
+                    ],
+                )
+                .await?;
+            }
+            let subscriber = tx
+                .prepare(
+                    "INSERT INTO subscribers (username, password_enc, password_kind, service_id, is_active,
+                         expiry_date, mac_address, max_sessions)
+                     VALUES ($1, $2, $3, (SELECT id FROM services WHERE name = $4), $5, $6, $7, $8)
+                     ON CONFLICT (username) DO UPDATE SET password_enc = EXCLUDED.password_enc,
+                         password_kind = EXCLUDED.password_kind, service_id = EXCLUDED.service_id,
+                         is_active = EXCLUDED.is_active, expiry_date = EXCLUDED.expiry_date,
+                         mac_address = EXCLUDED.mac_address, max_sessions = EXCLUDED.max_sessions",
+                )
+                .await?;
+            let clear = tx
+                .prepare("DELETE FROM radreply WHERE username = $1")
+                .await?;
+            for (s, service) in &b.subscribers {
+                tx.execute(
+                    &subscriber,
+                    &[
+                        &s.username,
+                        &s.password_enc,
+                        &s.password_kind.as_str(),
+                        service,
+                        &s.is_active,
+                        &s.expiry_date,
+                        &s.mac_address,
+                        &s.max_sessions.map(|n| n.min(i32::MAX as u32) as i32),
+                    ],
+                )
+                .await?;
+                tx.execute(&clear, &[&s.username]).await?;
+            }
+            let reply = tx
+                .prepare(
+                    "INSERT INTO radreply (username, attribute, op, value) VALUES ($1, $2, $3, $4)",
+                )
+                .await?;
+            for r in &b.radreply {
+                tx.execute(&reply, &[&r.username, &r.attribute, &r.op, &r.value])
+                    .await?;
+            }
+            // Dropped without a commit (an error above), it rolls back.
+            tx.commit().await
+        };
+        let result = runtime.block_on(fut);
+        self.after_write(result)
     }
 
     fn remove_subscriber(&mut self, username: &str) -> Result<bool> {

@@ -32,8 +32,8 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row};
 
 use super::{nas_ip_addresses_of, redact_url as redact, Result, StoreError};
 use crate::model::{
-    Burst, Levels, MaPolicy, NasRecord, NasType, ServiceRecord, SessionRow, SubscriberRecord,
-    UsageRow,
+    Burst, Levels, MaPolicy, NasRecord, NasType, PasswordKind, ServiceRecord, SessionRow,
+    SubscriberRecord, UsageRow,
 };
 
 /// Versioned migrations shipped in the binary, applied in order.
@@ -61,6 +61,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (
         9,
         include_str!("../migrations/postgres/0009_nas_proxies.sql"),
+    ),
+    (
+        10,
+        include_str!("../migrations/postgres/0010_freeradius_import.sql"),
     ),
 ];
 
@@ -360,13 +364,15 @@ fn service_from_row(r: &Row) -> ServiceRecord {
         idle_timeout: u32_col(r, "idle_timeout"),
         daily_quota_bytes: r.get("daily_quota_bytes"),
         monthly_quota_bytes: r.get("monthly_quota_bytes"),
+        reply_attributes: r.get("reply_attributes"),
     }
 }
 
 const SUBSCRIBER_SELECT: &str =
     "SELECT s.id, s.username, s.password_enc, s.service_id, s.is_active, s.expiry_date,
         s.mac_address, host(s.static_ip) AS static_ip,
-        (extract(epoch FROM s.updated_at) * 1000000)::bigint AS updated_micros
+        (extract(epoch FROM s.updated_at) * 1000000)::bigint AS updated_micros,
+        s.password_kind, s.max_sessions
      FROM subscribers s";
 
 fn subscriber_from_row(r: &Row) -> Result<SubscriberRecord> {
@@ -385,6 +391,11 @@ fn subscriber_from_row(r: &Row) -> Result<SubscriberRecord> {
             .transpose()
             .map_err(|_| invalid("subscribers", id, "static_ip is not IPv4"))?,
         updated_at: r.get("updated_micros"),
+        password_kind: PasswordKind::parse(&r.get::<_, String>("password_kind"))
+            .ok_or_else(|| invalid("subscribers", id, "bad password_kind"))?,
+        max_sessions: r
+            .get::<_, Option<i32>>("max_sessions")
+            .and_then(|n| u32::try_from(n).ok()),
     })
 }
 

@@ -11,8 +11,8 @@ use super::{
     NOW_MICROS, SUBSCRIBER_COLUMNS,
 };
 use crate::model::{
-    format_nas_ip_addresses, FreeHours, NasRecord, ServiceRecord, SessionRow, SubscriberRecord,
-    TierRecord, UsageRow,
+    format_nas_ip_addresses, FreeHours, ImportBatch, NasRecord, ServiceRecord, SessionRow,
+    SubscriberRecord, TierRecord, UsageRow,
 };
 use crate::store::{Admin, Result, StoreError};
 
@@ -104,8 +104,9 @@ impl Admin for SqliteStore {
             .execute(
                 "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
                      burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs,
-                     pool_name, filter_id, idle_timeout, daily_quota_bytes, monthly_quota_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     pool_name, filter_id, idle_timeout, daily_quota_bytes, monthly_quota_bytes,
+                     reply_attributes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     s.name,
                     s.download_kbps,
@@ -119,7 +120,8 @@ impl Admin for SqliteStore {
                     s.filter_id,
                     s.idle_timeout,
                     s.daily_quota_bytes,
-                    s.monthly_quota_bytes
+                    s.monthly_quota_bytes,
+                    s.reply_attributes
                 ],
             )
             .map_err(unique(|| format!("a service named {:?}", s.name)))?;
@@ -185,8 +187,9 @@ impl Admin for SqliteStore {
         }
         {
             let mut stmt = tx.prepare(
-                "INSERT INTO subscribers (username, password_enc, service_id, is_active, expiry_date, mac_address, static_ip)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO subscribers (username, password_enc, service_id, is_active, expiry_date, mac_address, static_ip,
+                     password_kind, max_sessions)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for s in subscribers {
                 stmt.execute(params![
@@ -197,12 +200,93 @@ impl Admin for SqliteStore {
                     s.expiry_date.map(|d| d.format("%Y-%m-%d").to_string()),
                     s.mac_address,
                     s.static_ip.map(|ip| ip.to_string()),
+                    s.password_kind.as_str(),
+                    s.max_sessions,
                 ])
                 .map_err(unique(|| format!("subscriber {:?}", s.username)))?;
             }
         }
         tx.commit()?;
         Ok(subscribers.len())
+    }
+
+    fn import(&mut self, b: &ImportBatch) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut nas = tx.prepare(
+                "INSERT INTO nas_devices (name, short_name, ip_address, secret, type, coa_port)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (ip_address) DO UPDATE SET name = excluded.name,
+                     short_name = excluded.short_name, secret = excluded.secret, type = excluded.type",
+            )?;
+            for n in &b.nas {
+                nas.execute(params![
+                    n.name,
+                    n.short_name,
+                    n.ip_address.to_string(),
+                    n.secret,
+                    n.nas_type.as_str(),
+                    n.coa_port
+                ])
+                .map_err(unique(|| format!("a NAS named {:?}", n.name)))?;
+            }
+            let mut service = tx.prepare(
+                "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
+                     burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs, reply_attributes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (name) DO UPDATE SET download_kbps = excluded.download_kbps,
+                     upload_kbps = excluded.upload_kbps, burst_download_kbps = excluded.burst_download_kbps,
+                     burst_upload_kbps = excluded.burst_upload_kbps,
+                     burst_threshold_download_kbps = excluded.burst_threshold_download_kbps,
+                     burst_threshold_upload_kbps = excluded.burst_threshold_upload_kbps,
+                     burst_time_secs = excluded.burst_time_secs, reply_attributes = excluded.reply_attributes",
+            )?;
+            for s in &b.services {
+                let burst = s.burst;
+                service.execute(params![
+                    s.name,
+                    s.download_kbps,
+                    s.upload_kbps,
+                    burst.map(|b| b.download_kbps),
+                    burst.map(|b| b.upload_kbps),
+                    burst.map(|b| b.threshold_download_kbps),
+                    burst.map(|b| b.threshold_upload_kbps),
+                    burst.map(|b| b.time_secs),
+                    s.reply_attributes
+                ])?;
+            }
+            let mut subscriber = tx.prepare(
+                "INSERT INTO subscribers (username, password_enc, password_kind, service_id, is_active,
+                     expiry_date, mac_address, max_sessions)
+                 VALUES (?1, ?2, ?3, (SELECT id FROM services WHERE name = ?4), ?5, ?6, ?7, ?8)
+                 ON CONFLICT (username) DO UPDATE SET password_enc = excluded.password_enc,
+                     password_kind = excluded.password_kind, service_id = excluded.service_id,
+                     is_active = excluded.is_active, expiry_date = excluded.expiry_date,
+                     mac_address = excluded.mac_address, max_sessions = excluded.max_sessions",
+            )?;
+            let mut clear = tx.prepare("DELETE FROM radreply WHERE username = ?1")?;
+            for (s, service) in &b.subscribers {
+                subscriber.execute(params![
+                    s.username,
+                    s.password_enc,
+                    s.password_kind.as_str(),
+                    service,
+                    s.is_active,
+                    s.expiry_date.map(|d| d.format("%Y-%m-%d").to_string()),
+                    s.mac_address,
+                    s.max_sessions
+                ])?;
+                clear.execute([&s.username])?;
+            }
+            let mut reply = tx.prepare(
+                "INSERT INTO radreply (username, attribute, op, value) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for r in &b.radreply {
+                reply.execute(params![r.username, r.attribute, r.op, r.value])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn remove_subscriber(&mut self, username: &str) -> Result<bool> {

@@ -23,8 +23,8 @@ use rusqlite::{Connection, ErrorCode, Row};
 
 use super::{nas_ip_addresses_of, Result, StoreError};
 use crate::model::{
-    Burst, Levels, MaPolicy, NasRecord, NasType, ServiceRecord, SessionRow, SubscriberRecord,
-    UsageRow,
+    Burst, Levels, MaPolicy, NasRecord, NasType, PasswordKind, ServiceRecord, SessionRow,
+    SubscriberRecord, UsageRow,
 };
 
 /// Versioned migrations shipped in the binary, applied in order.
@@ -44,6 +44,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../migrations/sqlite/0008_freeradius_indexes.sql"),
     ),
     (9, include_str!("../migrations/sqlite/0009_nas_proxies.sql")),
+    (
+        10,
+        include_str!("../migrations/sqlite/0010_freeradius_import.sql"),
+    ),
 ];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
@@ -246,6 +250,7 @@ fn service_from_row(r: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
         idle_timeout: r.get("idle_timeout")?,
         daily_quota_bytes: r.get("daily_quota_bytes")?,
         monthly_quota_bytes: r.get("monthly_quota_bytes")?,
+        reply_attributes: r.get("reply_attributes")?,
     })
 }
 
@@ -271,11 +276,16 @@ fn subscriber_from_row(r: &Row<'_>) -> rusqlite::Result<SubscriberRecord> {
             .transpose()
             .map_err(|_| bad_row("subscribers", id, "bad static_ip"))?,
         updated_at: r.get("updated_at")?,
+        password_kind: PasswordKind::parse(&r.get::<_, String>("password_kind")?)
+            .ok_or_else(|| bad_row("subscribers", id, "bad password_kind"))?,
+        max_sessions: r
+            .get::<_, Option<i64>>("max_sessions")?
+            .and_then(|n| u32::try_from(n).ok()),
     })
 }
 
 const SUBSCRIBER_COLUMNS: &str =
-    "id, username, password_enc, service_id, is_active, expiry_date, mac_address, static_ip, updated_at";
+    "id, username, password_enc, service_id, is_active, expiry_date, mac_address, static_ip, updated_at, password_kind, max_sessions";
 
 /// SQLite keeps times as UTC text that sorts as it compares.
 fn sql_time(t: DateTime<Utc>) -> String {
@@ -335,7 +345,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 9);
+        assert_eq!(s.migrate().unwrap(), 10);
         (dir, s)
     }
 
@@ -351,6 +361,8 @@ mod tests {
             // One address per name: two subscribers never share a static IP.
             static_ip: Some(Ipv4Addr::new(100, 64, name.len() as u8, name.as_bytes()[0])),
             updated_at: 0,
+            password_kind: Default::default(),
+            max_sessions: None,
         }
     }
 
@@ -365,7 +377,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 9);
+        assert_eq!(s.schema_version().unwrap(), 10);
     }
 
     #[test]
