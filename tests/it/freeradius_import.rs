@@ -394,3 +394,46 @@ fn a_broken_source_imports_nothing_and_says_why() {
     assert!(err.contains("nothing was written"), "{err}");
     assert!(!install.ok(&["subscriber", "list"]).contains("fresh"));
 }
+
+#[test]
+fn the_import_into_postgresql_gives_the_same_rows_and_runs_again_unchanged() {
+    let (src_db, port) = freeradius_db();
+    let src_url = format!("postgres://postgres@127.0.0.1:{port}/{src_db}");
+    let install = Install::empty_on(crate::common::server::Backend::Postgres);
+    install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
+    let users = install.path("users");
+    std::fs::write(&users, USERS_FILE).unwrap();
+    let args = [
+        "import",
+        "freeradius",
+        "--from-sql",
+        &src_url,
+        "--users",
+        users.to_str().unwrap(),
+    ];
+    let out = install.ok(&args);
+    assert!(
+        out.contains("imported: 2 NAS entries, 2 services, 5 subscribers, 8 radreply rows"),
+        "{out}"
+    );
+    let target = install.db_url.rsplit_once('/').unwrap().1.to_owned();
+    let state = || {
+        pg(
+            &target,
+            "SELECT string_agg(s.username || ':' || s.password_kind || ':' || coalesce(v.name, '-') || ':'
+                     || coalesce(s.max_sessions::text, '-') || ':' || coalesce(s.expiry_date::text, '-')
+                     || ':' || coalesce(s.mac_address, '-'), ',' ORDER BY s.username)
+                 || '|' || (SELECT count(*) FROM radreply)
+                 || '|' || (SELECT string_agg(name || '=' || download_kbps || '/' || upload_kbps, ',' ORDER BY name) FROM services)
+             FROM subscribers s LEFT JOIN services v ON v.id = s.service_id",
+        )
+    };
+    let first = state();
+    assert_eq!(
+        first,
+        "alice:cleartext:gold:-:2098-12-31:-,bob:cleartext:silver:-:-:AA:BB:CC:DD:EE:01,\
+         carol:cleartext:-:2:-:-,dave:nt-hash:-:-:-:-,ntuser:nt-hash:silver:-:-:-|8|gold=10000/2000,silver=4000/1000"
+    );
+    install.ok(&args);
+    assert_eq!(state(), first);
+}

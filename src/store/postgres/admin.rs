@@ -309,46 +309,52 @@ impl Admin for PgStore {
                 )
                 .await?;
             }
-            let subscriber = tx
-                .prepare(
-                    "INSERT INTO subscribers (username, password_enc, password_kind, service_id, is_active,
-                         expiry_date, mac_address, max_sessions)
-                     VALUES ($1, $2, $3, (SELECT id FROM services WHERE name = $4), $5, $6, $7, $8)
-                     ON CONFLICT (username) DO UPDATE SET password_enc = EXCLUDED.password_enc,
-                         password_kind = EXCLUDED.password_kind, service_id = EXCLUDED.service_id,
-                         is_active = EXCLUDED.is_active, expiry_date = EXCLUDED.expiry_date,
-                         mac_address = EXCLUDED.mac_address, max_sessions = EXCLUDED.max_sessions",
-                )
-                .await?;
-            let clear = tx
-                .prepare("DELETE FROM radreply WHERE username = $1")
-                .await?;
-            for (s, service) in &b.subscribers {
-                tx.execute(
-                    &subscriber,
-                    &[
-                        &s.username,
-                        &s.password_enc,
-                        &s.password_kind.as_str(),
-                        service,
-                        &s.is_active,
-                        &s.expiry_date,
-                        &s.mac_address,
-                        &s.max_sessions.map(|n| n.min(i32::MAX as u32) as i32),
-                    ],
-                )
-                .await?;
-                tx.execute(&clear, &[&s.username]).await?;
-            }
-            let reply = tx
-                .prepare(
-                    "INSERT INTO radreply (username, attribute, op, value) VALUES ($1, $2, $3, $4)",
-                )
-                .await?;
-            for r in &b.radreply {
-                tx.execute(&reply, &[&r.username, &r.attribute, &r.op, &r.value])
-                    .await?;
-            }
+            // Set-based: one statement per table, so the change triggers
+            // (a version bump and a NOTIFY each) fire once, not per user.
+            let subs = &b.subscribers;
+            let usernames: Vec<&str> = subs.iter().map(|(s, _)| s.username.as_str()).collect();
+            tx.execute(
+                "INSERT INTO subscribers (username, password_enc, password_kind, service_id, is_active,
+                     expiry_date, mac_address, max_sessions)
+                 SELECT u, p, k, (SELECT id FROM services WHERE name = v), a, e, m, x
+                 FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::bool[], $6::date[],
+                      $7::text[], $8::int[]) AS t (u, p, k, v, a, e, m, x)
+                 ON CONFLICT (username) DO UPDATE SET password_enc = EXCLUDED.password_enc,
+                     password_kind = EXCLUDED.password_kind, service_id = EXCLUDED.service_id,
+                     is_active = EXCLUDED.is_active, expiry_date = EXCLUDED.expiry_date,
+                     mac_address = EXCLUDED.mac_address, max_sessions = EXCLUDED.max_sessions",
+                &[
+                    &usernames,
+                    &subs.iter().map(|(s, _)| s.password_enc.as_slice()).collect::<Vec<_>>(),
+                    &subs.iter().map(|(s, _)| s.password_kind.as_str()).collect::<Vec<_>>(),
+                    &subs.iter().map(|(_, v)| v.as_deref()).collect::<Vec<_>>(),
+                    &subs.iter().map(|(s, _)| s.is_active).collect::<Vec<_>>(),
+                    &subs.iter().map(|(s, _)| s.expiry_date).collect::<Vec<_>>(),
+                    &subs.iter().map(|(s, _)| s.mac_address.as_deref()).collect::<Vec<_>>(),
+                    &subs
+                        .iter()
+                        .map(|(s, _)| s.max_sessions.map(|n| n.min(i32::MAX as u32) as i32))
+                        .collect::<Vec<_>>(),
+                ],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM radreply WHERE username = ANY($1)",
+                &[&usernames],
+            )
+            .await?;
+            let r = &b.radreply;
+            tx.execute(
+                "INSERT INTO radreply (username, attribute, op, value)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])",
+                &[
+                    &r.iter().map(|r| r.username.as_str()).collect::<Vec<_>>(),
+                    &r.iter().map(|r| r.attribute.as_str()).collect::<Vec<_>>(),
+                    &r.iter().map(|r| r.op.as_str()).collect::<Vec<_>>(),
+                    &r.iter().map(|r| r.value.as_str()).collect::<Vec<_>>(),
+                ],
+            )
+            .await?;
             // Dropped without a commit (an error above), it rolls back.
             tx.commit().await
         };
