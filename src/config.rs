@@ -26,6 +26,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub pools: PoolsConfig,
     pub dictionary: DictionaryConfig,
+    /// Speed attribute templates of NAS types with named policies
+    /// (`policy::vendor_speed`).
+    pub speeds: crate::policy::vendor_speed::VendorSpeeds,
 }
 
 /// Attribute dictionaries: radreply rows may name any attribute of the

@@ -28,7 +28,7 @@ pub enum NasCommand {
         secret: String,
         #[arg(long = "type", value_enum, default_value_t = NasKind::Mikrotik)]
         nas_type: NasKind,
-        /// CoA/Disconnect port [default: 1700 for mikrotik, 3799 for generic]
+        /// CoA/Disconnect port [default: 1700 for mikrotik and cisco, 3799 for the others]
         #[arg(long)]
         coa_port: Option<u16>,
         /// NAS-Identifier (SaaS mode)
@@ -73,8 +73,18 @@ pub enum NasCommand {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum NasKind {
+    /// Mikrotik-Rate-Limit
     Mikrotik,
+    /// Filter-Id (the service's, else its name)
     Generic,
+    /// Cisco-AVPair QoS policy names ([speeds] cisco_avpairs)
+    Cisco,
+    /// ERX policy / QoS profile names ([speeds] juniper_*)
+    Juniper,
+    /// Huawei-Input/Output-Average-Rate in bit/s
+    Huawei,
+    /// Filter-Id "down/up" in kbit/s (its shaper's default)
+    AccelPpp,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -281,6 +291,10 @@ pub fn nas(store: &mut dyn Store, cmd: NasCommand) -> anyhow::Result<()> {
             let nas_type = match nas_type {
                 NasKind::Mikrotik => NasType::Mikrotik,
                 NasKind::Generic => NasType::Generic,
+                NasKind::Cisco => NasType::Cisco,
+                NasKind::Juniper => NasType::Juniper,
+                NasKind::Huawei => NasType::Huawei,
+                NasKind::AccelPpp => NasType::AccelPpp,
             };
             let coa_port = coa_port.unwrap_or(nas_type.default_coa_port());
             if coa_port == 0 {

@@ -59,6 +59,9 @@ fn send_from_here(
             &s,
             |ip| crate::server::jobs::nas_target_in(&nas, ip),
             change,
+            &config.speeds,
+            // Without the server, no snapshot to name the service from.
+            |_| None,
         ) {
             Ok(p) => p,
             Err(report) => {
@@ -143,6 +146,7 @@ fn through_server(
         crate::coa::Change::Speed {
             rate_limit,
             filter_id,
+            ..
         } => (
             "coa",
             serde_json::json!({ "user": user, "session": session, "rate_limit": rate_limit, "filter_id": filter_id }),

@@ -503,10 +503,11 @@ fn nas_type(nastype: Option<&str>) -> (NasType, Option<String>) {
     match nastype.map(|t| t.trim().to_ascii_lowercase()).as_deref() {
         Some("mikrotik") => (NasType::Mikrotik, None),
         None | Some("" | "other") => (NasType::Generic, None),
+        Some(t) if NasType::parse(t).is_some() => (NasType::parse(t).expect("checked"), None),
         Some(t) => (
             NasType::Generic,
             Some(format!(
-                "type {t:?} registered as generic (Filter-Id speeds): shardius has no {t} speed attributes yet"
+                "type {t:?} registered as generic (Filter-Id speeds): shardius has no {t} type"
             )),
         ),
     }
@@ -876,7 +877,8 @@ mod tests {
         assert_eq!(day("2027-03-01").as_deref(), Some("2027-02-28"));
         assert_eq!(day("soon"), None);
         assert_eq!(nas_type(Some("MikroTik")).0, NasType::Mikrotik);
-        assert!(nas_type(Some("cisco")).1.is_some());
+        assert_eq!(nas_type(Some("cisco")), (NasType::Cisco, None));
+        assert!(nas_type(Some("ascend")).1.is_some());
         assert!(nas_type(Some("other")).1.is_none());
     }
 

@@ -251,6 +251,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &user,
                 session.as_deref(),
                 crate::coa::Change::Speed {
+                    rate: crate::policy::vendor_speed::Rate::from_rate_limit(&rate_limit)
+                        .unwrap_or_default(),
                     rate_limit,
                     filter_id,
                 },

@@ -17,6 +17,7 @@ pub use client::{CoaClient, Outcome, RequestId, Retry, Transmit};
 pub use packet::{Action, Answer, AnswerError, Target};
 
 use crate::model::{LogEntry, NasType, SessionRow};
+use crate::policy::vendor_speed::{Rate, VendorSpeeds};
 use crate::proto::Secret;
 
 /// What to change on a session.
@@ -28,6 +29,9 @@ pub enum Change {
     Speed {
         rate_limit: String,
         filter_id: Option<String>,
+        /// The same speed for NAS types with their own attributes
+        /// (`policy::vendor_speed`).
+        rate: Rate,
     },
 }
 
@@ -36,26 +40,33 @@ impl From<crate::policy::fup::SpeedChange> for Change {
         Change::Speed {
             rate_limit: s.rate_limit,
             filter_id: Some(s.filter_id),
+            rate: s.rate,
         }
     }
 }
 
 impl Change {
-    /// The request for a NAS of `nas_type`.
-    pub fn action(&self, nas_type: NasType) -> Action {
-        match (self, nas_type) {
+    /// The request for a NAS of `nas_type`. Err: its speed attributes
+    /// need what this change has not (a policy name for a speed given by
+    /// hand).
+    pub fn action(&self, nas_type: NasType, speeds: &VendorSpeeds) -> Result<Action, String> {
+        Ok(match (self, nas_type) {
             (Change::Disconnect, _) => Action::Disconnect,
             (Change::Speed { rate_limit, .. }, NasType::Mikrotik) => {
                 Action::RateLimit(rate_limit.clone())
+            }
+            (Change::Speed { rate, .. }, t) if crate::policy::vendor_speed::by_vendor(t) => {
+                Action::Attributes(crate::policy::vendor_speed::attributes(t, rate, speeds)?)
             }
             (
                 Change::Speed {
                     rate_limit,
                     filter_id,
+                    ..
                 },
                 _,
             ) => Action::FilterId(filter_id.clone().unwrap_or_else(|| rate_limit.clone())),
-        }
+        })
     }
 
     pub fn kind(&self) -> CoaKind {
@@ -269,6 +280,8 @@ pub fn prepare(
     session: &SessionRow,
     find_nas: impl Fn(IpAddr) -> Option<NasTarget>,
     change: &Change,
+    speeds: &VendorSpeeds,
+    service_of: impl Fn(&[u8]) -> Option<String>,
 ) -> Result<Prepared, Report> {
     let nas_ip = session.nas_ip.parse::<IpAddr>().ok();
     let Some(nas) = nas_ip.and_then(find_nas) else {
@@ -282,6 +295,36 @@ pub fn prepare(
             )),
         ));
     };
+    // A speed given by hand names no service: the subscriber's, where the
+    // caller knows it, fills policy-name templates.
+    let named;
+    let change = match change {
+        Change::Speed { rate, .. } if rate.name.is_empty() => {
+            match service_of(&crate::text::unstored(&session.username)) {
+                Some(name) => {
+                    let mut c = change.clone();
+                    if let Change::Speed { rate, .. } = &mut c {
+                        rate.name = name;
+                    }
+                    named = c;
+                    &named
+                }
+                None => change,
+            }
+        }
+        _ => change,
+    };
+    let action = match change.action(nas.nas_type, speeds) {
+        Ok(a) => a,
+        Err(e) => {
+            return Err(Report::new(
+                change.kind(),
+                session,
+                Some(nas.addr),
+                Ended::NotSent(format!("a {} NAS: {e}", nas.nas_type.as_str())),
+            ))
+        }
+    };
     Ok(Prepared {
         to: nas.addr,
         secret: nas.secret,
@@ -294,7 +337,7 @@ pub fn prepare(
             _ => None,
         },
         framed_ip: session.framed_ip.as_deref().and_then(|ip| ip.parse().ok()),
-        action: change.action(nas.nas_type),
+        action,
     })
 }
 
@@ -329,29 +372,43 @@ mod tests {
 
     #[test]
     fn a_speed_change_is_a_rate_limit_on_mikrotik_and_a_filter_id_elsewhere() {
+        let speeds = VendorSpeeds::default();
         let change = Change::Speed {
             rate_limit: "2M/10M".into(),
             filter_id: None,
+            rate: Rate::from_rate_limit("2M/10M").unwrap(),
         };
         assert_eq!(
-            change.action(NasType::Mikrotik),
-            Action::RateLimit("2M/10M".into())
+            change.action(NasType::Mikrotik, &speeds),
+            Ok(Action::RateLimit("2M/10M".into()))
         );
         assert_eq!(
-            change.action(NasType::Generic),
-            Action::FilterId("2M/10M".into())
+            change.action(NasType::Generic, &speeds),
+            Ok(Action::FilterId("2M/10M".into()))
         );
+        // Other vendors: their own attributes; a policy name a speed
+        // given by hand does not have is an error, not a wrong policy.
+        assert_eq!(
+            change.action(NasType::AccelPpp, &speeds),
+            Ok(Action::Attributes(vec![(0, 11, b"10000/2000".to_vec())]))
+        );
+        assert!(change.action(NasType::Cisco, &speeds).is_err());
         let named = Change::Speed {
             rate_limit: "2M/10M".into(),
             filter_id: Some("fup-1".into()),
+            rate: Rate {
+                name: "gold".into(),
+                ..Rate::from_rate_limit("2M/10M").unwrap()
+            },
         };
         assert_eq!(
-            named.action(NasType::Generic),
-            Action::FilterId("fup-1".into())
+            named.action(NasType::Generic, &speeds),
+            Ok(Action::FilterId("fup-1".into()))
         );
+        assert!(named.action(NasType::Cisco, &speeds).is_ok());
         assert_eq!(
-            Change::Disconnect.action(NasType::Generic),
-            Action::Disconnect
+            Change::Disconnect.action(NasType::Generic, &speeds),
+            Ok(Action::Disconnect)
         );
     }
 }

@@ -31,13 +31,16 @@ pub enum Action {
     RateLimit(String),
     /// CoA-Request with a new Filter-Id (generic NAS).
     FilterId(String),
+    /// CoA-Request with another vendor's speed attributes (vendor,
+    /// attribute, value; vendor 0 for a standard one).
+    Attributes(Vec<(u32, u8, Vec<u8>)>),
 }
 
 impl Action {
     pub fn code(&self) -> Code {
         match self {
             Action::Disconnect => Code::DISCONNECT_REQUEST,
-            Action::RateLimit(_) | Action::FilterId(_) => Code::COA_REQUEST,
+            Action::RateLimit(_) | Action::FilterId(_) | Action::Attributes(_) => Code::COA_REQUEST,
         }
     }
 }
@@ -70,6 +73,15 @@ pub fn build_request<'b>(
             w.vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT, rate.as_bytes())?
         }
         Action::FilterId(filter) => w.attr(attr::FILTER_ID, filter.as_bytes())?,
+        Action::Attributes(attrs) => {
+            for (v, ty, value) in attrs {
+                if *v == 0 {
+                    w.attr(*ty, value)?;
+                } else {
+                    w.vendor_attr(*v, *ty, value)?;
+                }
+            }
+        }
     }
     Ok(w.finish_request(secret))
 }

@@ -10,29 +10,47 @@ use chrono::NaiveDate;
 pub enum NasType {
     Mikrotik,
     Generic,
+    /// Cisco ISG / IOS-XE BNG: Cisco-AVPair QoS policy names.
+    Cisco,
+    /// Juniper MX (ERX attributes): ingress/egress policy or QoS profile names.
+    Juniper,
+    /// Huawei ME60/NE40E: Huawei-Input/Output-Average-Rate in bit/s.
+    Huawei,
+    /// accel-ppp: its shaper's Filter-Id "down/up" in kbit/s.
+    AccelPpp,
 }
 
 impl NasType {
+    pub const ALL: [NasType; 6] = [
+        NasType::Mikrotik,
+        NasType::Generic,
+        NasType::Cisco,
+        NasType::Juniper,
+        NasType::Huawei,
+        NasType::AccelPpp,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NasType::Mikrotik => "mikrotik",
             NasType::Generic => "generic",
+            NasType::Cisco => "cisco",
+            NasType::Juniper => "juniper",
+            NasType::Huawei => "huawei",
+            NasType::AccelPpp => "accel-ppp",
         }
     }
 
     pub fn parse(s: &str) -> Option<NasType> {
-        match s {
-            "mikrotik" => Some(NasType::Mikrotik),
-            "generic" => Some(NasType::Generic),
-            _ => None,
-        }
+        NasType::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
-    /// MikroTik listens for CoA on 1700; RFC 5176 says 3799.
+    /// MikroTik and Cisco (`aaa server radius dynamic-author`) listen for
+    /// CoA on 1700; RFC 5176 says 3799, which the others use.
     pub fn default_coa_port(self) -> u16 {
         match self {
-            NasType::Mikrotik => 1700,
-            NasType::Generic => 3799,
+            NasType::Mikrotik | NasType::Cisco => 1700,
+            _ => 3799,
         }
     }
 }

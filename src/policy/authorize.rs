@@ -15,6 +15,7 @@ use super::snapshot::{Nas, Service, Snapshot, Subscriber};
 use crate::auth::{chap, mschapv2, pap, Method};
 use crate::keyfile::{PasswordKey, MAX_STORED_PASSWORD};
 use crate::model::{NasType, PasswordKind};
+use crate::policy::vendor_speed;
 use crate::pool::{pool_names, AddressSource, Offer, PoolAddr, PoolKind};
 use crate::proto::dict::{attr, mikrotik, ms, vendor};
 use crate::proto::{Code, EncodeError, Packet, PacketBuf, PacketWriter};
@@ -418,6 +419,24 @@ fn write_accept(
             NasType::Generic if !overridden(0, attr::FILTER_ID) => {
                 let filter = tier.map_or(service.filter(), |t| t.filter());
                 w.attr(attr::FILTER_ID, filter.as_bytes())?;
+            }
+            other if vendor_speed::by_vendor(other) => {
+                let rate = vendor_speed::Rate {
+                    download_kbps: tier.map_or(service.download_kbps, |t| t.download_kbps),
+                    upload_kbps: tier.map_or(service.upload_kbps, |t| t.upload_kbps),
+                    name: service.name.clone(),
+                    tier: tier.map_or(0, |t| t.level),
+                };
+                // A service always has a name, so no template fails here.
+                let attrs = vendor_speed::attributes(other, &rate, &ctx.snapshot.speeds)
+                    .unwrap_or_default();
+                for (v, ty, value) in attrs.iter().filter(|(v, ty, _)| !overridden(*v, *ty)) {
+                    if *v == 0 {
+                        w.attr(*ty, value)?;
+                    } else {
+                        w.vendor_attr(*v, *ty, value)?;
+                    }
+                }
             }
             _ => {}
         }

@@ -243,10 +243,22 @@ pub fn speed_change(
         Some(t) => SpeedChange {
             rate_limit: t.rate_limit.clone(),
             filter_id: t.filter().to_owned(),
+            rate: crate::policy::vendor_speed::Rate {
+                download_kbps: t.download_kbps,
+                upload_kbps: t.upload_kbps,
+                name: service.name.clone(),
+                tier: t.level,
+            },
         },
         None => SpeedChange {
             rate_limit: service.rate_limit.clone(),
             filter_id: service.filter().to_owned(),
+            rate: crate::policy::vendor_speed::Rate {
+                download_kbps: service.download_kbps,
+                upload_kbps: service.upload_kbps,
+                name: service.name.clone(),
+                tier: 0,
+            },
         },
     })
 }
@@ -257,6 +269,8 @@ pub fn speed_change(
 pub struct SpeedChange {
     pub rate_limit: String,
     pub filter_id: String,
+    /// The same speed for NAS types with their own attributes.
+    pub rate: crate::policy::vendor_speed::Rate,
 }
 
 /// The subscriber's service and its FUP, when it has one. `username` as
@@ -456,19 +470,14 @@ mod tests {
             monthly: 0,
         };
         assert_eq!(
-            speed_change(&s, &f, none, daily1),
-            Some(SpeedChange {
-                rate_limit: "1000k/5000k".into(),
-                filter_id: "1000k/5000k".into(),
-            })
+            speed_change(&s, &f, none, daily1).map(|c| (c.rate_limit, c.filter_id)),
+            Some(("1000k/5000k".to_owned(), "1000k/5000k".to_owned()))
         );
         // Back to the service's own speed (and its Filter-Id) after a reset.
         assert_eq!(
-            speed_change(&s, &f, daily1, daily1.after_reset(Period::Daily)),
-            Some(SpeedChange {
-                rate_limit: "2000k/10000k".into(),
-                filter_id: "plan-10M".into(),
-            })
+            speed_change(&s, &f, daily1, daily1.after_reset(Period::Daily))
+                .map(|c| (c.rate_limit, c.filter_id)),
+            Some(("2000k/10000k".to_owned(), "plan-10M".to_owned()))
         );
         // A monthly tier slower than the daily one takes over.
         assert_eq!(
@@ -480,11 +489,20 @@ mod tests {
                     daily: 1,
                     monthly: 1
                 }
+            )
+            .map(|c| (c.rate_limit, c.filter_id)),
+            Some(("1000k/3000k".to_owned(), "1000k/3000k".to_owned()))
+        );
+        // The same speed for other vendors: the tier's, under the service's name.
+        let rate = speed_change(&s, &f, none, daily1).unwrap().rate;
+        assert_eq!(
+            (
+                rate.download_kbps,
+                rate.upload_kbps,
+                rate.tier,
+                rate.name.as_str()
             ),
-            Some(SpeedChange {
-                rate_limit: "1000k/3000k".into(),
-                filter_id: "1000k/3000k".into(),
-            })
+            (5000, 1000, 1, s.name.as_str())
         );
         assert_eq!(speed_change(&s, &f, daily1, daily1), None);
         assert_eq!(

@@ -6,6 +6,7 @@ pub mod fup;
 pub mod mac;
 mod snapshot;
 pub mod speed;
+pub mod vendor_speed;
 
 pub use authorize::{answer_access_request, AuthContext, AuthOutcome, RejectReason};
 pub use snapshot::{rate_limit, Nas, Preferences, ReplyAttr, Service, Snapshot, Subscriber};

@@ -376,6 +376,8 @@ pub struct Snapshot {
     /// dictionaries; the server sets the built-in ones plus
     /// `dictionary.directory`).
     pub dictionary: Option<Arc<Dictionary>>,
+    /// The speed attribute templates of `[speeds]`.
+    pub speeds: Arc<super::vendor_speed::VendorSpeeds>,
     pub preferences: Preferences,
     /// FUP tiers and free hours, by service id (only services that have them).
     pub fup: super::fup::FupPolicy,

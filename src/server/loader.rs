@@ -39,12 +39,14 @@ impl Loader {
     pub fn new(
         mut store: Box<dyn SnapshotSource>,
         dictionary: Arc<crate::proto::dictionary::Dictionary>,
+        speeds: crate::policy::vendor_speed::VendorSpeeds,
     ) -> Result<Loader> {
         let versions = store.change_versions()?;
         let now = store.now_micros()?;
         let mut snapshot = Snapshot {
             versions,
             dictionary: Some(dictionary),
+            speeds: Arc::new(speeds),
             ..Snapshot::default()
         };
         snapshot.set_nas(&store.nas_devices()?);

@@ -157,6 +157,7 @@ pub fn serve(
             None => open_store()?,
         },
         dictionary,
+        config.speeds.clone(),
     )?;
     let acct_store: Box<dyn AccountingSink> = open_store()?;
     let usage_store: Box<dyn UsageStore> = open_store()?;

@@ -36,3 +36,4 @@ mod radius_crate_interop;
 mod rfc_vectors;
 mod server;
 mod systemd;
+mod vendor_speeds;

@@ -115,6 +115,8 @@ async fn coa(
         return error(StatusCode::BAD_REQUEST, &format!("rate_limit: {e}"));
     }
     let change = Change::Speed {
+        rate: crate::policy::vendor_speed::Rate::from_rate_limit(&body.rate_limit)
+            .unwrap_or_default(),
         rate_limit: body.rate_limit,
         filter_id: body.filter_id,
     };

@@ -307,7 +307,16 @@ impl Enforcer {
         change: &Change,
         snapshot: &Snapshot,
     ) {
-        match prepare(&session, |ip| nas_target(snapshot, ip), change) {
+        match prepare(
+            &session,
+            |ip| nas_target(snapshot, ip),
+            change,
+            &snapshot.speeds,
+            |user| {
+                let s = snapshot.subscriber(user)?;
+                Some(snapshot.service(s.service_id)?.name.clone())
+            },
+        ) {
             Ok(prepared) => self.queued.push_back(Request {
                 origin,
                 session,

@@ -66,6 +66,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         10,
         include_str!("../migrations/postgres/0010_freeradius_import.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/postgres/0011_nas_types.sql"),
+    ),
 ];
 
 const CHANNEL: &str = "shardius_changes";

@@ -48,6 +48,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         10,
         include_str!("../migrations/sqlite/0010_freeradius_import.sql"),
     ),
+    (11, include_str!("../migrations/sqlite/0011_nas_types.sql")),
 ];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
@@ -345,7 +346,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 10);
+        assert_eq!(s.migrate().unwrap(), 11);
         (dir, s)
     }
 
@@ -377,7 +378,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 10);
+        assert_eq!(s.schema_version().unwrap(), 11);
     }
 
     #[test]
