@@ -244,3 +244,50 @@ fn each_bng_vendor_gets_its_own_speed_attributes_at_login_and_by_coa() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+/// Every NAS type is stored and read back on both backends (migration 11
+/// widened the type check; SQLite rebuilt the table).
+fn every_nas_type_is_stored(backend: crate::common::server::Backend) {
+    let install = Install::empty_on(backend);
+    install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
+    for (i, ty) in [
+        "mikrotik",
+        "generic",
+        "cisco",
+        "juniper",
+        "huawei",
+        "accel-ppp",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ip = format!("10.0.0.{}", i + 1);
+        install.ok(&[
+            "nas", "add", "--name", ty, "--ip", &ip, "--secret", "s", "--type", ty,
+        ]);
+    }
+    let list = install.ok(&["nas", "list"]);
+    for (ty, port) in [
+        ("mikrotik", 1700),
+        ("generic", 3799),
+        ("cisco", 1700),
+        ("juniper", 3799),
+        ("huawei", 3799),
+        ("accel-ppp", 3799),
+    ] {
+        let line = list
+            .lines()
+            .find(|l| l.starts_with(ty))
+            .unwrap_or_else(|| panic!("{ty}: {list}"));
+        assert!(
+            line.contains(&format!(" {ty} ")) && line.contains(&port.to_string()),
+            "{line}"
+        );
+    }
+    let err = install.fails(&[
+        "nas", "add", "--name", "x", "--ip", "10.0.0.9", "--secret", "s", "--type", "ascend",
+    ]);
+    assert!(err.contains("ascend"), "{err}");
+}
+
+on_both_backends!(every_nas_type_is_stored);
