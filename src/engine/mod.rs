@@ -35,10 +35,14 @@ pub enum Port {
 pub enum Event {
     Accepted {
         method: Method,
+        /// The NAS the request speaks for: the registered NAS behind a
+        /// trusted proxy, else the one it came from (radius_logs, logs).
+        nas: IpAddr,
     },
     Rejected {
         method: Method,
         reason: RejectReason,
+        nas: IpAddr,
     },
     /// A retransmission answered from the duplicate cache.
     Duplicate,
@@ -385,10 +389,12 @@ impl Engine {
             event: match outcome.result {
                 Ok(()) => Event::Accepted {
                     method: outcome.method,
+                    nas: speaks_for.ip,
                 },
                 Err(reason) => Event::Rejected {
                     method: outcome.method,
                     reason,
+                    nas: speaks_for.ip,
                 },
             },
         }

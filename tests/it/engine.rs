@@ -278,7 +278,8 @@ fn every_reject_reason_gives_an_access_reject() {
             event,
             Event::Rejected {
                 method: shardius::auth::Method::Pap,
-                reason
+                reason,
+                nas: "127.0.0.1".parse().unwrap(),
             },
             "{user}"
         );
@@ -884,7 +885,8 @@ fn a_pooled_login_waits_for_its_address_uncached_then_carries_it_or_is_rejected(
         h.event,
         Event::Rejected {
             method: shardius::auth::Method::MsChapV2,
-            reason: RejectReason::PoolExhausted
+            reason: RejectReason::PoolExhausted,
+            nas: "127.0.0.1".parse().unwrap(),
         }
     );
     assert!(pool.0.borrow().is_empty());
@@ -934,8 +936,13 @@ fn a_proxy_speaks_for_the_registered_nas_it_names_and_an_unregistered_one_closes
         reply.is_none(),
         "{event:?}: the inner NAS requires a Message-Authenticator"
     );
-    let (reply, _) = w.send("127.0.0.9", &req, 1);
+    let (reply, event) = w.send("127.0.0.9", &req, 1);
     let reply = reply.expect("accepted");
+    // Logged (radius_logs, the log line) under the NAS it speaks for.
+    assert!(
+        matches!(event, Event::Accepted { nas, .. } if nas == "127.0.0.3".parse::<std::net::IpAddr>().unwrap()),
+        "{event:?}"
+    );
     assert!(Packet::parse(&reply)
         .unwrap()
         .vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT)

@@ -571,13 +571,14 @@ fn auth_log_entry(
         .and_then(|p| p.attr(attr::USER_NAME))
         .map(|u| crate::text::stored(u).into_owned())
         .unwrap_or_default();
-    let (result, reason) = match event {
-        Event::Rejected { reason, .. } => ("reject", Some(reason.as_str())),
-        _ => ("accept", None),
+    let (result, reason, nas) = match event {
+        Event::Rejected { reason, nas, .. } => ("reject", Some(reason.as_str()), nas),
+        Event::Accepted { nas, .. } => ("accept", None, nas),
+        _ => ("accept", None, src.ip()),
     };
     LogEntry {
         at,
-        nas_ip: src.ip(),
+        nas_ip: nas,
         username,
         event: "auth",
         result,
@@ -608,12 +609,16 @@ fn log_event(shard: usize, src: SocketAddr, datagram: &[u8], event: Event, share
             .unwrap_or_default()
     };
     match event {
-        Event::Accepted { method } => {
-            debug!(shard, nas = %src.ip(), user = %user(), method = method.label(), "accept")
+        Event::Accepted { method, nas } => {
+            debug!(shard, nas = %nas, user = %user(), method = method.label(), "accept")
         }
-        Event::Rejected { method, reason } => info!(
+        Event::Rejected {
+            method,
+            reason,
+            nas,
+        } => info!(
             shard,
-            nas = %src.ip(),
+            nas = %nas,
             user = %user(),
             method = method.label(),
             reason = reason.as_str(),
