@@ -192,8 +192,13 @@ pub enum SubscriberCommand {
         #[arg(long)]
         username: String,
         /// Stored encrypted (AES-256-GCM); at most 128 bytes (the PAP limit)
-        #[arg(long)]
-        password: String,
+        #[arg(long, required_unless_present = "nt_hash", conflicts_with = "nt_hash")]
+        password: Option<String>,
+        /// Instead of --password: the NT hash (32 hex digits, a FreeRADIUS
+        /// NT-Password). MS-CHAPv2 and PAP work; CHAP is rejected, as it
+        /// needs the password itself
+        #[arg(long, value_name = "HEX")]
+        nt_hash: Option<String>,
         /// Service name
         #[arg(long)]
         service: String,
@@ -542,13 +547,27 @@ pub fn subscriber(
             mac,
             static_ip,
             disabled,
+            nt_hash,
         } => {
             check_username(&username)
                 .map_err(anyhow::Error::msg)
                 .context("--username")?;
-            check_password(&password)
-                .map_err(anyhow::Error::msg)
-                .context("--password")?;
+            let (kind, secret) = match (password, nt_hash) {
+                (Some(password), _) => {
+                    check_password(&password)
+                        .map_err(anyhow::Error::msg)
+                        .context("--password")?;
+                    (crate::model::PasswordKind::Cleartext, password.into_bytes())
+                }
+                (None, Some(hex)) => {
+                    let hash = hex::decode(hex.trim().trim_start_matches("0x"))
+                        .ok()
+                        .filter(|h| h.len() == 16)
+                        .with_context(|| format!("--nt-hash {hex:?}: 32 hex digits"))?;
+                    (crate::model::PasswordKind::NtHash, hash)
+                }
+                (None, None) => bail!("--password or --nt-hash"),
+            };
             let service_id = store.service_id(&service)?.with_context(|| {
                 format!("--service: unknown service {service:?} (see `shardius service list`)")
             })?;
@@ -556,14 +575,14 @@ pub fn subscriber(
             let record = SubscriberRecord {
                 id: 0,
                 username,
-                password_enc: key.encrypt(password.as_bytes()),
+                password_enc: key.encrypt(&secret),
                 service_id: Some(service_id),
                 is_active: !disabled,
                 expiry_date: expiry,
                 mac_address: mac.as_ref().map(mac::format),
                 static_ip,
                 updated_at: 0,
-                password_kind: Default::default(),
+                password_kind: kind,
                 max_sessions: None,
             };
             store.add_subscribers(std::slice::from_ref(&record))?;

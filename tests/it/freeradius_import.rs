@@ -437,3 +437,64 @@ fn the_import_into_postgresql_gives_the_same_rows_and_runs_again_unchanged() {
     install.ok(&args);
     assert_eq!(state(), first);
 }
+
+#[test]
+fn a_subscriber_added_by_nt_hash_logs_in_by_mschapv2_and_pap_but_not_chap() {
+    let install = Install::new();
+    let hash = hex::encode(shardius::auth::mschapv2::nt_password_hash(b"by hash"));
+    install.ok(&[
+        "subscriber",
+        "add",
+        "--username",
+        "nt",
+        "--nt-hash",
+        &hash,
+        "--service",
+        "10M",
+    ]);
+    for (args, says) in [
+        (vec!["--nt-hash", "abc"], "32 hex digits"),
+        (
+            vec!["--nt-hash", &hash, "--password", "x"],
+            "cannot be used with",
+        ),
+        (vec![], "--password"),
+    ] {
+        let mut cmd = vec![
+            "subscriber",
+            "add",
+            "--username",
+            "other",
+            "--service",
+            "10M",
+        ];
+        cmd.extend(args);
+        let err = install.fails(&cmd);
+        assert!(err.contains(says), "{err}");
+    }
+    let server = install.serve(1);
+    let session = Session::default();
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    nas.set_timeout(Duration::from_secs(5));
+    assert_eq!(
+        nas.login(server.auth, "nt", &mschap(b"by hash"), &session),
+        Some(Code::ACCESS_ACCEPT)
+    );
+    assert_eq!(
+        nas.login(server.auth, "nt", &mschap(b"wrong"), &session),
+        Some(Code::ACCESS_REJECT)
+    );
+    let out = pap(server.auth, "nt", "by hash");
+    assert!(out.contains("Received Access-Accept"), "{out}");
+    let chap = Credentials::Chap {
+        ident: 1,
+        challenge: rand::random(),
+        password: b"by hash",
+    };
+    assert_eq!(
+        nas.login(server.auth, "nt", &chap, &session),
+        Some(Code::ACCESS_REJECT)
+    );
+    let mut server = server;
+    server.wait_for_log("chap needs the cleartext password", Duration::from_secs(5));
+}
