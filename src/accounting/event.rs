@@ -381,9 +381,14 @@ fn max_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
 /// Start, Interims and Stop of a session carry the same attributes, so
 /// they share the key.
 pub fn freeradius_unique_id(packet: &Packet<'_>, source: IpAddr) -> String {
+    use std::fmt::Write as _;
     let session_id = packet.attr(attr::ACCT_SESSION_ID).unwrap_or_default();
+    let mut md5 = Md5::new();
     if let Some(key) = packet.attr(attr::CLASS).and_then(class_key) {
-        return md5_hex(&[key, b",", session_id]);
+        md5.update(key);
+        md5.update(b",");
+        md5.update(session_id);
+        return hex::encode(md5.finalize());
     }
     let nas_ipv6 = packet
         .attr(attr::NAS_IPV6_ADDRESS)
@@ -394,30 +399,37 @@ pub fn freeradius_unique_id(packet: &Packet<'_>, source: IpAddr) -> String {
             IpAddr::V4(_) => None,
         });
     let nas_address = match nas_ipv6 {
-        Some(v6) => v6.to_string(),
+        Some(v6) => IpAddr::V6(v6),
         None => packet
             .attr_ipv4(attr::NAS_IP_ADDRESS)
             .map(IpAddr::V4)
-            .unwrap_or(source)
-            .to_string(),
+            .unwrap_or(source),
     };
-    let nas_port = packet
-        .attr_u32(attr::NAS_PORT)
-        .map(|p| p.to_string())
-        .unwrap_or_default();
-    md5_hex(&[
-        packet.attr(attr::USER_NAME).unwrap_or_default(),
-        b",",
-        session_id,
-        b",",
-        nas_address.as_bytes(),
-        b",",
-        packet.attr(attr::NAS_IDENTIFIER).unwrap_or_default(),
-        b",",
-        packet.attr(attr::NAS_PORT_ID).unwrap_or_default(),
-        b",",
-        nas_port.as_bytes(),
-    ])
+    md5.update(packet.attr(attr::USER_NAME).unwrap_or_default());
+    md5.update(b",");
+    md5.update(session_id);
+    md5.update(b",");
+    // Text into the digest without a String per packet.
+    let _ = write!(Md5Text(&mut md5), "{nas_address}");
+    md5.update(b",");
+    md5.update(packet.attr(attr::NAS_IDENTIFIER).unwrap_or_default());
+    md5.update(b",");
+    md5.update(packet.attr(attr::NAS_PORT_ID).unwrap_or_default());
+    md5.update(b",");
+    if let Some(port) = packet.attr_u32(attr::NAS_PORT) {
+        let _ = write!(Md5Text(&mut md5), "{port}");
+    }
+    hex::encode(md5.finalize())
+}
+
+/// Feeds formatted text to a digest.
+struct Md5Text<'a>(&'a mut Md5);
+
+impl std::fmt::Write for Md5Text<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
+    }
 }
 
 /// The 32 hex digits of a Class FreeRADIUS's `insert_acct_class` made
@@ -425,14 +437,6 @@ pub fn freeradius_unique_id(packet: &Packet<'_>, source: IpAddr) -> String {
 fn class_key(class: &[u8]) -> Option<&[u8]> {
     let key = class.strip_prefix(b"ai:")?.get(..32)?;
     key.iter().all(u8::is_ascii_hexdigit).then_some(key)
-}
-
-fn md5_hex(parts: &[&[u8]]) -> String {
-    let mut md5 = Md5::new();
-    for part in parts {
-        md5.update(part);
-    }
-    hex::encode(md5.finalize())
 }
 
 /// The session key of shardius up to schema version 8: hex MD5 over NAS-IP-Address
@@ -445,13 +449,11 @@ pub fn legacy_unique_id(
     username: &[u8],
     nas_port_id: Option<&[u8]>,
 ) -> String {
+    use std::fmt::Write as _;
     let mut md5 = Md5::new();
-    for part in [
-        nas_ip.to_string().as_bytes(),
-        session_id,
-        username,
-        nas_port_id.unwrap_or_default(),
-    ] {
+    let _ = write!(Md5Text(&mut md5), "{nas_ip}");
+    md5.update([0]);
+    for part in [session_id, username, nas_port_id.unwrap_or_default()] {
         md5.update(part);
         md5.update([0]);
     }
@@ -900,6 +902,64 @@ mod tests {
             b"SHD1\0\0\0\0\0\0\0\x01abcd",
         ] {
             assert_eq!(with(other), plain, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_believable_event_timestamp_is_the_event_time_and_a_wild_one_is_not() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |ts: Option<u32>| {
+            let mut buf = [0u8; 4096];
+            let mut w = PacketWriter::new(&mut buf, Code::ACCOUNTING_REQUEST, 1, &[0; 16]);
+            w.attr_u32(attr::ACCT_STATUS_TYPE, acct_status::INTERIM_UPDATE)
+                .unwrap();
+            w.attr(attr::ACCT_SESSION_ID, b"s").unwrap();
+            w.attr_u32(attr::ACCT_DELAY_TIME, 5).unwrap();
+            if let Some(ts) = ts {
+                w.attr_u32(attr::EVENT_TIMESTAMP, ts).unwrap();
+            }
+            let bytes = w.finish_request(&Secret::new(b"s")).to_vec();
+            let ip = "10.0.0.1".parse().unwrap();
+            AcctEvent::from_packet(&Packet::parse(&bytes).unwrap(), ip, ip, now)
+                .unwrap()
+                .event_time
+                .timestamp()
+        };
+        // Within a day: taken as sent (Acct-Delay-Time is not applied to it).
+        assert_eq!(at(Some(1_800_000_000 - 3_600)), 1_800_000_000 - 3_600);
+        assert_eq!(at(Some(1_800_000_000 + 60)), 1_800_000_060);
+        // None, a clockless router's 1970, 0, the far future: arrival - delay.
+        for wild in [
+            None,
+            Some(0),
+            Some(3_600),
+            Some(u32::MAX),
+            Some(1_800_000_000 + 86_401),
+        ] {
+            assert_eq!(at(wild), 1_800_000_000 - 5, "{wild:?}");
+        }
+    }
+
+    #[test]
+    fn the_names_radacct_gets_are_the_builtin_dictionarys() {
+        // value_name keeps its tables for the packet path (an index, no
+        // lookup); the dictionary is the other copy: they must agree.
+        let dictionary = crate::proto::dictionary::builtin();
+        for (attribute, name) in [
+            (attr::NAS_PORT_TYPE, "NAS-Port-Type"),
+            (attr::SERVICE_TYPE, "Service-Type"),
+            (attr::FRAMED_PROTOCOL, "Framed-Protocol"),
+            (attr::ACCT_AUTHENTIC, "Acct-Authentic"),
+            (attr::ACCT_TERMINATE_CAUSE, "Acct-Terminate-Cause"),
+        ] {
+            for n in 0..64u32 {
+                let value = value_name(attribute, n);
+                if value == n.to_string() {
+                    continue;
+                }
+                let encoded = dictionary.encode(name, &value).unwrap();
+                assert_eq!(&*encoded.value, n.to_be_bytes(), "{name} {value}");
+            }
         }
     }
 }

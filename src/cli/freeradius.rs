@@ -113,11 +113,7 @@ pub fn run(
     }
     if let Some(path) = &args.users {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        parse_users(
-            &String::from_utf8_lossy(&text),
-            &path.display().to_string(),
-            &mut source,
-        );
+        parse_users(&text, &path.display().to_string(), &mut source);
     }
     let plan = plan(&source, key, dictionary);
     report(&plan, args.dry_run);
@@ -198,35 +194,18 @@ fn read_sql(url: &str, source: &mut Source) -> anyhow::Result<()> {
                 });
             }
         }
-        for (table, into) in [
-            ("radcheck", &mut source.check),
-            ("radreply", &mut source.reply),
+        // Per user (username) and per group (groupname): the same columns.
+        for (table, owner, into) in [
+            ("radcheck", "username", &mut source.check),
+            ("radreply", "username", &mut source.reply),
+            ("radgroupcheck", "groupname", &mut source.group_check),
+            ("radgroupreply", "groupname", &mut source.group_reply),
         ] {
             if !exists(table).await? {
                 continue;
             }
             let sql = format!(
-                "SELECT id::bigint, username, attribute, op, value FROM {table} ORDER BY id"
-            );
-            for r in client.query(&sql, &[]).await? {
-                into.push(Item {
-                    origin: format!("{table} id {}", r.get::<_, i64>(0)),
-                    owner: r.get(1),
-                    attribute: r.get(2),
-                    op: r.get(3),
-                    value: r.get(4),
-                });
-            }
-        }
-        for (table, into) in [
-            ("radgroupcheck", &mut source.group_check),
-            ("radgroupreply", &mut source.group_reply),
-        ] {
-            if !exists(table).await? {
-                continue;
-            }
-            let sql = format!(
-                "SELECT id::bigint, groupname, attribute, op, value FROM {table} ORDER BY id"
+                "SELECT id::bigint, {owner}, attribute, op, value FROM {table} ORDER BY id"
             );
             for r in client.query(&sql, &[]).await? {
                 into.push(Item {
@@ -257,12 +236,31 @@ fn read_sql(url: &str, source: &mut Source) -> anyhow::Result<()> {
 /// Reads a FreeRADIUS `users` file: an entry is a name at the start of a
 /// line with its check items, then indented reply items, each line but the
 /// last ending in a comma. DEFAULT entries and `$INCLUDE` cannot be
-/// imported (they are listed in `unreadable`).
-pub fn parse_users(text: &str, file: &str, source: &mut Source) {
+/// imported (they are listed in `unreadable`). A line that is not UTF-8
+/// is never guessed at (a password read as Latin-1 or with replacement
+/// characters would import a different password): its whole entry is
+/// left out and named.
+pub fn parse_users(text: &[u8], file: &str, source: &mut Source) {
     let mut current: Option<String> = None;
     let mut expect_more = false;
-    for (i, raw) in text.lines().enumerate() {
+    let mut broken: Vec<(String, String)> = Vec::new();
+    for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
         let origin = format!("{file}:{}", i + 1);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let Ok(raw) = std::str::from_utf8(raw) else {
+            let indented = raw.starts_with(b" ") || raw.starts_with(b"\t");
+            match current.clone().filter(|_| indented && expect_more) {
+                Some(owner) => broken.push((owner, origin)),
+                None => {
+                    source
+                        .unreadable
+                        .push(format!("{origin}: not UTF-8; that entry is not imported"));
+                    current = None;
+                    expect_more = false;
+                }
+            }
+            continue;
+        };
         let line = strip_comment(raw);
         if line.trim().is_empty() {
             continue;
@@ -338,6 +336,15 @@ pub fn parse_users(text: &str, file: &str, source: &mut Source) {
             }
             Err(e) => source.unreadable.push(format!("{origin}: {e}")),
         }
+    }
+    for (owner, origin) in broken {
+        if source.check.iter().any(|i| i.owner == owner) {
+            source.unreadable.push(format!(
+                "{origin}: not UTF-8; the entry of user {owner:?} is not imported"
+            ));
+        }
+        source.check.retain(|i| i.owner != owner);
+        source.reply.retain(|i| i.owner != owner);
     }
 }
 
@@ -818,7 +825,7 @@ mod tests {
             $INCLUDE other\n\
             carol Cleartext-Password\n";
         let mut s = Source::default();
-        parse_users(text, "users", &mut s);
+        parse_users(text.as_bytes(), "users", &mut s);
         let check: Vec<(&str, &str, &str)> = s
             .check
             .iter()
@@ -1003,5 +1010,30 @@ mod tests {
             "{notes}"
         );
         assert!(notes.contains("also in group \"silver\""), "{notes}");
+    }
+
+    #[test]
+    fn a_users_line_that_is_not_utf8_leaves_its_whole_entry_out() {
+        let text: &[u8] = b"ok Cleartext-Password := \"pw\"\r\n\
+            latin Cleartext-Password := \"p\xe4ss\"\n\
+            \tReply-Message = \"after\"\n\
+            mixed Cleartext-Password := \"pw\"\n\
+            \tReply-Message = \"r\xe9ply\"\n\
+            \tFilter-Id = \"f\"\n";
+        let mut s = Source::default();
+        parse_users(text, "users", &mut s);
+        let owners: Vec<&str> = s.check.iter().map(|i| i.owner.as_str()).collect();
+        assert_eq!(owners, ["ok"]);
+        assert!(s.reply.is_empty(), "{:?}", s.reply);
+        let all = s.unreadable.join("\n");
+        assert!(all.contains("users:2: not UTF-8"), "{all}");
+        assert!(
+            all.contains("users:3: a reply line outside an entry"),
+            "{all}"
+        );
+        assert!(
+            all.contains("users:5: not UTF-8; the entry of user \"mixed\""),
+            "{all}"
+        );
     }
 }

@@ -5,7 +5,7 @@
 
 use md5::Digest as _;
 
-use crate::common::freeradius::{at, free_udp_port, sql_module, FreeRadius};
+use crate::common::freeradius::{at, free_udp_port, schema_database, sql_module, FreeRadius};
 use crate::common::pg::shared;
 use crate::common::server::{radclient, Backend, Install, Server};
 
@@ -65,13 +65,7 @@ fn cutover() -> Cutover {
         let (port, db) = rest.split_once('/').unwrap();
         (port.parse::<u16>().unwrap(), db.to_owned())
     };
-    let alone_db = format!("fr_alone_{}", free_udp_port());
-    pg("postgres", &format!("CREATE DATABASE {alone_db}"));
-    pg(
-        &alone_db,
-        &std::fs::read_to_string("/etc/freeradius/3.0/mods-config/sql/main/postgresql/schema.sql")
-            .unwrap(),
-    );
+    let alone_db = schema_database("fr_alone");
     let (fr_shared, fr_alone) = (free_udp_port(), free_udp_port());
     let fr = FreeRadius::start(&[
         (

@@ -10,7 +10,7 @@ use std::time::Duration;
 use shardius::nas_client::{Credentials, Session};
 use shardius::proto::Code;
 
-use crate::common::freeradius::{at, free_udp_port, sql_module, FreeRadius};
+use crate::common::freeradius::{at, free_udp_port, schema_database, sql_module, FreeRadius};
 use crate::common::pg::shared;
 use crate::common::server::{mschap, radclient, Install, TestNas, SECRET};
 
@@ -37,13 +37,7 @@ DEFAULT\tFramed-Protocol == PPP\n\
 /// NT-Password, groups with Mikrotik-Rate-Limit, radreply rows with
 /// Cisco-AVPair and Framed-IPv6-Prefix, NAS rows, and what cannot move.
 fn freeradius_db() -> (String, u16) {
-    let db = format!("frsrc_{}", free_udp_port());
-    pg("postgres", &format!("CREATE DATABASE {db}"));
-    pg(
-        &db,
-        &std::fs::read_to_string("/etc/freeradius/3.0/mods-config/sql/main/postgresql/schema.sql")
-            .unwrap(),
-    );
+    let db = schema_database("frsrc");
     let nt = hex::encode(shardius::auth::mschapv2::nt_password_hash(b"n7 pass"));
     pg(
         &db,
@@ -371,15 +365,7 @@ fn a_broken_source_imports_nothing_and_says_why() {
     // is refused and nothing of it is written.
     std::fs::write(&users, "fresh Cleartext-Password := \"pw\"\n").unwrap();
     let (db, port) = {
-        let db = format!("frbad_{}", free_udp_port());
-        pg("postgres", &format!("CREATE DATABASE {db}"));
-        pg(
-            &db,
-            &std::fs::read_to_string(
-                "/etc/freeradius/3.0/mods-config/sql/main/postgresql/schema.sql",
-            )
-            .unwrap(),
-        );
+        let db = schema_database("frbad");
         pg(&db, "INSERT INTO nas (nasname, shortname, type, secret) VALUES ('127.0.0.77', 'BNG-1', 'other', 'x')");
         (db, shared().lock().unwrap_or_else(|e| e.into_inner()).port)
     };

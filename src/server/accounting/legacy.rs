@@ -70,9 +70,11 @@ impl LegacyKeys {
         } else {
             existing(&ask)?
         };
-        let mut taken: HashSet<String> = rows.iter().map(|e| e.unique_id.clone()).collect();
-        for e in rows.iter_mut() {
-            let Some(old) = candidate(e).map(str::to_owned) else {
+        // Each row's decision first; the set of keys the batch writes is
+        // built only when some row moves (in steady state none does).
+        let mut moves: Vec<(usize, String)> = Vec::new();
+        for (i, e) in rows.iter().enumerate() {
+            let Some(old) = candidate(e) else {
                 if e.kind == AcctKind::Start {
                     if let Some(k) = key(&e.unique_id) {
                         self.known.insert(k, None);
@@ -86,16 +88,24 @@ impl LegacyKeys {
             let decision = match self.known.get(&new_key) {
                 Some(d) => *d,
                 None => {
-                    let d = (!found.contains(&e.unique_id) && found.contains(&old))
-                        .then(|| key(&old))
+                    let d = (!found.contains(&e.unique_id) && found.contains(old))
+                        .then(|| key(old))
                         .flatten();
                     self.known.insert(new_key, d);
                     d
                 }
             };
-            if decision.is_some() && !taken.contains(&old) {
-                taken.insert(old.clone());
-                e.unique_id = old;
+            if decision.is_some() {
+                moves.push((i, old.to_owned()));
+            }
+        }
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let mut taken: HashSet<String> = rows.iter().map(|e| e.unique_id.clone()).collect();
+        for (i, old) in moves {
+            if taken.insert(old.clone()) {
+                rows[i].unique_id = old;
             }
         }
         Ok(())

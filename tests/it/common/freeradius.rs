@@ -57,6 +57,22 @@ pub fn sql_module(name: &str, port: u16, db: &str) -> String {
     )
 }
 
+/// A new database on the shared PostgreSQL cluster made with FreeRADIUS
+/// 3.2's own PostgreSQL schema.sql (as a FreeRADIUS shop has it); its name.
+pub fn schema_database(prefix: &str) -> String {
+    let db = format!("{prefix}_{}", free_udp_port());
+    let schema = std::fs::read_to_string(format!(
+        "{SYSTEM_RADDB}/mods-config/sql/main/postgresql/schema.sql"
+    ))
+    .unwrap();
+    let cluster = super::pg::shared()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    cluster.psql("postgres", &format!("CREATE DATABASE {db}"));
+    cluster.psql(&db, &schema);
+    db
+}
+
 /// A free UDP port on 127.0.0.1.
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
