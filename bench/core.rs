@@ -200,6 +200,8 @@ fn engine_benches(c: &mut Criterion) {
         daily_quota_bytes: None,
         monthly_quota_bytes: None,
         reply_attributes: String::new(),
+        max_sessions: 0,
+        over_limit: Default::default(),
     }]);
     let subscribers: Vec<SubscriberRecord> = (0..30_000)
         .map(|i| SubscriberRecord {
@@ -272,6 +274,7 @@ fn engine_benches(c: &mut Criterion) {
                     },
                     committed: 0,
                     pools: &shardius::pool::NoPools,
+                    sessions: &shardius::policy::sessions::NoLimits,
                 };
                 engine.handle(Port::Auth, src, black_box(&requests[i]), &ctx, &mut out)
             })

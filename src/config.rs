@@ -23,6 +23,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub coa: CoaConfig,
     pub quota: QuotaConfig,
+    pub sessions: SessionsConfig,
     pub cluster: ClusterConfig,
     pub pools: PoolsConfig,
     pub dictionary: DictionaryConfig,
@@ -145,6 +146,28 @@ impl ClusterConfig {
             // as for a configured one (validate).
             .filter(|h| !h.is_empty() && h.len() <= 128 && !h.chars().any(char::is_control))
             .unwrap_or_else(|| "shardius".into())
+    }
+}
+
+/// Simultaneous use (README "Simultaneous use").
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// How often the node reads every open `radacct` row (only while some
+    /// subscriber has a session limit): how late it learns of the other
+    /// nodes' sessions, and of sessions the database closed by itself.
+    pub sync_interval_ms: u64,
+    /// How long an accepted login holds its place under the limit while
+    /// its Accounting-Start has not been recorded.
+    pub reservation_secs: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            sync_interval_ms: 2000,
+            reservation_secs: 30,
+        }
     }
 }
 
@@ -557,6 +580,12 @@ impl Config {
                     self.http.admin_token = Some(SecretString::new(value.clone()))
                 }
                 "SHARDIUS_QUOTA_DAILY_RESET_TIME" => self.quota.daily_reset_time = value.clone(),
+                "SHARDIUS_SESSIONS_SYNC_INTERVAL_MS" => {
+                    self.sessions.sync_interval_ms = parse_num(&value).map_err(bad)?
+                }
+                "SHARDIUS_SESSIONS_RESERVATION_SECS" => {
+                    self.sessions.reservation_secs = parse_num(&value).map_err(bad)?
+                }
                 "SHARDIUS_COA_TRIES" => self.coa.tries = parse_num(&value).map_err(bad)?,
                 "SHARDIUS_COA_TIMEOUT_MS" => {
                     self.coa.timeout_ms = parse_num(&value).map_err(bad)?
@@ -647,6 +676,12 @@ impl Config {
                 "cluster.node_name",
                 "at most 128 characters, no control characters",
             ));
+        }
+        if !(100..=600_000).contains(&self.sessions.sync_interval_ms) {
+            return Err(invalid("sessions.sync_interval_ms", "must be 100..=600000"));
+        }
+        if !(1..=3600).contains(&self.sessions.reservation_secs) {
+            return Err(invalid("sessions.reservation_secs", "must be 1..=3600"));
         }
         if self.database.reload_interval_secs == 0 {
             return Err(invalid(

@@ -112,6 +112,8 @@ pub fn fuzz_snapshot() -> crate::policy::Snapshot {
         daily_quota_bytes: None,
         monthly_quota_bytes: None,
         reply_attributes: String::new(),
+        max_sessions: 0,
+        over_limit: Default::default(),
     }]);
     let subscriber = |id, name: &str, password: &[u8]| SubscriberRecord {
         id,
@@ -209,6 +211,7 @@ pub fn engine_handle(control: u8, datagram: &[u8]) -> Option<Code> {
             now,
             committed: u64::MAX,
             pools: &crate::pool::NoPools,
+            sessions: &crate::policy::sessions::NoLimits,
         };
         let mut out = [0u8; MAX_PACKET_LEN];
         let handled = engine.handle(port, src, datagram, &ctx, &mut out);

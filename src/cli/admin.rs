@@ -10,6 +10,7 @@ use clap::{Subcommand, ValueEnum};
 use super::import;
 use crate::config::Config;
 use crate::keyfile::PasswordKey;
+use crate::model::OverLimit;
 use crate::policy::{mac, rate_limit, speed};
 use crate::store::{Burst, MaPolicy, NasRecord, NasType, ServiceRecord, Store, SubscriberRecord};
 
@@ -129,16 +130,32 @@ pub enum ServiceCommand {
         /// Burst time in seconds
         #[arg(long, requires = "burst_download")]
         burst_time: Option<u32>,
+        /// Open sessions a subscriber may have at once (0 = no limit);
+        /// `subscriber set --max-sessions` overrides it per subscriber
+        #[arg(long, default_value_t = 0)]
+        max_sessions: u32,
+        /// A login over the limit: `reject` (Access-Reject "simultaneous
+        /// use") or `replace` (accepted; the oldest open session is
+        /// disconnected by CoA)
+        #[arg(long, value_parser = parse_over_limit, default_value = "reject")]
+        over_limit: OverLimit,
     },
-    /// Change a service's pools (every subscriber of it, at their next login)
+    /// Change a service: its pools (every subscriber of it, at their next
+    /// login) and its session limit (at once)
     Set {
         name: String,
         /// The service's pools from now on (repeat for several)
-        #[arg(long, required_unless_present = "no_pool")]
+        #[arg(long)]
         pool: Vec<String>,
         /// No pool: the router's own addressing
         #[arg(long, conflicts_with = "pool")]
         no_pool: bool,
+        /// Open sessions a subscriber may have at once (0 = no limit)
+        #[arg(long)]
+        max_sessions: Option<u32>,
+        /// A login over the limit: `reject` or `replace`
+        #[arg(long, value_parser = parse_over_limit)]
+        over_limit: Option<OverLimit>,
     },
     /// List services
     List,
@@ -213,6 +230,18 @@ pub enum SubscriberCommand {
         static_ip: Option<Ipv4Addr>,
         #[arg(long)]
         disabled: bool,
+        /// Open sessions this subscriber may have at once, over its
+        /// service's limit (0 = no limit) [default: the service's]
+        #[arg(long)]
+        max_sessions: Option<u32>,
+    },
+    /// Change a subscriber's own settings
+    Set {
+        username: String,
+        /// Open sessions at once: a number (0 = no limit), or `service`
+        /// for its service's limit
+        #[arg(long, value_parser = parse_max_sessions)]
+        max_sessions: MaxSessions,
     },
     /// List subscribers
     List {
@@ -231,6 +260,36 @@ pub enum SubscriberCommand {
     /// Import subscribers from CSV; all lines or none are applied.
     /// Header: `username,password,service[,expiry,mac,static_ip,active]`
     Import { file: std::path::PathBuf },
+}
+
+/// A subscriber's own session limit, or its service's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxSessions {
+    Own(u32),
+    Service,
+}
+
+fn parse_max_sessions(s: &str) -> Result<MaxSessions, String> {
+    match s.trim() {
+        "service" => Ok(MaxSessions::Service),
+        n => n
+            .parse()
+            .map(MaxSessions::Own)
+            .map_err(|_| format!("{s:?}: a number of sessions (0 = no limit) or `service`")),
+    }
+}
+
+fn parse_over_limit(s: &str) -> Result<OverLimit, String> {
+    OverLimit::parse(s.trim()).ok_or_else(|| format!("{s:?}: `reject` or `replace`"))
+}
+
+/// "unlimited", or "1 reject" / "2 replace".
+fn session_limit_text(max: u32, over: OverLimit) -> String {
+    if max == 0 {
+        "unlimited".into()
+    } else {
+        format!("{max} {}", over.as_str())
+    }
 }
 
 pub(crate) fn parse_date(s: &str) -> Result<NaiveDate, String> {
@@ -382,17 +441,42 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
         ServiceCommand::Set {
             name,
             pool,
-            no_pool: _,
+            no_pool,
+            max_sessions,
+            over_limit,
         } => {
-            let field = pools_field(&pool)?;
-            if !store.set_service_pools(&name, field.as_deref())? {
-                bail!("no service named {:?}", crate::text::printable(&name));
+            let pools = !pool.is_empty() || no_pool;
+            if !pools && max_sessions.is_none() && over_limit.is_none() {
+                bail!("nothing to set: --pool, --no-pool, --max-sessions or --over-limit");
             }
-            println!(
-                "service {} pools: {}",
-                crate::text::printable(&name),
-                field.as_deref().unwrap_or("none")
-            );
+            let unknown =
+                || anyhow::anyhow!("no service named {:?}", crate::text::printable(&name));
+            if pools {
+                let field = pools_field(&pool)?;
+                if !store.set_service_pools(&name, field.as_deref())? {
+                    return Err(unknown());
+                }
+                println!(
+                    "service {} pools: {}",
+                    crate::text::printable(&name),
+                    field.as_deref().unwrap_or("none")
+                );
+            }
+            if max_sessions.is_some() || over_limit.is_some() {
+                if !store.set_service_limit(&name, max_sessions, over_limit)? {
+                    return Err(unknown());
+                }
+                let s = store
+                    .services()?
+                    .into_iter()
+                    .find(|s| s.name == name)
+                    .ok_or_else(unknown)?;
+                println!(
+                    "service {} sessions: {}",
+                    crate::text::printable(&name),
+                    session_limit_text(s.max_sessions, s.over_limit)
+                );
+            }
         }
         ServiceCommand::Add {
             name,
@@ -406,6 +490,8 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
             burst_threshold_download,
             burst_threshold_upload,
             burst_time,
+            max_sessions,
+            over_limit,
         } => {
             if name.trim().is_empty() {
                 bail!("--name: must not be empty");
@@ -438,6 +524,8 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                 daily_quota_bytes: None,
                 monthly_quota_bytes: None,
                 reply_attributes: String::new(),
+                max_sessions,
+                over_limit,
             };
             store.add_service(&record)?;
             println!(
@@ -448,16 +536,17 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
         }
         ServiceCommand::List => {
             println!(
-                "{:<20} {:>10} {:>10} {:<16} RATE-LIMIT",
-                "NAME", "DOWNLOAD", "UPLOAD", "POOL"
+                "{:<20} {:>10} {:>10} {:<16} {:<12} RATE-LIMIT",
+                "NAME", "DOWNLOAD", "UPLOAD", "POOL", "SESSIONS"
             );
             for s in store.services()? {
                 println!(
-                    "{:<20} {:>10} {:>10} {:<16} {}",
+                    "{:<20} {:>10} {:>10} {:<16} {:<12} {}",
                     s.name,
                     speed::Kbps(s.download_kbps).to_string(),
                     speed::Kbps(s.upload_kbps).to_string(),
                     s.pool_name.as_deref().unwrap_or("-"),
+                    session_limit_text(s.max_sessions, s.over_limit),
                     rate_limit(s.upload_kbps, s.download_kbps, s.burst)
                 );
             }
@@ -548,6 +637,7 @@ pub fn subscriber(
             static_ip,
             disabled,
             nt_hash,
+            max_sessions,
         } => {
             check_username(&username)
                 .map_err(anyhow::Error::msg)
@@ -583,7 +673,7 @@ pub fn subscriber(
                 static_ip,
                 updated_at: 0,
                 password_kind: kind,
-                max_sessions: None,
+                max_sessions,
             };
             store.add_subscribers(std::slice::from_ref(&record))?;
             println!("added subscriber {}", record.username);
@@ -610,6 +700,23 @@ pub fn subscriber(
                 bail!("no subscriber {username:?}");
             }
             println!("removed subscriber {username}");
+        }
+        SubscriberCommand::Set {
+            username,
+            max_sessions,
+        } => {
+            let max = match max_sessions {
+                MaxSessions::Own(n) => Some(n),
+                MaxSessions::Service => None,
+            };
+            if !store.set_subscriber_max_sessions(&username, max)? {
+                bail!("no subscriber {username:?}");
+            }
+            match max {
+                Some(0) => println!("subscriber {username} sessions: unlimited"),
+                Some(n) => println!("subscriber {username} sessions: {n}"),
+                None => println!("subscriber {username} sessions: the service's limit"),
+            }
         }
         SubscriberCommand::Disable { username } => {
             if !store.set_subscriber_active(&username, false)? {

@@ -50,6 +50,8 @@ pub fn prepare(config: &Config) -> anyhow::Result<()> {
             daily_quota_bytes: None,
             monthly_quota_bytes: None,
             reply_attributes: String::new(),
+            max_sessions: 0,
+            over_limit: Default::default(),
         })?,
     };
     if store.list_subscribers(1)?.is_empty() {

@@ -35,8 +35,8 @@ use crate::store::Store;
     after_help = "Reads FreeRADIUS's nas, radcheck, radreply, radusergroup, radgroupreply \
     and radgroupcheck tables (--from-sql) and/or a users file (--users). Imported: NAS rows; \
     users with Cleartext-Password (or User-Password) and with NT-Password (MS-CHAPv2 and PAP \
-    work, CHAP cannot without the password); Expiration, Simultaneous-Use (kept, not enforced \
-    yet), Calling-Station-Id (MAC binding) and Auth-Type := Reject (disabled); each user's \
+    work, CHAP cannot without the password); Expiration, Simultaneous-Use (the \
+    subscriber's own session limit; a group's is its service's, over the limit: reject), Calling-Station-Id (MAC binding) and Auth-Type := Reject (disabled); each user's \
     first group (by priority) as a service of the same name, its Mikrotik-Rate-Limit as the \
     service's speeds and its other reply attributes as the service's; radreply rows. Anything \
     else is listed with the reason. Running it again changes nothing; an error changes nothing."
@@ -587,6 +587,8 @@ pub fn plan(source: &Source, key: &PasswordKey, dictionary: &Dictionary) -> Plan
             daily_quota_bytes: None,
             monthly_quota_bytes: None,
             reply_attributes: String::new(),
+            max_sessions: 0,
+            over_limit: Default::default(),
         };
         let mut lines = Vec::new();
         for item in source.group_reply.iter().filter(|i| i.owner == group) {
@@ -636,6 +638,20 @@ pub fn plan(source: &Source, key: &PasswordKey, dictionary: &Dictionary) -> Plan
             }
         }
         for item in source.group_check.iter().filter(|i| i.owner == group) {
+            // FreeRADIUS refuses a login over Simultaneous-Use: the
+            // service's limit with `reject`, its default.
+            if item.attribute.eq_ignore_ascii_case("Simultaneous-Use")
+                && matches!(item.op.as_str(), ":=" | "=" | "==")
+            {
+                match item.value.trim().parse::<u32>() {
+                    Ok(n) => service.max_sessions = n,
+                    Err(_) => p.skipped.push(format!(
+                        "group {group:?} Simultaneous-Use ({}): {:?} is not a number",
+                        item.origin, item.value
+                    )),
+                }
+                continue;
+            }
             p.skipped.push(format!(
                 "group {group:?} check item {} {} {:?} ({}): group checks are not imported",
                 item.attribute, item.op, item.value, item.origin
@@ -943,7 +959,11 @@ mod tests {
                 ("alice".into(), "silver".into(), 2),
                 ("nt".into(), "silver".into(), 1),
             ],
-            group_check: vec![],
+            group_check: vec![
+                item("gold", "Simultaneous-Use", ":=", "1"),
+                item("silver", "Simultaneous-Use", ":=", "many"),
+                item("silver", "Framed-Protocol", "==", "PPP"),
+            ],
             group_reply: vec![
                 item("gold", "Mikrotik-Rate-Limit", ":=", "2M/10M"),
                 item("gold", "Acct-Interim-Interval", ":=", "300"),
@@ -980,6 +1000,8 @@ mod tests {
         let gold = p.batch.services.iter().find(|s| s.name == "gold").unwrap();
         assert_eq!((gold.download_kbps, gold.upload_kbps), (10_000, 2_000));
         assert_eq!(gold.reply_attributes, "Acct-Interim-Interval := \"300\"");
+        assert_eq!(gold.max_sessions, 1);
+        assert_eq!(gold.over_limit, crate::model::OverLimit::Reject);
         let silver = p
             .batch
             .services
@@ -1001,6 +1023,8 @@ mod tests {
             "No-Such-Attr",
             "\"ghost\"",
             "control characters",
+            "\"silver\" Simultaneous-Use (test)",
+            "check item Framed-Protocol",
         ] {
             assert!(all.contains(want), "{want}: {all}");
         }

@@ -17,6 +17,7 @@ pub use stats::{all_drop_reasons, Counter, DropReason, ShardStats, StatsSlot, CO
 use crate::accounting::{AcctEvent, AcctKind};
 use crate::auth::Method;
 use crate::keyfile::PasswordKey;
+use crate::policy::sessions::SessionGate;
 use crate::policy::{answer_access_request, AuthContext, RejectReason, Snapshot};
 use crate::pool::AddressSource;
 use crate::proto::authenticator::{check_message_authenticator, verify_request_authenticator};
@@ -97,6 +98,9 @@ pub struct Context<'a> {
     pub committed: u64,
     /// Server-side address pools (`&NoPools` when there are none).
     pub pools: &'a dyn AddressSource,
+    /// The node's open sessions, for session limits (`&NoLimits`: none
+    /// enforced).
+    pub sessions: &'a dyn SessionGate,
 }
 
 /// One shard's request engine.
@@ -210,6 +214,7 @@ impl Engine {
             now,
             committed,
             pools,
+            sessions,
         } = *ctx;
         let packet = match Packet::parse(datagram) {
             Ok(p) => p,
@@ -368,6 +373,7 @@ impl Engine {
             entropy: self.next_entropy(),
             pools,
             now_mono: now.mono,
+            sessions,
         };
         let outcome = match answer_access_request(&ctx, &packet, out) {
             Ok(Ok(o)) => o,

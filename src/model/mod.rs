@@ -15,6 +15,6 @@ pub use cluster::{
 pub use fup::{FreeHours, Levels, MonthlyResetCandidate, Period, TierRecord};
 pub use records::{
     format_nas_ip_addresses, parse_nas_ip_addresses, Burst, ChangeVersions, ImportBatch, LogEntry,
-    LogRow, MaPolicy, NasRecord, NasType, PasswordKind, RadreplyRecord, ServiceRecord, SessionRow,
-    SubscriberRecord, UsageRow,
+    LogRow, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind, RadreplyRecord, ServiceRecord,
+    SessionRow, SubscriberRecord, UsageRow,
 };

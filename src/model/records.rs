@@ -212,6 +212,38 @@ pub struct ServiceRecord {
     /// The service's own reply attributes, one "Attribute op value" per
     /// line (a FreeRADIUS group's radgroupreply).
     pub reply_attributes: String,
+    /// Open sessions a subscriber may have; 0 = no limit.
+    pub max_sessions: u32,
+    /// What a login over `max_sessions` gets.
+    pub over_limit: OverLimit,
+}
+
+/// What a login over a subscriber's session limit gets (README
+/// "Simultaneous use").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OverLimit {
+    /// Access-Reject `simultaneous use`.
+    #[default]
+    Reject,
+    /// Access-Accept, and the oldest open session is disconnected.
+    Replace,
+}
+
+impl OverLimit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverLimit::Reject => "reject",
+            OverLimit::Replace => "replace",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OverLimit> {
+        match s {
+            "reject" => Some(OverLimit::Reject),
+            "replace" => Some(OverLimit::Replace),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,7 +262,8 @@ pub struct SubscriberRecord {
     pub updated_at: i64,
     /// What `password_enc` holds.
     pub password_kind: PasswordKind,
-    /// FreeRADIUS's Simultaneous-Use, imported; not enforced yet.
+    /// Open sessions this subscriber may have, over its service's limit
+    /// (0 = no limit); None = the service's. FreeRADIUS's Simultaneous-Use.
     pub max_sessions: Option<u32>,
 }
 

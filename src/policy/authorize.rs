@@ -11,6 +11,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use zeroize::Zeroize;
 
 use super::mac;
+use super::sessions::{LoginId, SessionGate};
 use super::snapshot::{Nas, Service, Snapshot, Subscriber};
 use crate::auth::{chap, mschapv2, pap, Method};
 use crate::keyfile::{PasswordKey, MAX_STORED_PASSWORD};
@@ -43,6 +44,8 @@ pub enum RejectReason {
     /// CHAP for a subscriber whose password is known only by its NT hash
     /// (imported from a FreeRADIUS NT-Password): CHAP needs the password.
     ChapNeedsCleartext,
+    /// The subscriber's session limit is reached (README "Simultaneous use").
+    SimultaneousUse,
 }
 
 impl RejectReason {
@@ -60,6 +63,7 @@ impl RejectReason {
             RejectReason::BadChapChallenge => "bad chap challenge",
             RejectReason::PoolExhausted => "pool exhausted",
             RejectReason::ChapNeedsCleartext => "chap needs the cleartext password",
+            RejectReason::SimultaneousUse => "simultaneous use",
         }
     }
 
@@ -77,10 +81,11 @@ impl RejectReason {
             RejectReason::BadChapChallenge => "bad_chap_challenge",
             RejectReason::PoolExhausted => "pool_exhausted",
             RejectReason::ChapNeedsCleartext => "chap_needs_cleartext",
+            RejectReason::SimultaneousUse => "simultaneous_use",
         }
     }
 
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::UnknownUser,
         RejectReason::BadPassword,
         RejectReason::Disabled,
@@ -92,13 +97,16 @@ impl RejectReason {
         RejectReason::BadChapChallenge,
         RejectReason::PoolExhausted,
         RejectReason::ChapNeedsCleartext,
+        RejectReason::SimultaneousUse,
     ];
 
     fn mschap_error(self) -> mschapv2::ErrorCode {
         match self {
             RejectReason::Disabled => mschapv2::ErrorCode::AccountDisabled,
             RejectReason::Expired => mschapv2::ErrorCode::PasswordExpired,
-            RejectReason::MacMismatch => mschapv2::ErrorCode::NoDialinPermission,
+            RejectReason::MacMismatch | RejectReason::SimultaneousUse => {
+                mschapv2::ErrorCode::NoDialinPermission
+            }
             _ => mschapv2::ErrorCode::AuthenticationFailure,
         }
     }
@@ -119,8 +127,10 @@ pub struct AuthContext<'a> {
     pub entropy: u64,
     /// Server-side pools (README "Address pools").
     pub pools: &'a dyn AddressSource,
-    /// The monotonic clock, for the pools' view.
+    /// The monotonic clock, for the pools' view and session reservations.
     pub now_mono: Instant,
+    /// The node's open sessions, for subscribers with a session limit.
+    pub sessions: &'a dyn SessionGate,
 }
 
 /// The outcome: the reply in the caller's buffer and what happened.
@@ -150,7 +160,14 @@ pub fn answer_access_request(
     let mut decision = decide(ctx, packet, method, user_name);
     if let Ok(accepted) = &mut decision {
         match addresses(ctx, accepted) {
-            Ok(Some(a)) => accepted.addresses = a,
+            Ok(Some(a)) => {
+                accepted.addresses = a;
+                // Last, so only a login that gets its Access-Accept holds
+                // a place (a reservation) under the limit.
+                if !admitted(ctx, packet, accepted) {
+                    decision = Err(RejectReason::SimultaneousUse);
+                }
+            }
             Ok(None) => return Ok(Err(AddressPending { method })),
             Err(reason) => decision = Err(reason),
         }
@@ -230,6 +247,20 @@ fn addresses<'s>(
         }
     }
     Ok((!pending).then_some(out))
+}
+
+/// Whether the subscriber's session limit, if any, lets this login in.
+fn admitted(ctx: &AuthContext<'_>, packet: &Packet<'_>, accepted: &Accepted<'_>) -> bool {
+    let subscriber = accepted.subscriber;
+    let Some(limit) = subscriber.session_limit(accepted.service) else {
+        return true;
+    };
+    let login = LoginId {
+        nas: ctx.speaks_for.ip,
+        station: packet.attr(attr::CALLING_STATION_ID).unwrap_or_default(),
+    };
+    ctx.sessions
+        .admit(&subscriber.username, limit, login, ctx.now_mono)
 }
 
 /// What an accepted request carries into the reply.

@@ -454,6 +454,8 @@ mod tests {
             daily_quota_bytes: None,
             monthly_quota_bytes: None,
             reply_attributes: String::new(),
+            max_sessions: 0,
+            over_limit: Default::default(),
         }
     }
 

@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 use super::mac;
 use super::speed::Kbps;
 use crate::model::{
-    Burst, ChangeVersions, MaPolicy, NasRecord, NasType, PasswordKind, RadreplyRecord,
+    Burst, ChangeVersions, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind, RadreplyRecord,
     ServiceRecord, SubscriberRecord,
 };
 use crate::proto::dict::attr;
@@ -139,6 +139,9 @@ pub struct Service {
     /// The service's own reply attributes (`services.reply_attributes`,
     /// a FreeRADIUS group's radgroupreply), with their operators.
     pub reply: Box<[(ReplyOp, ReplyAttr)]>,
+    /// Open sessions per subscriber; 0 = no limit.
+    pub max_sessions: u32,
+    pub over_limit: OverLimit,
 }
 
 impl Service {
@@ -158,6 +161,8 @@ impl Service {
             idle_timeout: r.idle_timeout.filter(|t| *t > 0),
             rate_limit: rate_limit(r.upload_kbps, r.download_kbps, r.burst),
             reply: Box::new([]),
+            max_sessions: r.max_sessions,
+            over_limit: r.over_limit,
         }
     }
 
@@ -248,6 +253,8 @@ pub struct Subscriber {
     pub mac: Option<[u8; 6]>,
     pub static_ip: Option<Ipv4Addr>,
     pub password_kind: PasswordKind,
+    /// Its own session limit (0 = none); None = its service's.
+    pub max_sessions: Option<u32>,
 }
 
 impl Subscriber {
@@ -265,7 +272,16 @@ impl Subscriber {
                 .and_then(|m| mac::parse(m.as_bytes())),
             static_ip: r.static_ip,
             password_kind: r.password_kind,
+            max_sessions: r.max_sessions,
         }
+    }
+
+    /// The session limit of this subscriber on `service`: its own, else
+    /// the service's; None when there is none (README "Simultaneous use").
+    pub fn session_limit(&self, service: Option<&Service>) -> Option<super::sessions::Limit> {
+        let over = service.map_or(OverLimit::Reject, |s| s.over_limit);
+        let max = self.max_sessions.or(service.map(|s| s.max_sessions))?;
+        (max > 0).then_some(super::sessions::Limit { max, over })
     }
 }
 
@@ -388,6 +404,16 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether any subscriber has a session limit (its own or its
+    /// service's): only then is `radacct` read for open sessions. O(n).
+    pub fn has_session_limits(&self) -> bool {
+        self.services.values().any(|s| s.max_sessions > 0)
+            || self
+                .subscribers
+                .values()
+                .any(|s| s.max_sessions.is_some_and(|n| n > 0))
+    }
+
     /// Static IPs that more than one subscriber has (subscriber static_ip
     /// or a radreply Framed-IP-Address), each with its subscribers, sorted:
     /// rows a panel wrote in plain SQL past the CLI's check.

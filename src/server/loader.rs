@@ -68,6 +68,23 @@ impl Loader {
     }
 
     /// Open sessions in the store, for the metrics.
+    /// Reads every open `radacct` row into the node's session view when
+    /// some subscriber has a session limit (or `force`). Logged, not
+    /// returned: the view keeps what it had, and the writer's updates.
+    pub fn sync_sessions(&mut self, shared: &Shared, force: bool) -> bool {
+        if !force && !self.snapshot.has_session_limits() {
+            return false;
+        }
+        let store = &mut self.store;
+        match shared.sessions.sync(|| store.open_sessions()) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("simultaneous use: cannot read the open sessions (other nodes' sessions are as of the last read): {e}");
+                false
+            }
+        }
+    }
+
     pub fn open_session_count(&mut self) -> Result<u64> {
         self.store.open_session_count()
     }
@@ -208,10 +225,18 @@ pub fn spawn(
                 }
             };
             let mut next = Instant::now() + interval;
+            let sync_every = Duration::from_millis(shared.config.sessions.sync_interval_ms);
+            let mut next_sync = Instant::now() + sync_every;
+            let mut limits = loader.snapshot.has_session_limits();
             while !shared.shutdown.load(Ordering::Relaxed) {
+                if limits && Instant::now() >= next_sync {
+                    next_sync = Instant::now() + sync_every;
+                    loader.sync_sessions(&shared, true);
+                }
                 // Wake on a change notification (PostgreSQL), on the poll
                 // interval (every backend), or to check for shutdown.
                 let wait = next
+                    .min(if limits { next_sync } else { next })
                     .saturating_duration_since(Instant::now())
                     .min(Duration::from_millis(200));
                 let notified = match loader.wait_for_change(wait) {
@@ -234,6 +259,13 @@ pub fn spawn(
                             if report.subscribers_changed + report.subscribers_deleted > 0 {
                                 let n = check_static_ips(&snapshot);
                                 shared.static_ip_conflicts.store(n, Ordering::Relaxed);
+                            }
+                            let had_limits =
+                                std::mem::replace(&mut limits, snapshot.has_session_limits());
+                            if limits && !had_limits {
+                                // A limit was just set: learn the open
+                                // sessions before the next login counts.
+                                next_sync = Instant::now();
                             }
                             shared.snapshot.store(snapshot);
                         }

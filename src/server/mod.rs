@@ -28,6 +28,7 @@ pub mod jobs;
 mod loader;
 mod logpool;
 pub mod pools;
+pub mod sessions;
 pub mod shard;
 mod threads;
 
@@ -84,6 +85,8 @@ pub struct Shared {
     pub pools_generation: AtomicU64,
     /// Two open sessions found with one address (`shardius_ip_conflicts_total`).
     pub ip_conflicts: AtomicU64,
+    /// The node's open sessions and login reservations (simultaneous use).
+    pub sessions: Arc<sessions::LiveSessions>,
 }
 
 impl Shared {
@@ -205,6 +208,10 @@ pub fn serve(
         pools: std::sync::Mutex::new(crate::pool::Allocator::new(&config.cluster.node_name())),
         ip_conflicts: AtomicU64::new(0),
         pools_generation: AtomicU64::new(0),
+        sessions: Arc::new(sessions::LiveSessions::new(
+            &config.sessions,
+            jobs_tx.clone(),
+        )),
         key,
         config,
     });
@@ -221,7 +228,8 @@ pub fn serve(
         shared.config.accounting.clone(),
         shutdown,
     )
-    .with_quota(accounting::quota::Quota::new(shared.clone(), usage_tx));
+    .with_quota(accounting::quota::Quota::new(shared.clone(), usage_tx))
+    .with_sessions(shared.sessions.clone());
     let usage = accounting::quota::UsageWorker {
         store: usage_store,
         shared: shared.clone(),
@@ -242,6 +250,9 @@ pub fn serve(
         jobs: jobs_tx.clone(),
     };
     pools.load_first()?;
+    // Before the first login: a restarted node knows the open sessions.
+    let mut loader = loader;
+    loader.sync_sessions(&shared, true);
     let cluster = cluster::ClusterThread {
         store: cluster_store,
         shared: shared.clone(),

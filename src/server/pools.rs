@@ -285,6 +285,7 @@ impl PoolsThread {
                     let job = Job {
                         user: c.older_user.clone(),
                         session: Some(c.older_session_id.clone()),
+                        unique_id: None,
                         change: Change::Disconnect,
                         reply: None,
                     };

@@ -12,8 +12,8 @@ use super::Result;
 use crate::accounting::AcctEvent;
 use crate::model::{
     ChangeVersions, ClusterView, Fence, FreeHours, ImportBatch, Levels, LogEntry, LogRow,
-    MonthlyResetCandidate, NasRecord, NodeInfo, Period, RadreplyRecord, ServiceRecord, SessionRow,
-    SubscriberRecord, TierRecord, UsageRow,
+    MonthlyResetCandidate, NasRecord, NodeInfo, OverLimit, Period, RadreplyRecord, ServiceRecord,
+    SessionRow, SubscriberRecord, TierRecord, UsageRow,
 };
 use crate::pool::{Claim, PoolAddr, PoolCounts, PoolSpec, SlotRow, Touch};
 
@@ -46,6 +46,9 @@ pub trait SnapshotSource: Send {
     /// Subscribers in a FUP tier (levels not both 0).
     fn fup_levels(&mut self) -> Result<Vec<(String, Levels)>>;
     /// How many sessions are open (no stop time), for the metrics.
+    /// Every open `radacct` row, as simultaneous use counts sessions
+    /// (`policy::sessions`): username, key, NAS, Calling-Station-Id, start.
+    fn open_sessions(&mut self) -> Result<Vec<crate::policy::sessions::OpenRow>>;
     fn open_session_count(&mut self) -> Result<u64>;
     /// Blocks until another client signals a change or `timeout` passes;
     /// true if a change was signalled. Backends without notifications
@@ -195,6 +198,17 @@ pub trait Admin: Send {
     /// Sets the pools a service names (`a,b`; None: none); false if no
     /// service has that name.
     fn set_service_pools(&mut self, name: &str, pools: Option<&str>) -> Result<bool>;
+    /// Sets a service's session limit and what a login over it gets (each
+    /// left as it is when None); false if no service has that name.
+    fn set_service_limit(
+        &mut self,
+        name: &str,
+        max_sessions: Option<u32>,
+        over_limit: Option<OverLimit>,
+    ) -> Result<bool>;
+    /// Sets a subscriber's own session limit (None: its service's); false
+    /// if there is no such user.
+    fn set_subscriber_max_sessions(&mut self, username: &str, max: Option<u32>) -> Result<bool>;
     fn service_id(&mut self, name: &str) -> Result<Option<i64>>;
     /// Inserts all subscribers in one transaction: all or none.
     fn add_subscribers(&mut self, subscribers: &[SubscriberRecord]) -> Result<usize>;

@@ -73,6 +73,8 @@ fn world() -> World {
         daily_quota_bytes: None,
         monthly_quota_bytes: None,
         reply_attributes: String::new(),
+        max_sessions: 0,
+        over_limit: Default::default(),
     }]);
     let mut disabled = subscriber(&key, 2, "disabled", "pw");
     disabled.is_active = false;
@@ -151,6 +153,7 @@ impl World {
             now,
             committed: 0,
             pools: &shardius::pool::NoPools,
+            sessions: &shardius::policy::sessions::NoLimits,
         };
         let h = self.engine.handle(port, src, request, &ctx, &mut out);
         (h.reply_len.map(|n| out[..n].to_vec()), h.event)
@@ -582,6 +585,7 @@ fn status_server_is_answered_on_both_ports_and_needs_a_message_authenticator() {
             now: w.now(0),
             committed: 0,
             pools: &shardius::pool::NoPools,
+            sessions: &shardius::policy::sessions::NoLimits,
         };
         let h = w
             .engine
@@ -805,6 +809,7 @@ fn a_static_ip_on_a_pooled_service_is_never_offered_a_pool_address() {
         now: w.now(0),
         committed: 0,
         pools: &pool,
+        sessions: &shardius::policy::sessions::NoLimits,
     };
     let src: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let h = w.engine.handle(Port::Auth, src, &req, &ctx, &mut out);
@@ -839,6 +844,7 @@ fn a_pooled_login_waits_for_its_address_uncached_then_carries_it_or_is_rejected(
             now: w.now(0),
             committed: 0,
             pools: &pool,
+            sessions: &shardius::policy::sessions::NoLimits,
         };
         if again {
             w.engine.handle_again(src, bytes, &ctx, out)

@@ -55,6 +55,8 @@ fn freeradius_db() -> (String, u16) {
                 ('hashed', 'Crypt-Password', ':=', '$1$abc$xyz');
              INSERT INTO radusergroup (username, groupname, priority) VALUES
                 ('alice', 'gold', 1), ('ntuser', 'silver', 1), ('bob', 'silver', 1);
+             INSERT INTO radgroupcheck (groupname, attribute, op, value) VALUES
+                ('gold', 'Simultaneous-Use', ':=', '2');
              INSERT INTO radgroupreply (groupname, attribute, op, value) VALUES
                 ('gold', 'Mikrotik-Rate-Limit', ':=', '2M/10M'),
                 ('gold', 'Acct-Interim-Interval', ':=', '300'),
@@ -183,6 +185,11 @@ fn freeradius_users_move_with_their_passwords_and_replies() {
     assert_eq!(count("SELECT count(*) FROM radreply"), 8);
     assert_eq!(
         count("SELECT max_sessions FROM subscribers WHERE username = 'carol'"),
+        2
+    );
+    // A group's Simultaneous-Use is its service's limit.
+    assert_eq!(
+        count("SELECT max_sessions FROM services WHERE name = 'gold'"),
         2
     );
 
@@ -410,7 +417,7 @@ fn the_import_into_postgresql_gives_the_same_rows_and_runs_again_unchanged() {
                      || coalesce(s.max_sessions::text, '-') || ':' || coalesce(s.expiry_date::text, '-')
                      || ':' || coalesce(s.mac_address, '-'), ',' ORDER BY s.username)
                  || '|' || (SELECT count(*) FROM radreply)
-                 || '|' || (SELECT string_agg(name || '=' || download_kbps || '/' || upload_kbps, ',' ORDER BY name) FROM services)
+                 || '|' || (SELECT string_agg(name || '=' || download_kbps || '/' || upload_kbps || '/' || max_sessions, ',' ORDER BY name) FROM services)
              FROM subscribers s LEFT JOIN services v ON v.id = s.service_id",
         )
     };
@@ -418,7 +425,7 @@ fn the_import_into_postgresql_gives_the_same_rows_and_runs_again_unchanged() {
     assert_eq!(
         first,
         "alice:cleartext:gold:-:2098-12-31:-,bob:cleartext:silver:-:-:AA:BB:CC:DD:EE:01,\
-         carol:cleartext:-:2:-:-,dave:nt-hash:-:-:-:-,ntuser:nt-hash:silver:-:-:-|8|gold=10000/2000,silver=4000/1000"
+         carol:cleartext:-:2:-:-,dave:nt-hash:-:-:-:-,ntuser:nt-hash:silver:-:-:-|8|gold=10000/2000/2,silver=4000/1000/0"
     );
     install.ok(&args);
     assert_eq!(state(), first);

@@ -35,5 +35,6 @@ mod quota;
 mod radius_crate_interop;
 mod rfc_vectors;
 mod server;
+mod simultaneous_use;
 mod systemd;
 mod vendor_speeds;

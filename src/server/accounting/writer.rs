@@ -119,6 +119,8 @@ pub struct Writer {
     last_clamp_warning: Option<Instant>,
     /// Which key each session is written under (see [`super::legacy`]).
     legacy: super::legacy::LegacyKeys,
+    /// Simultaneous use: told every durable Start, Stop and reboot.
+    sessions: Option<Arc<crate::server::sessions::LiveSessions>>,
 }
 
 /// While the database is away, how often the spool's replay is tried.
@@ -163,7 +165,14 @@ impl Writer {
             replay_done: 0,
             last_clamp_warning: None,
             legacy: Default::default(),
+            sessions: None,
         }
+    }
+
+    /// Tells `sessions` of every row made durable.
+    pub fn with_sessions(mut self, sessions: Arc<crate::server::sessions::LiveSessions>) -> Writer {
+        self.sessions = Some(sessions);
+        self
     }
 
     /// Adds quota/FUP bookkeeping on every committed batch.
@@ -280,6 +289,11 @@ impl Writer {
         self.stats
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
+        // The session table learns of Starts and Stops before the NAS does:
+        // a login right after a Stop's answer must find the session closed.
+        if let Some(s) = &self.sessions {
+            s.committed(&rows);
+        }
         // Publish the committed tickets first: a NAS that retransmits the
         // moment it sees a response must find it answerable in its shard's
         // duplicate cache, not "in progress".

@@ -136,6 +136,7 @@ async fn run(
     let job = Job {
         user: user.clone(),
         session,
+        unique_id: None,
         change,
         reply: Some(reply),
     };

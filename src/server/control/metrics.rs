@@ -425,6 +425,32 @@ impl Collector for ShardCollector {
             "Two open sessions found reporting one IPv4 address (counted once per pair while it lasts)",
             s.shared.ip_conflicts.load(Ordering::Relaxed),
         )?;
+        // Simultaneous use.
+        let sessions = &s.shared.sessions;
+        counter(
+            &mut encoder,
+            "shardius_sessions_replaced",
+            "Open sessions a login over its limit had disconnected (over_limit replace)",
+            sessions.replaced.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_sessions_replace_unsent",
+            "Of those, Disconnects not queued because the CoA queue was full",
+            sessions.replace_unsent.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_session_syncs",
+            "Reads of every open radacct row into the node's session view (only while some subscriber has a session limit)",
+            sessions.syncs.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "shardius_sessions_known",
+            "Open sessions in the node's session view after the last sync",
+            sessions.known.load(Ordering::Relaxed),
+        )?;
         gauge(
             &mut encoder,
             "shardius_database_up",

@@ -36,7 +36,11 @@ use crate::store::JobsStore;
 /// reply) or from quota bookkeeping (which does not).
 pub struct Job {
     pub user: String,
+    /// Only the session of this Acct-Session-Id.
     pub session: Option<String>,
+    /// Only the session of this `acctuniqueid` (simultaneous use's
+    /// `replace` names the one it cuts).
+    pub unique_id: Option<String>,
     pub change: Change,
     pub reply: Option<tokio::sync::oneshot::Sender<Result<Vec<Report>, String>>>,
 }
@@ -278,6 +282,7 @@ impl Enforcer {
         let sessions: Vec<SessionRow> = sessions
             .into_iter()
             .filter(|s| job.session.as_deref().is_none_or(|id| s.session_id == id))
+            .filter(|s| job.unique_id.as_deref().is_none_or(|id| s.unique_id == id))
             .collect();
         if sessions.is_empty() {
             return reply(job.reply, Ok(Vec::new()), None);
@@ -371,6 +376,7 @@ impl Enforcer {
                     self.start(Job {
                         user,
                         session: None,
+                        unique_id: None,
                         change: Change::from(speed),
                         reply: None,
                     });
@@ -414,6 +420,7 @@ impl Enforcer {
                 self.start(Job {
                     user,
                     session: None,
+                    unique_id: None,
                     change: Change::from(speed),
                     reply: None,
                 });

@@ -333,6 +333,7 @@ async fn serve_socket(
             now,
             committed: shared.acct_committed[index].load(Ordering::Acquire),
             pools: &shared.pools,
+            sessions: &*shared.sessions,
         };
         let handled = engine
             .borrow_mut()
@@ -471,6 +472,7 @@ async fn retry_parked(
                 now,
                 committed: shared.acct_committed[listener.shard].load(Ordering::Acquire),
                 pools: &shared.pools,
+                sessions: &*shared.sessions,
             };
             let handled = engine
                 .borrow_mut()

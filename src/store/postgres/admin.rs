@@ -12,8 +12,8 @@ use super::{
     SUBSCRIBER_SELECT,
 };
 use crate::model::{
-    format_nas_ip_addresses, FreeHours, ImportBatch, NasRecord, ServiceRecord, SessionRow,
-    SubscriberRecord, TierRecord, UsageRow,
+    format_nas_ip_addresses, FreeHours, ImportBatch, NasRecord, OverLimit, ServiceRecord,
+    SessionRow, SubscriberRecord, TierRecord, UsageRow,
 };
 use crate::store::{Admin, Result, StoreError};
 
@@ -123,8 +123,8 @@ impl Admin for PgStore {
                 "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
                      burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs,
                      pool_name, filter_id, idle_timeout, daily_quota_bytes, monthly_quota_bytes,
-                     reply_attributes)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+                     reply_attributes, max_sessions, over_limit)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
                 &[
                     &s.name,
                     &(s.download_kbps as i32),
@@ -140,6 +140,8 @@ impl Admin for PgStore {
                     &s.daily_quota_bytes,
                     &s.monthly_quota_bytes,
                     &s.reply_attributes,
+                    &(s.max_sessions.min(i32::MAX as u32) as i32),
+                    &s.over_limit.as_str(),
                 ],
             )
             .map_err(|e| match e {
@@ -153,6 +155,30 @@ impl Admin for PgStore {
         Ok(self.execute(
             "UPDATE services SET pool_name = $2 WHERE name = $1",
             &[&name, &pools],
+        )? > 0)
+    }
+
+    fn set_service_limit(
+        &mut self,
+        name: &str,
+        max_sessions: Option<u32>,
+        over_limit: Option<OverLimit>,
+    ) -> Result<bool> {
+        Ok(self.execute(
+            "UPDATE services SET max_sessions = COALESCE($2, max_sessions),
+                 over_limit = COALESCE($3, over_limit) WHERE name = $1",
+            &[
+                &name,
+                &max_sessions.map(|n| n.min(i32::MAX as u32) as i32),
+                &over_limit.map(OverLimit::as_str),
+            ],
+        )? > 0)
+    }
+
+    fn set_subscriber_max_sessions(&mut self, username: &str, max: Option<u32>) -> Result<bool> {
+        Ok(self.execute(
+            "UPDATE subscribers SET max_sessions = $2 WHERE username = $1",
+            &[&username, &max.map(|n| n.min(i32::MAX as u32) as i32)],
         )? > 0)
     }
 
@@ -281,14 +307,15 @@ impl Admin for PgStore {
             let service = tx
                 .prepare(
                     "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
-                         burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs, reply_attributes)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                         burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs, reply_attributes, max_sessions)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                      ON CONFLICT (name) DO UPDATE SET download_kbps = EXCLUDED.download_kbps,
                          upload_kbps = EXCLUDED.upload_kbps, burst_download_kbps = EXCLUDED.burst_download_kbps,
                          burst_upload_kbps = EXCLUDED.burst_upload_kbps,
                          burst_threshold_download_kbps = EXCLUDED.burst_threshold_download_kbps,
                          burst_threshold_upload_kbps = EXCLUDED.burst_threshold_upload_kbps,
-                         burst_time_secs = EXCLUDED.burst_time_secs, reply_attributes = EXCLUDED.reply_attributes",
+                         burst_time_secs = EXCLUDED.burst_time_secs, reply_attributes = EXCLUDED.reply_attributes,
+                         max_sessions = EXCLUDED.max_sessions",
                 )
                 .await?;
             for s in &b.services {
@@ -305,6 +332,7 @@ impl Admin for PgStore {
                         &int(burst.map(|b| b.threshold_upload_kbps)),
                         &int(burst.map(|b| b.time_secs)),
                         &s.reply_attributes,
+                        &(s.max_sessions as i32),
                     ],
                 )
                 .await?;

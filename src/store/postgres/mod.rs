@@ -32,8 +32,8 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row};
 
 use super::{nas_ip_addresses_of, redact_url as redact, Result, StoreError};
 use crate::model::{
-    Burst, Levels, MaPolicy, NasRecord, NasType, PasswordKind, ServiceRecord, SessionRow,
-    SubscriberRecord, UsageRow,
+    Burst, Levels, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind, ServiceRecord,
+    SessionRow, SubscriberRecord, UsageRow,
 };
 
 /// Versioned migrations shipped in the binary, applied in order.
@@ -69,6 +69,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (
         11,
         include_str!("../migrations/postgres/0011_nas_types.sql"),
+    ),
+    (
+        12,
+        include_str!("../migrations/postgres/0012_session_limits.sql"),
     ),
 ];
 
@@ -369,6 +373,8 @@ fn service_from_row(r: &Row) -> ServiceRecord {
         daily_quota_bytes: r.get("daily_quota_bytes"),
         monthly_quota_bytes: r.get("monthly_quota_bytes"),
         reply_attributes: r.get("reply_attributes"),
+        max_sessions: u32_col(r, "max_sessions").unwrap_or(0),
+        over_limit: OverLimit::parse(r.get("over_limit")).unwrap_or_default(),
     }
 }
 

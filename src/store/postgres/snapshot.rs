@@ -13,6 +13,7 @@ use crate::model::{
     ChangeVersions, FreeHours, Levels, NasRecord, Period, RadreplyRecord, ServiceRecord,
     SubscriberRecord, TierRecord,
 };
+use crate::policy::sessions::{OpenRow, OpenSession};
 use crate::store::{Result, SnapshotSource, StoreError};
 
 impl SnapshotSource for PgStore {
@@ -174,6 +175,30 @@ impl SnapshotSource for PgStore {
                         monthly: r.get::<_, i16>(2) as u8,
                     },
                 )
+            })
+            .collect())
+    }
+
+    fn open_sessions(&mut self) -> Result<Vec<OpenRow>> {
+        let rows = self.query(
+            "SELECT username, acctuniqueid, host(nasipaddress),
+                    coalesce(callingstationid, ''),
+                    coalesce(extract(epoch FROM acctstarttime)::bigint, 0)
+             FROM radacct WHERE acctstoptime IS NULL",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(OpenRow {
+                    username: r.get(0),
+                    session: OpenSession {
+                        unique_id: r.get::<_, String>(1).into(),
+                        nas: r.get::<_, String>(2).parse().ok()?,
+                        station: r.get::<_, String>(3).into_bytes().into(),
+                        started: r.get(4),
+                    },
+                })
             })
             .collect())
     }

@@ -11,8 +11,8 @@ use super::{
     NOW_MICROS, SUBSCRIBER_COLUMNS,
 };
 use crate::model::{
-    format_nas_ip_addresses, FreeHours, ImportBatch, NasRecord, ServiceRecord, SessionRow,
-    SubscriberRecord, TierRecord, UsageRow,
+    format_nas_ip_addresses, FreeHours, ImportBatch, NasRecord, OverLimit, ServiceRecord,
+    SessionRow, SubscriberRecord, TierRecord, UsageRow,
 };
 use crate::store::{Admin, Result, StoreError};
 
@@ -105,8 +105,8 @@ impl Admin for SqliteStore {
                 "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
                      burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs,
                      pool_name, filter_id, idle_timeout, daily_quota_bytes, monthly_quota_bytes,
-                     reply_attributes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     reply_attributes, max_sessions, over_limit)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     s.name,
                     s.download_kbps,
@@ -121,7 +121,9 @@ impl Admin for SqliteStore {
                     s.idle_timeout,
                     s.daily_quota_bytes,
                     s.monthly_quota_bytes,
-                    s.reply_attributes
+                    s.reply_attributes,
+                    s.max_sessions,
+                    s.over_limit.as_str()
                 ],
             )
             .map_err(unique(|| format!("a service named {:?}", s.name)))?;
@@ -132,6 +134,26 @@ impl Admin for SqliteStore {
         Ok(self.conn.execute(
             "UPDATE services SET pool_name = ?2 WHERE name = ?1",
             rusqlite::params![name, pools],
+        )? > 0)
+    }
+
+    fn set_service_limit(
+        &mut self,
+        name: &str,
+        max_sessions: Option<u32>,
+        over_limit: Option<OverLimit>,
+    ) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE services SET max_sessions = COALESCE(?2, max_sessions),
+                 over_limit = COALESCE(?3, over_limit) WHERE name = ?1",
+            rusqlite::params![name, max_sessions, over_limit.map(OverLimit::as_str)],
+        )? > 0)
+    }
+
+    fn set_subscriber_max_sessions(&mut self, username: &str, max: Option<u32>) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE subscribers SET max_sessions = ?2 WHERE username = ?1",
+            params![username, max],
         )? > 0)
     }
 
@@ -232,14 +254,15 @@ impl Admin for SqliteStore {
             }
             let mut service = tx.prepare(
                 "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
-                     burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs, reply_attributes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs, reply_attributes, max_sessions)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (name) DO UPDATE SET download_kbps = excluded.download_kbps,
                      upload_kbps = excluded.upload_kbps, burst_download_kbps = excluded.burst_download_kbps,
                      burst_upload_kbps = excluded.burst_upload_kbps,
                      burst_threshold_download_kbps = excluded.burst_threshold_download_kbps,
                      burst_threshold_upload_kbps = excluded.burst_threshold_upload_kbps,
-                     burst_time_secs = excluded.burst_time_secs, reply_attributes = excluded.reply_attributes",
+                     burst_time_secs = excluded.burst_time_secs, reply_attributes = excluded.reply_attributes,
+                         max_sessions = excluded.max_sessions",
             )?;
             for s in &b.services {
                 let burst = s.burst;
@@ -252,7 +275,8 @@ impl Admin for SqliteStore {
                     burst.map(|b| b.threshold_download_kbps),
                     burst.map(|b| b.threshold_upload_kbps),
                     burst.map(|b| b.time_secs),
-                    s.reply_attributes
+                    s.reply_attributes,
+                    s.max_sessions
                 ])?;
             }
             let mut subscriber = tx.prepare(

@@ -23,8 +23,8 @@ use rusqlite::{Connection, ErrorCode, Row};
 
 use super::{nas_ip_addresses_of, Result, StoreError};
 use crate::model::{
-    Burst, Levels, MaPolicy, NasRecord, NasType, PasswordKind, ServiceRecord, SessionRow,
-    SubscriberRecord, UsageRow,
+    Burst, Levels, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind, ServiceRecord,
+    SessionRow, SubscriberRecord, UsageRow,
 };
 
 /// Versioned migrations shipped in the binary, applied in order.
@@ -49,6 +49,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../migrations/sqlite/0010_freeradius_import.sql"),
     ),
     (11, include_str!("../migrations/sqlite/0011_nas_types.sql")),
+    (
+        12,
+        include_str!("../migrations/sqlite/0012_session_limits.sql"),
+    ),
 ];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
@@ -252,6 +256,8 @@ fn service_from_row(r: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
         daily_quota_bytes: r.get("daily_quota_bytes")?,
         monthly_quota_bytes: r.get("monthly_quota_bytes")?,
         reply_attributes: r.get("reply_attributes")?,
+        max_sessions: r.get::<_, Option<u32>>("max_sessions")?.unwrap_or(0),
+        over_limit: OverLimit::parse(&r.get::<_, String>("over_limit")?).unwrap_or_default(),
     })
 }
 
@@ -346,7 +352,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 11);
+        assert_eq!(s.migrate().unwrap(), 12);
         (dir, s)
     }
 
@@ -378,7 +384,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 11);
+        assert_eq!(s.schema_version().unwrap(), 12);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::model::{
     ChangeVersions, FreeHours, Levels, NasRecord, Period, RadreplyRecord, ServiceRecord,
     SubscriberRecord, TierRecord,
 };
+use crate::policy::sessions::{OpenRow, OpenSession};
 use crate::store::{Result, SnapshotSource};
 
 impl SnapshotSource for SqliteStore {
@@ -159,6 +160,40 @@ impl SnapshotSource for SqliteStore {
             .query_map([], user_levels)?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
+    }
+
+    fn open_sessions(&mut self) -> Result<Vec<OpenRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT username, acctuniqueid, nasipaddress, coalesce(callingstationid, ''),
+                    coalesce(CAST(strftime('%s', acctstarttime) AS INTEGER), 0)
+             FROM radacct WHERE acctstoptime IS NULL",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (username, unique_id, nas, station, started) = row?;
+            // A row whose NAS address does not parse names no NAS a
+            // login could come from: it cannot count against one.
+            let Ok(nas) = nas.parse() else { continue };
+            out.push(OpenRow {
+                username,
+                session: OpenSession {
+                    unique_id: unique_id.into(),
+                    nas,
+                    station: station.into_bytes().into(),
+                    started,
+                },
+            });
+        }
+        Ok(out)
     }
 
     fn open_session_count(&mut self) -> Result<u64> {
