@@ -202,6 +202,8 @@ fn engine_benches(c: &mut Criterion) {
         reply_attributes: String::new(),
         max_sessions: 0,
         over_limit: Default::default(),
+        on_expired: Default::default(),
+        on_disabled: Default::default(),
     }]);
     let subscribers: Vec<SubscriberRecord> = (0..30_000)
         .map(|i| SubscriberRecord {

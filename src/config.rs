@@ -30,6 +30,8 @@ pub struct Config {
     /// Speed attribute templates of NAS types with named policies
     /// (`policy::vendor_speed`).
     pub speeds: crate::policy::vendor_speed::VendorSpeeds,
+    /// The walled garden (`policy::portal`).
+    pub portal: crate::policy::portal::PortalConfig,
 }
 
 /// Attribute dictionaries: radreply rows may name any attribute of the
@@ -429,6 +431,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// `[portal]`, checked.
+    pub fn portal(&self) -> Result<crate::policy::portal::Portal, ConfigError> {
+        crate::policy::portal::Portal::from_config(&self.portal).map_err(|message| {
+            ConfigError::Invalid {
+                key: "portal",
+                message,
+            }
+        })
+    }
+
     /// Loads the file (if `path` is given it must exist; the default path
     /// may be absent) and applies the environment.
     pub fn load(
@@ -677,6 +689,7 @@ impl Config {
                 "at most 128 characters, no control characters",
             ));
         }
+        self.portal()?;
         if !(100..=600_000).contains(&self.sessions.sync_interval_ms) {
             return Err(invalid("sessions.sync_interval_ms", "must be 100..=600000"));
         }

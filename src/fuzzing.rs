@@ -114,6 +114,8 @@ pub fn fuzz_snapshot() -> crate::policy::Snapshot {
         reply_attributes: String::new(),
         max_sessions: 0,
         over_limit: Default::default(),
+        on_expired: Default::default(),
+        on_disabled: Default::default(),
     }]);
     let subscriber = |id, name: &str, password: &[u8]| SubscriberRecord {
         id,

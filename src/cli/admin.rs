@@ -10,7 +10,7 @@ use clap::{Subcommand, ValueEnum};
 use super::import;
 use crate::config::Config;
 use crate::keyfile::PasswordKey;
-use crate::model::OverLimit;
+use crate::model::{LapseAction, OverLimit};
 use crate::policy::{mac, rate_limit, speed};
 use crate::store::{Burst, MaPolicy, NasRecord, NasType, ServiceRecord, Store, SubscriberRecord};
 
@@ -139,9 +139,17 @@ pub enum ServiceCommand {
         /// disconnected by CoA)
         #[arg(long, value_parser = parse_over_limit, default_value = "reject")]
         over_limit: OverLimit,
+        /// A login of an expired subscriber: `reject` (Access-Reject
+        /// "expired") or `portal` (accepted into the walled garden of
+        /// `[portal]`)
+        #[arg(long, value_parser = parse_lapse, default_value = "reject")]
+        on_expired: LapseAction,
+        /// A login of a disabled subscriber: `reject` or `portal`
+        #[arg(long, value_parser = parse_lapse, default_value = "reject")]
+        on_disabled: LapseAction,
     },
     /// Change a service: its pools (every subscriber of it, at their next
-    /// login) and its session limit (at once)
+    /// login), its session limit and what lapsed subscribers get (at once)
     Set {
         name: String,
         /// The service's pools from now on (repeat for several)
@@ -156,6 +164,13 @@ pub enum ServiceCommand {
         /// A login over the limit: `reject` or `replace`
         #[arg(long, value_parser = parse_over_limit)]
         over_limit: Option<OverLimit>,
+        /// A login of an expired subscriber: `reject` or `portal` (live
+        /// sessions move at the next expiry check)
+        #[arg(long, value_parser = parse_lapse)]
+        on_expired: Option<LapseAction>,
+        /// A login of a disabled subscriber: `reject` or `portal`
+        #[arg(long, value_parser = parse_lapse)]
+        on_disabled: Option<LapseAction>,
     },
     /// List services
     List,
@@ -241,7 +256,12 @@ pub enum SubscriberCommand {
         /// Open sessions at once: a number (0 = no limit), or `service`
         /// for its service's limit
         #[arg(long, value_parser = parse_max_sessions)]
-        max_sessions: MaxSessions,
+        max_sessions: Option<MaxSessions>,
+        /// Last day that still authenticates, YYYY-MM-DD, or `none`
+        /// (renewing an expired subscriber moves a session in the walled
+        /// garden out at the next expiry check)
+        #[arg(long, value_parser = parse_expiry)]
+        expiry: Option<Expiry>,
     },
     /// List subscribers
     List {
@@ -277,6 +297,26 @@ fn parse_max_sessions(s: &str) -> Result<MaxSessions, String> {
             .map(MaxSessions::Own)
             .map_err(|_| format!("{s:?}: a number of sessions (0 = no limit) or `service`")),
     }
+}
+
+/// A new last valid day, or none.
+#[derive(Clone, Copy, Debug)]
+pub enum Expiry {
+    On(NaiveDate),
+    Never,
+}
+
+fn parse_expiry(s: &str) -> Result<Expiry, String> {
+    match s.trim() {
+        "none" => Ok(Expiry::Never),
+        d => parse_date(d)
+            .map(Expiry::On)
+            .map_err(|e| format!("{e}, or `none`")),
+    }
+}
+
+fn parse_lapse(s: &str) -> Result<LapseAction, String> {
+    LapseAction::parse(s.trim()).ok_or_else(|| format!("{s:?}: `reject` or `portal`"))
 }
 
 fn parse_over_limit(s: &str) -> Result<OverLimit, String> {
@@ -444,10 +484,13 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
             no_pool,
             max_sessions,
             over_limit,
+            on_expired,
+            on_disabled,
         } => {
             let pools = !pool.is_empty() || no_pool;
-            if !pools && max_sessions.is_none() && over_limit.is_none() {
-                bail!("nothing to set: --pool, --no-pool, --max-sessions or --over-limit");
+            let lapse = on_expired.is_some() || on_disabled.is_some();
+            if !pools && max_sessions.is_none() && over_limit.is_none() && !lapse {
+                bail!("nothing to set: --pool, --no-pool, --max-sessions, --over-limit, --on-expired or --on-disabled");
             }
             let unknown =
                 || anyhow::anyhow!("no service named {:?}", crate::text::printable(&name));
@@ -477,6 +520,22 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                     session_limit_text(s.max_sessions, s.over_limit)
                 );
             }
+            if lapse {
+                if !store.set_service_lapse(&name, on_expired, on_disabled)? {
+                    return Err(unknown());
+                }
+                let s = store
+                    .services()?
+                    .into_iter()
+                    .find(|s| s.name == name)
+                    .ok_or_else(unknown)?;
+                println!(
+                    "service {} expired: {}, disabled: {}",
+                    crate::text::printable(&name),
+                    s.on_expired.as_str(),
+                    s.on_disabled.as_str()
+                );
+            }
         }
         ServiceCommand::Add {
             name,
@@ -492,6 +551,8 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
             burst_time,
             max_sessions,
             over_limit,
+            on_expired,
+            on_disabled,
         } => {
             if name.trim().is_empty() {
                 bail!("--name: must not be empty");
@@ -526,6 +587,8 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                 reply_attributes: String::new(),
                 max_sessions,
                 over_limit,
+                on_expired,
+                on_disabled,
             };
             store.add_service(&record)?;
             println!(
@@ -536,17 +599,19 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
         }
         ServiceCommand::List => {
             println!(
-                "{:<20} {:>10} {:>10} {:<16} {:<12} RATE-LIMIT",
-                "NAME", "DOWNLOAD", "UPLOAD", "POOL", "SESSIONS"
+                "{:<20} {:>10} {:>10} {:<16} {:<12} {:<8} {:<8} RATE-LIMIT",
+                "NAME", "DOWNLOAD", "UPLOAD", "POOL", "SESSIONS", "EXPIRED", "DISABLED"
             );
             for s in store.services()? {
                 println!(
-                    "{:<20} {:>10} {:>10} {:<16} {:<12} {}",
+                    "{:<20} {:>10} {:>10} {:<16} {:<12} {:<8} {:<8} {}",
                     s.name,
                     speed::Kbps(s.download_kbps).to_string(),
                     speed::Kbps(s.upload_kbps).to_string(),
                     s.pool_name.as_deref().unwrap_or("-"),
                     session_limit_text(s.max_sessions, s.over_limit),
+                    s.on_expired.as_str(),
+                    s.on_disabled.as_str(),
                     rate_limit(s.upload_kbps, s.download_kbps, s.burst)
                 );
             }
@@ -704,18 +769,38 @@ pub fn subscriber(
         SubscriberCommand::Set {
             username,
             max_sessions,
+            expiry,
         } => {
-            let max = match max_sessions {
-                MaxSessions::Own(n) => Some(n),
-                MaxSessions::Service => None,
-            };
-            if !store.set_subscriber_max_sessions(&username, max)? {
-                bail!("no subscriber {username:?}");
+            if max_sessions.is_none() && expiry.is_none() {
+                bail!("nothing to set: --max-sessions or --expiry");
             }
-            match max {
-                Some(0) => println!("subscriber {username} sessions: unlimited"),
-                Some(n) => println!("subscriber {username} sessions: {n}"),
-                None => println!("subscriber {username} sessions: the service's limit"),
+            let who = crate::text::printable(&username);
+            if let Some(max_sessions) = max_sessions {
+                let max = match max_sessions {
+                    MaxSessions::Own(n) => Some(n),
+                    MaxSessions::Service => None,
+                };
+                if !store.set_subscriber_max_sessions(&username, max)? {
+                    bail!("no subscriber {who:?}");
+                }
+                match max {
+                    Some(0) => println!("subscriber {who} sessions: unlimited"),
+                    Some(n) => println!("subscriber {who} sessions: {n}"),
+                    None => println!("subscriber {who} sessions: the service's limit"),
+                }
+            }
+            if let Some(expiry) = expiry {
+                let last_day = match expiry {
+                    Expiry::On(d) => Some(d),
+                    Expiry::Never => None,
+                };
+                if !store.set_subscriber_expiry(&username, last_day)? {
+                    bail!("no subscriber {who:?}");
+                }
+                match last_day {
+                    Some(d) => println!("subscriber {who} expiry: {d} (the last valid day)"),
+                    None => println!("subscriber {who} expiry: none"),
+                }
             }
         }
         SubscriberCommand::Disable { username } => {

@@ -151,6 +151,8 @@ fn through_server(
             "coa",
             serde_json::json!({ "user": user, "session": session, "rate_limit": rate_limit, "filter_id": filter_id }),
         ),
+        // Only the expiry job moves sessions into the walled garden.
+        crate::coa::Change::Portal { .. } => return Ok(None),
     };
     // Every try of every session may time out; leave room for all of them.
     let patience = std::time::Duration::from_millis(

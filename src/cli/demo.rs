@@ -52,6 +52,8 @@ pub fn prepare(config: &Config) -> anyhow::Result<()> {
             reply_attributes: String::new(),
             max_sessions: 0,
             over_limit: Default::default(),
+            on_expired: Default::default(),
+            on_disabled: Default::default(),
         })?,
     };
     if store.list_subscribers(1)?.is_empty() {

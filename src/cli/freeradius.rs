@@ -589,6 +589,8 @@ pub fn plan(source: &Source, key: &PasswordKey, dictionary: &Dictionary) -> Plan
             reply_attributes: String::new(),
             max_sessions: 0,
             over_limit: Default::default(),
+            on_expired: Default::default(),
+            on_disabled: Default::default(),
         };
         let mut lines = Vec::new();
         for item in source.group_reply.iter().filter(|i| i.owner == group) {

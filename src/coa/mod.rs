@@ -33,6 +33,8 @@ pub enum Change {
         /// (`policy::vendor_speed`).
         rate: Rate,
     },
+    /// Into the walled garden (`policy::portal::attributes`).
+    Portal(std::sync::Arc<crate::policy::portal::Portal>),
 }
 
 impl From<crate::policy::fup::SpeedChange> for Change {
@@ -52,6 +54,9 @@ impl Change {
     pub fn action(&self, nas_type: NasType, speeds: &VendorSpeeds) -> Result<Action, String> {
         Ok(match (self, nas_type) {
             (Change::Disconnect, _) => Action::Disconnect,
+            (Change::Portal(portal), t) => {
+                Action::Attributes(crate::policy::portal::attributes(portal, t, speeds)?)
+            }
             (Change::Speed { rate_limit, .. }, NasType::Mikrotik) => {
                 Action::RateLimit(rate_limit.clone())
             }
@@ -72,7 +77,7 @@ impl Change {
     pub fn kind(&self) -> CoaKind {
         match self {
             Change::Disconnect => CoaKind::Disconnect,
-            Change::Speed { .. } => CoaKind::Coa,
+            Change::Speed { .. } | Change::Portal { .. } => CoaKind::Coa,
         }
     }
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 pub use dedup::{DuplicateCache, RequestKey};
-pub use stats::{all_drop_reasons, Counter, DropReason, ShardStats, StatsSlot, COUNTERS};
+pub use stats::{
+    all_drop_reasons, Counter, DropReason, ShardStats, StatsSlot, CAPTIVE_REASONS, COUNTERS,
+};
 
 use crate::accounting::{AcctEvent, AcctKind};
 use crate::auth::Method;
@@ -39,6 +41,8 @@ pub enum Event {
         /// The NAS the request speaks for: the registered NAS behind a
         /// trusted proxy, else the one it came from (radius_logs, logs).
         nas: IpAddr,
+        /// Accepted into the walled garden, and why (expired, disabled).
+        captive: Option<RejectReason>,
     },
     Rejected {
         method: Method,
@@ -175,7 +179,12 @@ impl Engine {
         let handled = self.handle_inner(port, src, datagram, ctx, out);
         match handled.event {
             Event::AddressPending { .. } => {}
-            Event::Accepted { .. } => self.stats.incr(Counter::Accepts),
+            Event::Accepted { captive, .. } => {
+                self.stats.incr(Counter::Accepts);
+                if let Some(reason) = captive {
+                    self.stats.incr(Counter::Captive(reason));
+                }
+            }
             Event::Rejected { reason, .. } => self.stats.incr(Counter::Reject(reason)),
             Event::Duplicate => self.stats.incr(Counter::Duplicates),
             Event::AccountingQueued => {}
@@ -396,6 +405,7 @@ impl Engine {
                 Ok(()) => Event::Accepted {
                     method: outcome.method,
                     nas: speaks_for.ip,
+                    captive: outcome.captive,
                 },
                 Err(reason) => Event::Rejected {
                     method: outcome.method,

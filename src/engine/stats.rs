@@ -91,14 +91,20 @@ pub enum Counter {
     /// Accounting-Requests whose NAS-IP-Address is not an address of the
     /// NAS entry they came from (recorded under the entry's own).
     AcctForeignNasIp,
+    /// Logins accepted into the walled garden, by why (one of
+    /// [`CAPTIVE_REASONS`]).
+    Captive(RejectReason),
 }
+
+/// Why a login may be captive (`shardius_portal_logins_total{reason}`).
+pub const CAPTIVE_REASONS: [RejectReason; 2] = [RejectReason::Expired, RejectReason::Disabled];
 
 const REJECT_BASE: usize = 3;
 const DROP_BASE: usize = REJECT_BASE + RejectReason::ALL.len();
 const DROP_COUNT: usize = PARSE_ERRORS.len() + 10;
 const TAIL_BASE: usize = DROP_BASE + DROP_COUNT;
 /// Number of counters.
-pub const COUNTERS: usize = TAIL_BASE + 4;
+pub const COUNTERS: usize = TAIL_BASE + 4 + CAPTIVE_REASONS.len();
 
 impl Counter {
     fn index(self) -> usize {
@@ -120,6 +126,11 @@ impl Counter {
             Counter::AcctRequests => TAIL_BASE + 1,
             Counter::LogDropped => TAIL_BASE + 2,
             Counter::AcctForeignNasIp => TAIL_BASE + 3,
+            // A reason not listed shares the first one's slot rather than
+            // panic on the packet path; the unit test keeps the list whole.
+            Counter::Captive(r) => {
+                TAIL_BASE + 4 + CAPTIVE_REASONS.iter().position(|x| *x == r).unwrap_or(0)
+            }
         }
     }
 }
@@ -276,7 +287,8 @@ mod tests {
         ]
         .into_iter()
         .chain(RejectReason::ALL.into_iter().map(Counter::Reject))
-        .chain(all_drop_reasons().map(Counter::Dropped));
+        .chain(all_drop_reasons().map(Counter::Dropped))
+        .chain(CAPTIVE_REASONS.into_iter().map(Counter::Captive));
         for c in all {
             assert!(c.index() < COUNTERS);
             assert!(seen.insert(c.index()), "{c:?}");

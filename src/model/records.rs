@@ -216,6 +216,38 @@ pub struct ServiceRecord {
     pub max_sessions: u32,
     /// What a login over `max_sessions` gets.
     pub over_limit: OverLimit,
+    /// What a login of an expired subscriber gets.
+    pub on_expired: LapseAction,
+    /// What a login of a disabled subscriber gets.
+    pub on_disabled: LapseAction,
+}
+
+/// What a login of an expired or disabled subscriber gets (README
+/// "Walled garden").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LapseAction {
+    /// Access-Reject `expired` / `disabled`, as without a portal.
+    #[default]
+    Reject,
+    /// Access-Accept into the captive state of `[portal]`.
+    Portal,
+}
+
+impl LapseAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LapseAction::Reject => "reject",
+            LapseAction::Portal => "portal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LapseAction> {
+        match s {
+            "reject" => Some(LapseAction::Reject),
+            "portal" => Some(LapseAction::Portal),
+            _ => None,
+        }
+    }
 }
 
 /// What a login over a subscriber's session limit gets (README
@@ -341,6 +373,34 @@ pub struct SessionRow {
     pub terminate_cause: Option<String>,
     pub framed_ip: Option<String>,
 }
+
+/// Where a subscriber stands now, for the expiry job's sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    Valid,
+    Disabled,
+    /// Past the last valid day.
+    Expired,
+    /// Deleted (a tombstone, no subscriber of that name).
+    Deleted,
+}
+
+/// An open session the expiry job looks at: one of a subscriber who is
+/// disabled, expired or deleted, or one in the walled garden.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SweepRow {
+    pub session: SessionRow,
+    pub standing: Standing,
+    /// In the walled garden: logged in captive (its Class says so) or
+    /// moved there by CoA (`portal_sessions`).
+    pub captive: bool,
+}
+
+/// The Class prefix of a login accepted into the walled garden (the
+/// ordinary one is "SHD1"): radacct keeps it (as FreeRADIUS writes
+/// octets: `0x53484450...`), so the sweep knows which sessions are captive
+/// without a write at login.
+pub const CAPTIVE_CLASS_PREFIX: &[u8; 4] = b"SHDP";
 
 /// One `radius_logs` row.
 #[derive(Clone, Debug, PartialEq, Eq)]

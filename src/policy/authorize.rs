@@ -11,11 +11,12 @@ use chrono::{NaiveDate, NaiveDateTime};
 use zeroize::Zeroize;
 
 use super::mac;
+use super::portal;
 use super::sessions::{LoginId, SessionGate};
 use super::snapshot::{Nas, Service, Snapshot, Subscriber};
 use crate::auth::{chap, mschapv2, pap, Method};
 use crate::keyfile::{PasswordKey, MAX_STORED_PASSWORD};
-use crate::model::{NasType, PasswordKind};
+use crate::model::{LapseAction, NasType, PasswordKind, CAPTIVE_CLASS_PREFIX};
 use crate::policy::vendor_speed;
 use crate::pool::{pool_names, AddressSource, Offer, PoolAddr, PoolKind};
 use crate::proto::dict::{attr, mikrotik, ms, vendor};
@@ -139,6 +140,8 @@ pub struct AuthOutcome {
     pub reply_len: usize,
     pub method: Method,
     pub result: Result<(), RejectReason>,
+    /// Accepted into the walled garden, and why.
+    pub captive: Option<RejectReason>,
 }
 
 /// An accepted login waits for the database to confirm its address: no
@@ -178,10 +181,14 @@ pub fn answer_access_request(
         Ok(_) => (Code::ACCESS_ACCEPT, Ok(())),
         Err(reason) => (Code::ACCESS_REJECT, Err(*reason)),
     };
+    let captive = decision.as_ref().ok().and_then(|a| a.captive);
     let mut w = PacketWriter::new(out, code, packet.identifier(), request_auth);
     // BlastRADIUS: Message-Authenticator first in every reply.
     w.message_authenticator()?;
     match decision {
+        Ok(accept) if accept.captive.is_some() => {
+            write_captive_accept(ctx, packet, &accept, &mut w)?
+        }
         Ok(accept) => write_accept(ctx, packet, &accept, &mut w)?,
         Err(reason) => {
             if method == Method::MsChapV2 {
@@ -195,6 +202,7 @@ pub fn answer_access_request(
         reply_len,
         method,
         result,
+        captive,
     }))
 }
 
@@ -208,12 +216,15 @@ fn addresses<'s>(
     accepted: &Accepted<'s>,
 ) -> Result<Option<PoolAddresses<'s>>, RejectReason> {
     let mut out = PoolAddresses::default();
-    let Some(field) = accepted.service.and_then(|s| s.pool_name.as_deref()) else {
+    // A captive login takes the portal's pool when there is one, and then
+    // never its static IP.
+    let portal_pool = accepted.captive.and(ctx.snapshot.portal.pool.as_deref());
+    let Some(field) = portal_pool.or(accepted.service.and_then(|s| s.pool_name.as_deref())) else {
         return Ok(Some(out));
     };
     let subscriber = accepted.subscriber;
     let fixed_v4 = || {
-        subscriber.static_ip.is_some()
+        portal_pool.is_none() && subscriber.static_ip.is_some()
             || ctx
                 .snapshot
                 .reply_attributes(&subscriber.username)
@@ -269,6 +280,8 @@ struct Accepted<'s> {
     service: Option<&'s Service>,
     mschap: Option<mschapv2::Success>,
     addresses: PoolAddresses<'s>,
+    /// In the walled garden, and why (expired, disabled).
+    captive: Option<RejectReason>,
 }
 
 /// What the service's pools give this login.
@@ -316,15 +329,30 @@ fn decide<'s>(
     };
     plain.zeroize();
     let mschap = verified?;
-    if !subscriber.is_active {
-        return Err(RejectReason::Disabled);
-    }
-    if subscriber
+    let service = ctx.snapshot.service(subscriber.service_id);
+    let lapsed = if !subscriber.is_active {
+        Some(RejectReason::Disabled)
+    } else if subscriber
         .expiry_date
         .is_some_and(|last_day| ctx.now_local.date() > last_day)
     {
-        return Err(RejectReason::Expired);
-    }
+        Some(RejectReason::Expired)
+    } else {
+        None
+    };
+    // A lapsed subscriber is rejected, or, if the service says so,
+    // accepted into the walled garden.
+    let captive = match lapsed {
+        None => None,
+        Some(reason) => {
+            let (on_expired, on_disabled) =
+                service.map_or_else(Default::default, |s| (s.on_expired, s.on_disabled));
+            match portal::lapse_action(reason, on_expired, on_disabled) {
+                LapseAction::Reject => return Err(reason),
+                LapseAction::Portal => Some(reason),
+            }
+        }
+    };
     if let Some(bound) = subscriber.mac {
         let calling = packet.attr(attr::CALLING_STATION_ID).and_then(mac::parse);
         if calling != Some(bound) {
@@ -333,9 +361,10 @@ fn decide<'s>(
     }
     Ok(Accepted {
         subscriber,
-        service: ctx.snapshot.service(subscriber.service_id),
+        service,
         mschap,
         addresses: PoolAddresses::default(),
+        captive,
     })
 }
 
@@ -526,6 +555,72 @@ fn write_accept(
         }
     }
     Ok(())
+}
+
+/// The Access-Accept of a login into the walled garden: the portal's
+/// speed and captive marker (`portal::attributes`), an address of the
+/// portal pool (or the service's addressing), the portal's
+/// Session-Timeout and a Class that marks the session captive. Neither
+/// the subscriber's radreply nor the service's reply attributes: they could
+/// undo the captivity (a Framed-IP-Address, a rate limit).
+fn write_captive_accept(
+    ctx: &AuthContext<'_>,
+    packet: &Packet<'_>,
+    accepted: &Accepted<'_>,
+    w: &mut PacketWriter<'_>,
+) -> Result<(), EncodeError> {
+    let portal = &ctx.snapshot.portal;
+    if let Some(ok) = &accepted.mschap {
+        let salt = ctx.entropy.to_be_bytes();
+        ok.write_accept_attributes(
+            w,
+            &ctx.nas.secret,
+            packet.authenticator(),
+            [salt[6], salt[7]],
+        )?;
+    }
+    // The portal's speed is a plain rate, so no template can fail on it;
+    // a `[speeds]` template that needs more sends nothing.
+    let attrs = portal::attributes(portal, ctx.speaks_for.nas_type, &ctx.snapshot.speeds)
+        .unwrap_or_default();
+    for (v, ty, value) in &attrs {
+        if *v == 0 {
+            w.attr(*ty, value)?;
+        } else {
+            w.vendor_attr(*v, *ty, value)?;
+        }
+    }
+    let pooled_v4 = accepted.addresses.ipv4.and_then(|a| match a.ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    });
+    let static_ip = accepted
+        .subscriber
+        .static_ip
+        .filter(|_| portal.pool.is_none());
+    if let Some(ip) = pooled_v4.or(static_ip) {
+        w.attr_ipv4(attr::FRAMED_IP_ADDRESS, ip)?;
+    } else if let Some(pool) = accepted.addresses.router_pool {
+        w.attr(attr::FRAMED_POOL, pool.as_bytes())?;
+    }
+    for (prefix, ty) in [
+        (accepted.addresses.framed6, attr::FRAMED_IPV6_PREFIX),
+        (accepted.addresses.delegated6, attr::DELEGATED_IPV6_PREFIX),
+    ] {
+        if let Some(value) = prefix.and_then(|p| p.ipv6_prefix_value()) {
+            w.attr(ty, &value)?;
+        }
+    }
+    w.attr_u32(
+        attr::ACCT_INTERIM_INTERVAL,
+        ctx.snapshot.preferences.interim_interval_secs,
+    )?;
+    if let Some(secs) = portal.session_timeout {
+        w.attr_u32(attr::SESSION_TIMEOUT, secs)?;
+    }
+    let mut class = class_cookie(accepted.subscriber.id, ctx.entropy);
+    class[..4].copy_from_slice(CAPTIVE_CLASS_PREFIX);
+    w.attr(attr::CLASS, &class)
 }
 
 /// Seconds from `now` to the end of `last_day` (local midnight after it), at least 1.

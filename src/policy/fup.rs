@@ -456,6 +456,8 @@ mod tests {
             reply_attributes: String::new(),
             max_sessions: 0,
             over_limit: Default::default(),
+            on_expired: Default::default(),
+            on_disabled: Default::default(),
         }
     }
 

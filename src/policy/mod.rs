@@ -4,6 +4,7 @@
 mod authorize;
 pub mod fup;
 pub mod mac;
+pub mod portal;
 pub mod sessions;
 mod snapshot;
 pub mod speed;

@@ -15,8 +15,8 @@ use chrono::NaiveDate;
 use super::mac;
 use super::speed::Kbps;
 use crate::model::{
-    Burst, ChangeVersions, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind, RadreplyRecord,
-    ServiceRecord, SubscriberRecord,
+    Burst, ChangeVersions, LapseAction, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind,
+    RadreplyRecord, ServiceRecord, SubscriberRecord,
 };
 use crate::proto::dict::attr;
 use crate::proto::dictionary::{self, Dictionary};
@@ -142,6 +142,9 @@ pub struct Service {
     /// Open sessions per subscriber; 0 = no limit.
     pub max_sessions: u32,
     pub over_limit: OverLimit,
+    /// What logins of expired and disabled subscribers get.
+    pub on_expired: LapseAction,
+    pub on_disabled: LapseAction,
 }
 
 impl Service {
@@ -163,6 +166,8 @@ impl Service {
             reply: Box::new([]),
             max_sessions: r.max_sessions,
             over_limit: r.over_limit,
+            on_expired: r.on_expired,
+            on_disabled: r.on_disabled,
         }
     }
 
@@ -394,6 +399,8 @@ pub struct Snapshot {
     pub dictionary: Option<Arc<Dictionary>>,
     /// The speed attribute templates of `[speeds]`.
     pub speeds: Arc<super::vendor_speed::VendorSpeeds>,
+    /// What a captive login gets (`[portal]`).
+    pub portal: Arc<super::portal::Portal>,
     pub preferences: Preferences,
     /// FUP tiers and free hours, by service id (only services that have them).
     pub fup: super::fup::FupPolicy,

@@ -40,6 +40,7 @@ impl Loader {
         mut store: Box<dyn SnapshotSource>,
         dictionary: Arc<crate::proto::dictionary::Dictionary>,
         speeds: crate::policy::vendor_speed::VendorSpeeds,
+        portal: crate::policy::portal::Portal,
     ) -> Result<Loader> {
         let versions = store.change_versions()?;
         let now = store.now_micros()?;
@@ -47,6 +48,7 @@ impl Loader {
             versions,
             dictionary: Some(dictionary),
             speeds: Arc::new(speeds),
+            portal: Arc::new(portal),
             ..Snapshot::default()
         };
         snapshot.set_nas(&store.nas_devices()?);

@@ -125,6 +125,8 @@ pub enum ServeError {
     Memlock { have_kib: u64, need_kib: u64 },
     #[error("{0}")]
     Dictionary(String),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {addr} (http.listen): {source}")]
     Http {
         addr: SocketAddr,
@@ -161,6 +163,7 @@ pub fn serve(
         },
         dictionary,
         config.speeds.clone(),
+        config.portal()?,
     )?;
     let acct_store: Box<dyn AccountingSink> = open_store()?;
     let usage_store: Box<dyn UsageStore> = open_store()?;

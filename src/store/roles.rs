@@ -11,9 +11,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::Result;
 use crate::accounting::AcctEvent;
 use crate::model::{
-    ChangeVersions, ClusterView, Fence, FreeHours, ImportBatch, Levels, LogEntry, LogRow,
-    MonthlyResetCandidate, NasRecord, NodeInfo, OverLimit, Period, RadreplyRecord, ServiceRecord,
-    SessionRow, SubscriberRecord, TierRecord, UsageRow,
+    ChangeVersions, ClusterView, Fence, FreeHours, ImportBatch, LapseAction, Levels, LogEntry,
+    LogRow, MonthlyResetCandidate, NasRecord, NodeInfo, OverLimit, Period, RadreplyRecord,
+    ServiceRecord, SessionRow, SubscriberRecord, SweepRow, TierRecord, UsageRow,
 };
 use crate::pool::{Claim, PoolAddr, PoolCounts, PoolSpec, SlotRow, Touch};
 
@@ -136,8 +136,16 @@ pub trait UsageStore: Send {
     }
     /// Open sessions whose subscriber is disabled, expired (last valid
     /// day before `today`, the server's local date) or deleted (a tombstone
-    /// and no subscriber of that name): the expiry job cuts them.
-    fn sessions_to_cut(&mut self, today: NaiveDate) -> Result<Vec<SessionRow>>;
+    /// and no subscriber of that name), and open sessions in the walled
+    /// garden whatever their subscriber's standing: the expiry job decides
+    /// what each gets (`policy::portal`). Forgets the portal moves of
+    /// sessions that have ended.
+    fn sweep_sessions(&mut self, today: NaiveDate) -> Result<Vec<SweepRow>>;
+    /// Records that the session was moved into the walled garden for
+    /// `reason`, if `fence` still holds (false otherwise).
+    fn mark_captive(&mut self, fence: &Fence, session: &SessionRow, reason: &str) -> Result<bool>;
+    /// Forgets a move into the walled garden (its CoA failed).
+    fn forget_captive(&mut self, unique_id: &str) -> Result<()>;
     /// A subscriber's open sessions, newest first (`username` as stored).
     fn open_sessions_of(&mut self, username: &str) -> Result<Vec<SessionRow>>;
 }
@@ -206,6 +214,14 @@ pub trait Admin: Send {
         max_sessions: Option<u32>,
         over_limit: Option<OverLimit>,
     ) -> Result<bool>;
+    /// Sets what logins of the service's expired and disabled subscribers
+    /// get (each left as it is when None); false if no such service.
+    fn set_service_lapse(
+        &mut self,
+        name: &str,
+        on_expired: Option<LapseAction>,
+        on_disabled: Option<LapseAction>,
+    ) -> Result<bool>;
     /// Sets a subscriber's own session limit (None: its service's); false
     /// if there is no such user.
     fn set_subscriber_max_sessions(&mut self, username: &str, max: Option<u32>) -> Result<bool>;
@@ -218,6 +234,13 @@ pub trait Admin: Send {
     fn remove_subscriber(&mut self, username: &str) -> Result<bool>;
     /// Suspends or restores a subscriber; false if there is no such user.
     fn set_subscriber_active(&mut self, username: &str, active: bool) -> Result<bool>;
+    /// Sets a subscriber's last valid day (None: no expiry); false if
+    /// there is no such user.
+    fn set_subscriber_expiry(
+        &mut self,
+        username: &str,
+        last_day: Option<NaiveDate>,
+    ) -> Result<bool>;
     /// Subscribers with their service name, ordered by username.
     fn list_subscribers(&mut self, limit: usize)
         -> Result<Vec<(SubscriberRecord, Option<String>)>>;

@@ -75,6 +75,8 @@ fn world() -> World {
         reply_attributes: String::new(),
         max_sessions: 0,
         over_limit: Default::default(),
+        on_expired: Default::default(),
+        on_disabled: Default::default(),
     }]);
     let mut disabled = subscriber(&key, 2, "disabled", "pw");
     disabled.is_active = false;

@@ -38,3 +38,4 @@ mod server;
 mod simultaneous_use;
 mod systemd;
 mod vendor_speeds;
+mod walled_garden;

@@ -167,6 +167,17 @@ impl Collector for ShardCollector {
             "reason",
             rejects,
         )?;
+        let captive: Vec<(&str, u64)> = crate::engine::CAPTIVE_REASONS
+            .iter()
+            .map(|r| (r.metric_label(), sum(Counter::Captive(*r))))
+            .collect();
+        labelled_counters(
+            &mut encoder,
+            "shardius_portal_logins",
+            "Logins accepted into the walled garden, by why (README \"Walled garden\")",
+            "reason",
+            captive,
+        )?;
         let drops: Vec<(&str, u64)> = all_drop_reasons()
             .map(|d| (d.metric_label(), sum(Counter::Dropped(d))))
             .collect();

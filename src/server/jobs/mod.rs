@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use crate::coa::{prepare, Change, Ended, NasTarget, Prepared, Report, RequestId, Retry};
 use crate::model::{LogEntry, SessionRow, EXPIRY_JOB, QUOTA_JOB, STALE_SESSIONS_JOB};
 use crate::policy::fup::{self, Period};
+use crate::policy::portal::{self, Move};
 use crate::policy::Snapshot;
 use crate::proto::Secret;
 use crate::server::accounting::WriterStats;
@@ -62,11 +63,13 @@ const MAX_IN_FLIGHT: usize = 16_384;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Who waits for a request's outcome.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Origin {
     /// A job; its index in `waiting`.
     Job(u64),
     Sweep,
+    /// The sweep's move of this session (acctuniqueid) into the portal.
+    Portal(String),
 }
 
 /// A request waiting for a free slot or for its outcome.
@@ -208,7 +211,7 @@ impl Enforcer {
             // A sweep acts for the expiry job's leader: a node that lost the
             // lease meanwhile (it was frozen, its database went away) sends
             // none of what it queued; the new leader sweeps again.
-            if matches!(request.origin, Origin::Sweep)
+            if matches!(request.origin, Origin::Sweep | Origin::Portal(_))
                 && self.shared.leadership.fence(EXPIRY_JOB).is_none()
             {
                 self.cut.remove(&request.session.unique_id);
@@ -257,6 +260,20 @@ impl Enforcer {
         }
         match origin {
             Origin::Sweep => info!("expired or disabled: {}", report.line()),
+            Origin::Portal(unique_id) => {
+                info!("into the walled garden: {}", report.line());
+                if report.result() == crate::coa::CoaResult::Ack {
+                    // Captive now (recorded): the next sweep leaves it
+                    // alone, or disconnects it at once when renewed.
+                    self.cut.remove(&unique_id);
+                } else {
+                    // Not moved: the sweep tries again once the retry
+                    // window has passed.
+                    if let Err(e) = self.store.forget_captive(&unique_id) {
+                        warn!("expiry/suspension job: {e}");
+                    }
+                }
+            }
             Origin::Job(key) => {
                 info!("{}", report.line());
                 let Some(w) = self.waiting.get_mut(&key) else {
@@ -429,14 +446,17 @@ impl Enforcer {
     }
 
     /// Disconnects the open sessions of disabled, expired and deleted
-    /// subscribers: every one at once, so the sweep takes about one retry
-    /// window however many sessions and silent NASes it meets.
+    /// subscribers, or moves them into the walled garden by CoA when their
+    /// service says `portal`, and disconnects captive sessions of renewed
+    /// subscribers (`policy::portal::sweep_move`): every request at once,
+    /// so the sweep takes about one retry window however many sessions and
+    /// silent NASes it meets.
     fn check_expiry(&mut self) {
         let Some(fence) = self.shared.leadership.fence(EXPIRY_JOB) else {
             return;
         };
         let today = chrono::Local::now().date_naive();
-        let sessions = match self.store.sessions_to_cut(today) {
+        let sessions = match self.store.sweep_sessions(today) {
             Ok(s) => s,
             Err(e) => {
                 warn!("expiry/suspension job: {e}");
@@ -457,12 +477,44 @@ impl Enforcer {
         self.cut
             .retain(|_, at| now.duration_since(*at) < RETRY_CUT_AFTER);
         let snapshot = self.shared.snapshot.load_full();
-        for s in sessions {
-            if self.cut.contains_key(&s.unique_id) {
+        let portal = snapshot.portal.clone();
+        for row in sessions {
+            if self.cut.contains_key(&row.session.unique_id) {
                 continue;
             }
-            self.cut.insert(s.unique_id.clone(), now);
-            self.request(Origin::Sweep, s, &Change::Disconnect, &snapshot);
+            let actions = snapshot
+                .subscriber(row.session.username.as_bytes())
+                .and_then(|s| snapshot.service(s.service_id))
+                .map(|v| (v.on_expired, v.on_disabled));
+            match portal::sweep_move(row.standing, row.captive, actions, portal.online) {
+                Move::Stay => {}
+                Move::Disconnect => {
+                    self.cut.insert(row.session.unique_id.clone(), now);
+                    self.request(Origin::Sweep, row.session, &Change::Disconnect, &snapshot);
+                }
+                Move::IntoPortal(reason) => {
+                    // Recorded first, fenced: one leader moves it once.
+                    match self
+                        .store
+                        .mark_captive(&fence, &row.session, reason.as_str())
+                    {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => {
+                            warn!("expiry/suspension job: {e}");
+                            return;
+                        }
+                    }
+                    self.cut.insert(row.session.unique_id.clone(), now);
+                    let unique_id = row.session.unique_id.clone();
+                    self.request(
+                        Origin::Portal(unique_id),
+                        row.session,
+                        &Change::Portal(portal.clone()),
+                        &snapshot,
+                    );
+                }
+            }
         }
     }
 }

@@ -575,7 +575,8 @@ fn auth_log_entry(
         .unwrap_or_default();
     let (result, reason, nas) = match event {
         Event::Rejected { reason, nas, .. } => ("reject", Some(reason.as_str()), nas),
-        Event::Accepted { nas, .. } => ("accept", None, nas),
+        // A reason on an accept: into the walled garden, and why.
+        Event::Accepted { nas, captive, .. } => ("accept", captive.map(|r| r.as_str()), nas),
         _ => ("accept", None, src.ip()),
     };
     LogEntry {
@@ -611,9 +612,23 @@ fn log_event(shard: usize, src: SocketAddr, datagram: &[u8], event: Event, share
             .unwrap_or_default()
     };
     match event {
-        Event::Accepted { method, nas } => {
-            debug!(shard, nas = %nas, user = %user(), method = method.label(), "accept")
-        }
+        Event::Accepted {
+            method,
+            nas,
+            captive: None,
+        } => debug!(shard, nas = %nas, user = %user(), method = method.label(), "accept"),
+        Event::Accepted {
+            method,
+            nas,
+            captive: Some(reason),
+        } => info!(
+            shard,
+            nas = %nas,
+            user = %user(),
+            method = method.label(),
+            reason = reason.as_str(),
+            "accept into the walled garden"
+        ),
         Event::Rejected {
             method,
             reason,

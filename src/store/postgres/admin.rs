@@ -12,8 +12,8 @@ use super::{
     SUBSCRIBER_SELECT,
 };
 use crate::model::{
-    format_nas_ip_addresses, FreeHours, ImportBatch, NasRecord, OverLimit, ServiceRecord,
-    SessionRow, SubscriberRecord, TierRecord, UsageRow,
+    format_nas_ip_addresses, FreeHours, ImportBatch, LapseAction, NasRecord, OverLimit,
+    ServiceRecord, SessionRow, SubscriberRecord, TierRecord, UsageRow,
 };
 use crate::store::{Admin, Result, StoreError};
 
@@ -123,8 +123,9 @@ impl Admin for PgStore {
                 "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
                      burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs,
                      pool_name, filter_id, idle_timeout, daily_quota_bytes, monthly_quota_bytes,
-                     reply_attributes, max_sessions, over_limit)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
+                     reply_attributes, max_sessions, over_limit, on_expired, on_disabled)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                 RETURNING id",
                 &[
                     &s.name,
                     &(s.download_kbps as i32),
@@ -142,6 +143,8 @@ impl Admin for PgStore {
                     &s.reply_attributes,
                     &(s.max_sessions.min(i32::MAX as u32) as i32),
                     &s.over_limit.as_str(),
+                    &s.on_expired.as_str(),
+                    &s.on_disabled.as_str(),
                 ],
             )
             .map_err(|e| match e {
@@ -171,6 +174,23 @@ impl Admin for PgStore {
                 &name,
                 &max_sessions.map(|n| n.min(i32::MAX as u32) as i32),
                 &over_limit.map(OverLimit::as_str),
+            ],
+        )? > 0)
+    }
+
+    fn set_service_lapse(
+        &mut self,
+        name: &str,
+        on_expired: Option<LapseAction>,
+        on_disabled: Option<LapseAction>,
+    ) -> Result<bool> {
+        Ok(self.execute(
+            "UPDATE services SET on_expired = COALESCE($2, on_expired),
+                 on_disabled = COALESCE($3, on_disabled) WHERE name = $1",
+            &[
+                &name,
+                &on_expired.map(LapseAction::as_str),
+                &on_disabled.map(LapseAction::as_str),
             ],
         )? > 0)
     }
@@ -398,6 +418,17 @@ impl Admin for PgStore {
         Ok(self.execute(
             "UPDATE subscribers SET is_active = $2 WHERE username = $1",
             &[&username, &active],
+        )? > 0)
+    }
+
+    fn set_subscriber_expiry(
+        &mut self,
+        username: &str,
+        last_day: Option<NaiveDate>,
+    ) -> Result<bool> {
+        Ok(self.execute(
+            "UPDATE subscribers SET expiry_date = $2 WHERE username = $1",
+            &[&username, &last_day],
         )? > 0)
     }
 

@@ -32,8 +32,8 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row};
 
 use super::{nas_ip_addresses_of, redact_url as redact, Result, StoreError};
 use crate::model::{
-    Burst, Levels, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind, ServiceRecord,
-    SessionRow, SubscriberRecord, UsageRow,
+    Burst, LapseAction, Levels, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind,
+    ServiceRecord, SessionRow, SubscriberRecord, UsageRow,
 };
 
 /// Versioned migrations shipped in the binary, applied in order.
@@ -73,6 +73,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (
         12,
         include_str!("../migrations/postgres/0012_session_limits.sql"),
+    ),
+    (
+        13,
+        include_str!("../migrations/postgres/0013_walled_garden.sql"),
     ),
 ];
 
@@ -375,6 +379,8 @@ fn service_from_row(r: &Row) -> ServiceRecord {
         reply_attributes: r.get("reply_attributes"),
         max_sessions: u32_col(r, "max_sessions").unwrap_or(0),
         over_limit: OverLimit::parse(r.get("over_limit")).unwrap_or_default(),
+        on_expired: LapseAction::parse(r.get("on_expired")).unwrap_or_default(),
+        on_disabled: LapseAction::parse(r.get("on_disabled")).unwrap_or_default(),
     }
 }
 

@@ -5,7 +5,9 @@
 use chrono::NaiveDate;
 
 use super::{session_from_pg, usage_from_pg, PgStore};
-use crate::model::{Fence, Levels, MonthlyResetCandidate, SessionRow, UsageRow};
+use crate::model::{
+    Fence, Levels, MonthlyResetCandidate, SessionRow, Standing, SweepRow, UsageRow,
+};
 use crate::store::{Result, UsageStore};
 
 impl UsageStore for PgStore {
@@ -210,19 +212,68 @@ impl UsageStore for PgStore {
         Ok(runtime.block_on(fut)?)
     }
 
-    fn sessions_to_cut(&mut self, today: chrono::NaiveDate) -> Result<Vec<SessionRow>> {
+    fn sweep_sessions(&mut self, today: chrono::NaiveDate) -> Result<Vec<SweepRow>> {
+        self.execute(
+            "DELETE FROM portal_sessions p WHERE NOT EXISTS (SELECT 1 FROM radacct r
+                 WHERE r.AcctUniqueId = p.acctuniqueid AND r.AcctStopTime IS NULL)",
+            &[],
+        )?;
         Ok(self
             .query(
-                "SELECT r.*, host(r.NASIPAddress) AS nas_ip, host(r.FramedIPAddress) AS framed_ip
-                 FROM radacct r LEFT JOIN subscribers s ON s.username = r.UserName
-                 WHERE r.AcctStopTime IS NULL
-                   AND (NOT s.is_active OR s.expiry_date < $1
-                        OR (s.id IS NULL AND r.UserName IN (SELECT username FROM deleted_subscribers)))",
+                "SELECT * FROM (
+                     SELECT r.*, host(r.NASIPAddress) AS nas_ip, host(r.FramedIPAddress) AS framed_ip,
+                         CASE WHEN s.id IS NULL THEN 'deleted' WHEN NOT s.is_active THEN 'disabled'
+                              WHEN s.expiry_date < $1 THEN 'expired' ELSE 'valid' END AS standing,
+                         (left(r.Class, 10) IS NOT DISTINCT FROM '0x53484450' OR p.acctuniqueid IS NOT NULL) AS captive
+                     FROM radacct r
+                     LEFT JOIN subscribers s ON s.username = r.UserName
+                     LEFT JOIN portal_sessions p ON p.acctuniqueid = r.AcctUniqueId
+                     WHERE r.AcctStopTime IS NULL) v
+                 WHERE captive OR standing IN ('disabled', 'expired')
+                    OR (standing = 'deleted' AND UserName IN (SELECT username FROM deleted_subscribers))",
                 &[&today],
             )?
             .iter()
-            .map(session_from_pg)
+            .map(|r| SweepRow {
+                session: session_from_pg(r),
+                standing: match r.get::<_, &str>("standing") {
+                    "disabled" => Standing::Disabled,
+                    "expired" => Standing::Expired,
+                    "deleted" => Standing::Deleted,
+                    _ => Standing::Valid,
+                },
+                captive: r.get("captive"),
+            })
             .collect())
+    }
+
+    fn mark_captive(&mut self, fence: &Fence, session: &SessionRow, reason: &str) -> Result<bool> {
+        let (runtime, client) = self.conn()?;
+        let fut = async {
+            let tx = client.transaction().await?;
+            if !super::cluster::holds(&tx, fence).await? {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO portal_sessions (acctuniqueid, username, reason) VALUES ($1, $2, $3)
+                 ON CONFLICT (acctuniqueid) DO UPDATE SET reason = EXCLUDED.reason",
+                &[&session.unique_id, &session.username, &reason],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        };
+        runtime
+            .block_on(fut)
+            .map_err(|e: tokio_postgres::Error| e.into())
+    }
+
+    fn forget_captive(&mut self, unique_id: &str) -> Result<()> {
+        self.execute(
+            "DELETE FROM portal_sessions WHERE acctuniqueid = $1",
+            &[&unique_id],
+        )?;
+        Ok(())
     }
 
     fn open_sessions_of(&mut self, username: &str) -> Result<Vec<SessionRow>> {

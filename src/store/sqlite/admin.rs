@@ -11,8 +11,8 @@ use super::{
     NOW_MICROS, SUBSCRIBER_COLUMNS,
 };
 use crate::model::{
-    format_nas_ip_addresses, FreeHours, ImportBatch, NasRecord, OverLimit, ServiceRecord,
-    SessionRow, SubscriberRecord, TierRecord, UsageRow,
+    format_nas_ip_addresses, FreeHours, ImportBatch, LapseAction, NasRecord, OverLimit,
+    ServiceRecord, SessionRow, SubscriberRecord, TierRecord, UsageRow,
 };
 use crate::store::{Admin, Result, StoreError};
 
@@ -105,8 +105,8 @@ impl Admin for SqliteStore {
                 "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
                      burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs,
                      pool_name, filter_id, idle_timeout, daily_quota_bytes, monthly_quota_bytes,
-                     reply_attributes, max_sessions, over_limit)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                     reply_attributes, max_sessions, over_limit, on_expired, on_disabled)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                 params![
                     s.name,
                     s.download_kbps,
@@ -123,7 +123,9 @@ impl Admin for SqliteStore {
                     s.monthly_quota_bytes,
                     s.reply_attributes,
                     s.max_sessions,
-                    s.over_limit.as_str()
+                    s.over_limit.as_str(),
+                    s.on_expired.as_str(),
+                    s.on_disabled.as_str()
                 ],
             )
             .map_err(unique(|| format!("a service named {:?}", s.name)))?;
@@ -147,6 +149,23 @@ impl Admin for SqliteStore {
             "UPDATE services SET max_sessions = COALESCE(?2, max_sessions),
                  over_limit = COALESCE(?3, over_limit) WHERE name = ?1",
             rusqlite::params![name, max_sessions, over_limit.map(OverLimit::as_str)],
+        )? > 0)
+    }
+
+    fn set_service_lapse(
+        &mut self,
+        name: &str,
+        on_expired: Option<LapseAction>,
+        on_disabled: Option<LapseAction>,
+    ) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE services SET on_expired = COALESCE(?2, on_expired),
+                 on_disabled = COALESCE(?3, on_disabled) WHERE name = ?1",
+            rusqlite::params![
+                name,
+                on_expired.map(LapseAction::as_str),
+                on_disabled.map(LapseAction::as_str)
+            ],
         )? > 0)
     }
 
@@ -324,6 +343,17 @@ impl Admin for SqliteStore {
         Ok(self.conn.execute(
             "UPDATE subscribers SET is_active = ?2 WHERE username = ?1",
             params![username, active],
+        )? > 0)
+    }
+
+    fn set_subscriber_expiry(
+        &mut self,
+        username: &str,
+        last_day: Option<chrono::NaiveDate>,
+    ) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE subscribers SET expiry_date = ?2 WHERE username = ?1",
+            params![username, last_day.map(|d| d.format("%Y-%m-%d").to_string())],
         )? > 0)
     }
 

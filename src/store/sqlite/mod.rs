@@ -23,8 +23,8 @@ use rusqlite::{Connection, ErrorCode, Row};
 
 use super::{nas_ip_addresses_of, Result, StoreError};
 use crate::model::{
-    Burst, Levels, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind, ServiceRecord,
-    SessionRow, SubscriberRecord, UsageRow,
+    Burst, LapseAction, Levels, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind,
+    ServiceRecord, SessionRow, SubscriberRecord, UsageRow,
 };
 
 /// Versioned migrations shipped in the binary, applied in order.
@@ -52,6 +52,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (
         12,
         include_str!("../migrations/sqlite/0012_session_limits.sql"),
+    ),
+    (
+        13,
+        include_str!("../migrations/sqlite/0013_walled_garden.sql"),
     ),
 ];
 
@@ -258,6 +262,8 @@ fn service_from_row(r: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
         reply_attributes: r.get("reply_attributes")?,
         max_sessions: r.get::<_, Option<u32>>("max_sessions")?.unwrap_or(0),
         over_limit: OverLimit::parse(&r.get::<_, String>("over_limit")?).unwrap_or_default(),
+        on_expired: LapseAction::parse(&r.get::<_, String>("on_expired")?).unwrap_or_default(),
+        on_disabled: LapseAction::parse(&r.get::<_, String>("on_disabled")?).unwrap_or_default(),
     })
 }
 
@@ -352,7 +358,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 12);
+        assert_eq!(s.migrate().unwrap(), 13);
         (dir, s)
     }
 
@@ -384,7 +390,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 12);
+        assert_eq!(s.schema_version().unwrap(), 13);
     }
 
     #[test]

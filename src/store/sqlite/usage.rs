@@ -6,7 +6,9 @@ use chrono::NaiveDate;
 use rusqlite::params;
 
 use super::{session_from_row, usage_from_row, user_levels, SqliteStore, NOW_MICROS};
-use crate::model::{Fence, Levels, MonthlyResetCandidate, Period, SessionRow, UsageRow};
+use crate::model::{
+    Fence, Levels, MonthlyResetCandidate, Period, SessionRow, Standing, SweepRow, UsageRow,
+};
 use crate::store::{Result, UsageStore};
 
 impl UsageStore for SqliteStore {
@@ -168,17 +170,57 @@ impl UsageStore for SqliteStore {
         Ok(Some(tiered))
     }
 
-    fn sessions_to_cut(&mut self, today: chrono::NaiveDate) -> Result<Vec<SessionRow>> {
+    fn sweep_sessions(&mut self, today: chrono::NaiveDate) -> Result<Vec<SweepRow>> {
+        self.conn.execute(
+            "DELETE FROM portal_sessions WHERE NOT EXISTS (SELECT 1 FROM radacct r
+                 WHERE r.acctuniqueid = portal_sessions.acctuniqueid AND r.acctstoptime IS NULL)",
+            [],
+        )?;
         let mut stmt = self.conn.prepare(
-            "SELECT r.* FROM radacct r LEFT JOIN subscribers s ON s.username = r.username
-             WHERE r.acctstoptime IS NULL
-               AND (s.is_active = 0 OR s.expiry_date < ?1
-                    OR (s.id IS NULL AND r.username IN (SELECT username FROM deleted_subscribers)))",
+            "SELECT * FROM (
+                 SELECT r.*,
+                     CASE WHEN s.id IS NULL THEN 'deleted' WHEN s.is_active = 0 THEN 'disabled'
+                          WHEN s.expiry_date < ?1 THEN 'expired' ELSE 'valid' END AS standing,
+                     (coalesce(substr(r.class, 1, 10) = '0x53484450', 0) OR p.acctuniqueid IS NOT NULL) AS captive
+                 FROM radacct r
+                 LEFT JOIN subscribers s ON s.username = r.username
+                 LEFT JOIN portal_sessions p ON p.acctuniqueid = r.acctuniqueid
+                 WHERE r.acctstoptime IS NULL)
+             WHERE captive OR standing IN ('disabled', 'expired')
+                OR (standing = 'deleted' AND username IN (SELECT username FROM deleted_subscribers))",
         )?;
         let rows = stmt
-            .query_map([today.format("%Y-%m-%d").to_string()], session_from_row)?
+            .query_map([today.format("%Y-%m-%d").to_string()], |r| {
+                Ok(SweepRow {
+                    session: session_from_row(r)?,
+                    standing: standing(&r.get::<_, String>("standing")?),
+                    captive: r.get("captive")?,
+                })
+            })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
+    }
+
+    fn mark_captive(&mut self, fence: &Fence, session: &SessionRow, reason: &str) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        if !super::cluster::holds(&tx, fence)? {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO portal_sessions (acctuniqueid, username, reason) VALUES (?1, ?2, ?3)
+             ON CONFLICT (acctuniqueid) DO UPDATE SET reason = excluded.reason",
+            params![session.unique_id, session.username, reason],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn forget_captive(&mut self, unique_id: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM portal_sessions WHERE acctuniqueid = ?1",
+            [unique_id],
+        )?;
+        Ok(())
     }
 
     fn open_sessions_of(&mut self, username: &str) -> Result<Vec<SessionRow>> {
@@ -200,4 +242,14 @@ fn claim(tx: &rusqlite::Transaction<'_>, period: Period, today: NaiveDate) -> Re
          ON CONFLICT (period) DO UPDATE SET done_on = excluded.done_on WHERE done_on < excluded.done_on",
         params![period.as_str(), today.format("%Y-%m-%d").to_string()],
     )? > 0)
+}
+
+/// The sweep's `standing` column.
+fn standing(s: &str) -> Standing {
+    match s {
+        "disabled" => Standing::Disabled,
+        "expired" => Standing::Expired,
+        "deleted" => Standing::Deleted,
+        _ => Standing::Valid,
+    }
 }
