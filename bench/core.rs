@@ -204,6 +204,9 @@ fn engine_benches(c: &mut Criterion) {
         over_limit: Default::default(),
         on_expired: Default::default(),
         on_disabled: Default::default(),
+        quota_action: Default::default(),
+        quota_download_kbps: 0,
+        quota_upload_kbps: 0,
     }]);
     let subscribers: Vec<SubscriberRecord> = (0..30_000)
         .map(|i| SubscriberRecord {

@@ -116,6 +116,9 @@ pub fn fuzz_snapshot() -> crate::policy::Snapshot {
         over_limit: Default::default(),
         on_expired: Default::default(),
         on_disabled: Default::default(),
+        quota_action: Default::default(),
+        quota_download_kbps: 0,
+        quota_upload_kbps: 0,
     }]);
     let subscriber = |id, name: &str, password: &[u8]| SubscriberRecord {
         id,

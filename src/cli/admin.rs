@@ -10,7 +10,7 @@ use clap::{Subcommand, ValueEnum};
 use super::import;
 use crate::config::Config;
 use crate::keyfile::PasswordKey;
-use crate::model::{LapseAction, OverLimit};
+use crate::model::{LapseAction, OverLimit, QuotaAction};
 use crate::policy::{mac, rate_limit, speed};
 use crate::store::{Burst, MaPolicy, NasRecord, NasType, ServiceRecord, Store, SubscriberRecord};
 
@@ -147,6 +147,8 @@ pub enum ServiceCommand {
         /// A login of a disabled subscriber: `reject` or `portal`
         #[arg(long, value_parser = parse_lapse, default_value = "reject")]
         on_disabled: LapseAction,
+        #[command(flatten)]
+        quota: QuotaArgs,
     },
     /// Change a service: its pools (every subscriber of it, at their next
     /// login), its session limit and what lapsed subscribers get (at once)
@@ -171,6 +173,8 @@ pub enum ServiceCommand {
         /// A login of a disabled subscriber: `reject` or `portal`
         #[arg(long, value_parser = parse_lapse)]
         on_disabled: Option<LapseAction>,
+        #[command(flatten)]
+        quota: QuotaArgs,
     },
     /// List services
     List,
@@ -297,6 +301,78 @@ fn parse_max_sessions(s: &str) -> Result<MaxSessions, String> {
             .map(MaxSessions::Own)
             .map_err(|_| format!("{s:?}: a number of sessions (0 = no limit) or `service`")),
     }
+}
+
+/// A service's byte quotas (README "Quota and fair usage").
+#[derive(clap::Args, Debug, Default)]
+pub struct QuotaArgs {
+    /// Daily byte quota: 10G, 500M (powers of 1000) or 10GiB; 0 = none
+    #[arg(long, value_parser = parse_quota_bytes)]
+    daily_quota: Option<u64>,
+    /// Monthly byte quota (from each subscriber's anniversary day); 0 = none
+    #[arg(long, value_parser = parse_quota_bytes)]
+    monthly_quota: Option<u64>,
+    /// What reaching a quota does: `throttle` (the quota speed, by CoA and
+    /// at login), `reject` (logins rejected "quota exceeded", live sessions
+    /// disconnected) or `portal` (the walled garden); the resets undo it
+    #[arg(long, value_parser = parse_quota_action)]
+    quota_action: Option<QuotaAction>,
+    /// The speed of `throttle`
+    #[arg(long, value_parser = speed::parse_kbps)]
+    quota_download: Option<u32>,
+    #[arg(long, value_parser = speed::parse_kbps)]
+    quota_upload: Option<u32>,
+}
+
+impl QuotaArgs {
+    fn settings(&self) -> crate::model::QuotaSettings {
+        crate::model::QuotaSettings {
+            daily_bytes: self.daily_quota,
+            monthly_bytes: self.monthly_quota,
+            action: self.quota_action,
+            download_kbps: self.quota_download,
+            upload_kbps: self.quota_upload,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.settings() == crate::model::QuotaSettings::default()
+    }
+}
+
+fn parse_quota_bytes(s: &str) -> Result<u64, String> {
+    match s.trim() {
+        "0" => Ok(0),
+        other => crate::policy::fup::parse_bytes(other),
+    }
+}
+
+fn parse_quota_action(s: &str) -> Result<QuotaAction, String> {
+    QuotaAction::parse(s.trim()).ok_or_else(|| format!("{s:?}: `throttle`, `reject` or `portal`"))
+}
+
+/// "none", or "daily 10000000000 bytes: throttle 512k/1000k".
+fn quota_text(s: &ServiceRecord) -> String {
+    let size = |b: Option<i64>| b.filter(|b| *b > 0).map(|b| format!("{b} bytes"));
+    let (daily, monthly) = (size(s.daily_quota_bytes), size(s.monthly_quota_bytes));
+    if daily.is_none() && monthly.is_none() {
+        return "none".into();
+    }
+    let mut out = Vec::new();
+    if let Some(d) = daily {
+        out.push(format!("daily {d}"));
+    }
+    if let Some(m) = monthly {
+        out.push(format!("monthly {m}"));
+    }
+    let action = match s.quota_action {
+        QuotaAction::Throttle => format!(
+            "throttle {}",
+            rate_limit(s.quota_upload_kbps, s.quota_download_kbps, None)
+        ),
+        other => other.as_str().to_owned(),
+    };
+    format!("{}: {action}", out.join(", "))
 }
 
 /// A new last valid day, or none.
@@ -486,11 +562,17 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
             over_limit,
             on_expired,
             on_disabled,
+            quota,
         } => {
             let pools = !pool.is_empty() || no_pool;
             let lapse = on_expired.is_some() || on_disabled.is_some();
-            if !pools && max_sessions.is_none() && over_limit.is_none() && !lapse {
-                bail!("nothing to set: --pool, --no-pool, --max-sessions, --over-limit, --on-expired or --on-disabled");
+            if !pools
+                && max_sessions.is_none()
+                && over_limit.is_none()
+                && !lapse
+                && quota.is_empty()
+            {
+                bail!("nothing to set: --pool, --no-pool, --max-sessions, --over-limit, --on-expired, --on-disabled or a --*quota* option");
             }
             let unknown =
                 || anyhow::anyhow!("no service named {:?}", crate::text::printable(&name));
@@ -536,6 +618,44 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                     s.on_disabled.as_str()
                 );
             }
+            if !quota.is_empty() {
+                // Checked against what the service will have: a throttle
+                // needs a speed.
+                let before = store
+                    .services()?
+                    .into_iter()
+                    .find(|s| s.name == name)
+                    .ok_or_else(unknown)?;
+                let q = quota.settings();
+                let action = q.action.unwrap_or(before.quota_action);
+                let has_quota = q
+                    .daily_bytes
+                    .unwrap_or(before.daily_quota_bytes.unwrap_or(0).max(0) as u64)
+                    > 0
+                    || q.monthly_bytes
+                        .unwrap_or(before.monthly_quota_bytes.unwrap_or(0).max(0) as u64)
+                        > 0;
+                let speed = (
+                    q.download_kbps.unwrap_or(before.quota_download_kbps),
+                    q.upload_kbps.unwrap_or(before.quota_upload_kbps),
+                );
+                if has_quota && action == QuotaAction::Throttle && (speed.0 == 0 || speed.1 == 0) {
+                    bail!("a throttle quota needs --quota-download and --quota-upload");
+                }
+                if !store.set_service_quota(&name, &q)? {
+                    return Err(unknown());
+                }
+                let s = store
+                    .services()?
+                    .into_iter()
+                    .find(|s| s.name == name)
+                    .ok_or_else(unknown)?;
+                println!(
+                    "service {} quota: {}",
+                    crate::text::printable(&name),
+                    quota_text(&s)
+                );
+            }
         }
         ServiceCommand::Add {
             name,
@@ -553,6 +673,7 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
             over_limit,
             on_expired,
             on_disabled,
+            quota,
         } => {
             if name.trim().is_empty() {
                 bail!("--name: must not be empty");
@@ -582,14 +703,29 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                 pool_name: pools_field(&pool)?,
                 filter_id,
                 idle_timeout,
-                daily_quota_bytes: None,
-                monthly_quota_bytes: None,
+                daily_quota_bytes: quota
+                    .daily_quota
+                    .filter(|b| *b > 0)
+                    .map(|b| b.min(i64::MAX as u64) as i64),
+                monthly_quota_bytes: quota
+                    .monthly_quota
+                    .filter(|b| *b > 0)
+                    .map(|b| b.min(i64::MAX as u64) as i64),
                 reply_attributes: String::new(),
                 max_sessions,
                 over_limit,
                 on_expired,
                 on_disabled,
+                quota_action: quota.quota_action.unwrap_or_default(),
+                quota_download_kbps: quota.quota_download.unwrap_or(0),
+                quota_upload_kbps: quota.quota_upload.unwrap_or(0),
             };
+            if (record.daily_quota_bytes.is_some() || record.monthly_quota_bytes.is_some())
+                && record.quota_action == QuotaAction::Throttle
+                && (record.quota_download_kbps == 0 || record.quota_upload_kbps == 0)
+            {
+                bail!("a throttle quota needs --quota-download and --quota-upload");
+            }
             store.add_service(&record)?;
             println!(
                 "added service {} (Mikrotik-Rate-Limit {})",
@@ -599,12 +735,19 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
         }
         ServiceCommand::List => {
             println!(
-                "{:<20} {:>10} {:>10} {:<16} {:<12} {:<8} {:<8} RATE-LIMIT",
-                "NAME", "DOWNLOAD", "UPLOAD", "POOL", "SESSIONS", "EXPIRED", "DISABLED"
+                "{:<20} {:>10} {:>10} {:<16} {:<12} {:<8} {:<8} {:<24} QUOTA",
+                "NAME",
+                "DOWNLOAD",
+                "UPLOAD",
+                "POOL",
+                "SESSIONS",
+                "EXPIRED",
+                "DISABLED",
+                "RATE-LIMIT"
             );
             for s in store.services()? {
                 println!(
-                    "{:<20} {:>10} {:>10} {:<16} {:<12} {:<8} {:<8} {}",
+                    "{:<20} {:>10} {:>10} {:<16} {:<12} {:<8} {:<8} {:<24} {}",
                     s.name,
                     speed::Kbps(s.download_kbps).to_string(),
                     speed::Kbps(s.upload_kbps).to_string(),
@@ -612,7 +755,8 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                     session_limit_text(s.max_sessions, s.over_limit),
                     s.on_expired.as_str(),
                     s.on_disabled.as_str(),
-                    rate_limit(s.upload_kbps, s.download_kbps, s.burst)
+                    rate_limit(s.upload_kbps, s.download_kbps, s.burst),
+                    quota_text(&s)
                 );
             }
         }
@@ -816,10 +960,19 @@ pub fn subscriber(
             println!("enabled subscriber {username}");
         }
         SubscriberCommand::Usage { username } => match store.usage(&username)? {
-            Some(u) => println!(
-                "{username}: daily {} bytes (tier {}), monthly {} bytes (tier {})",
-                u.daily_bytes, u.levels.daily, u.monthly_bytes, u.levels.monthly
-            ),
+            Some(u) => {
+                let level = |l: u8| match l {
+                    crate::policy::fup::QUOTA_LEVEL => "at the quota".to_owned(),
+                    l => format!("tier {l}"),
+                };
+                println!(
+                    "{username}: daily {} bytes ({}), monthly {} bytes ({})",
+                    u.daily_bytes,
+                    level(u.levels.daily),
+                    u.monthly_bytes,
+                    level(u.levels.monthly)
+                )
+            }
             None => println!("{username}: no usage counted"),
         },
         SubscriberCommand::Import { file } => {

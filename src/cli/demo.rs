@@ -54,6 +54,9 @@ pub fn prepare(config: &Config) -> anyhow::Result<()> {
             over_limit: Default::default(),
             on_expired: Default::default(),
             on_disabled: Default::default(),
+            quota_action: Default::default(),
+            quota_download_kbps: 0,
+            quota_upload_kbps: 0,
         })?,
     };
     if store.list_subscribers(1)?.is_empty() {

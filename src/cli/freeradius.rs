@@ -591,6 +591,9 @@ pub fn plan(source: &Source, key: &PasswordKey, dictionary: &Dictionary) -> Plan
             over_limit: Default::default(),
             on_expired: Default::default(),
             on_disabled: Default::default(),
+            quota_action: Default::default(),
+            quota_download_kbps: 0,
+            quota_upload_kbps: 0,
         };
         let mut lines = Vec::new();
         for item in source.group_reply.iter().filter(|i| i.owner == group) {

@@ -97,7 +97,11 @@ pub enum Counter {
 }
 
 /// Why a login may be captive (`shardius_portal_logins_total{reason}`).
-pub const CAPTIVE_REASONS: [RejectReason; 2] = [RejectReason::Expired, RejectReason::Disabled];
+pub const CAPTIVE_REASONS: [RejectReason; 3] = [
+    RejectReason::Expired,
+    RejectReason::Disabled,
+    RejectReason::QuotaExceeded,
+];
 
 const REJECT_BASE: usize = 3;
 const DROP_BASE: usize = REJECT_BASE + RejectReason::ALL.len();

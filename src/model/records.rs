@@ -220,6 +220,54 @@ pub struct ServiceRecord {
     pub on_expired: LapseAction,
     /// What a login of a disabled subscriber gets.
     pub on_disabled: LapseAction,
+    /// What reaching `daily_quota_bytes` or `monthly_quota_bytes` does.
+    pub quota_action: QuotaAction,
+    /// The speed of `QuotaAction::Throttle`.
+    pub quota_download_kbps: u32,
+    pub quota_upload_kbps: u32,
+}
+
+/// A change to a service's quota settings; None leaves one as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuotaSettings {
+    /// Some(0): no daily quota.
+    pub daily_bytes: Option<u64>,
+    pub monthly_bytes: Option<u64>,
+    pub action: Option<QuotaAction>,
+    pub download_kbps: Option<u32>,
+    pub upload_kbps: Option<u32>,
+}
+
+/// What a subscriber who reached their service's byte quota gets (README
+/// "Quota and fair usage").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QuotaAction {
+    /// The quota speed, by CoA and at every login.
+    #[default]
+    Throttle,
+    /// Access-Reject "quota exceeded"; live sessions are disconnected.
+    Reject,
+    /// The walled garden.
+    Portal,
+}
+
+impl QuotaAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaAction::Throttle => "throttle",
+            QuotaAction::Reject => "reject",
+            QuotaAction::Portal => "portal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QuotaAction> {
+        match s {
+            "throttle" => Some(QuotaAction::Throttle),
+            "reject" => Some(QuotaAction::Reject),
+            "portal" => Some(QuotaAction::Portal),
+            _ => None,
+        }
+    }
 }
 
 /// What a login of an expired or disabled subscriber gets (README
@@ -383,6 +431,8 @@ pub enum Standing {
     Expired,
     /// Deleted (a tombstone, no subscriber of that name).
     Deleted,
+    /// At a byte quota (`subscriber_usage` level 7).
+    OverQuota,
 }
 
 /// An open session the expiry job looks at: one of a subscriber who is

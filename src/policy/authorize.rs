@@ -16,7 +16,7 @@ use super::sessions::{LoginId, SessionGate};
 use super::snapshot::{Nas, Service, Snapshot, Subscriber};
 use crate::auth::{chap, mschapv2, pap, Method};
 use crate::keyfile::{PasswordKey, MAX_STORED_PASSWORD};
-use crate::model::{LapseAction, NasType, PasswordKind, CAPTIVE_CLASS_PREFIX};
+use crate::model::{LapseAction, NasType, PasswordKind, QuotaAction, CAPTIVE_CLASS_PREFIX};
 use crate::policy::vendor_speed;
 use crate::pool::{pool_names, AddressSource, Offer, PoolAddr, PoolKind};
 use crate::proto::dict::{attr, mikrotik, ms, vendor};
@@ -47,6 +47,9 @@ pub enum RejectReason {
     ChapNeedsCleartext,
     /// The subscriber's session limit is reached (README "Simultaneous use").
     SimultaneousUse,
+    /// The subscriber is at their service's byte quota, which rejects
+    /// (README "Quota and fair usage").
+    QuotaExceeded,
 }
 
 impl RejectReason {
@@ -65,6 +68,7 @@ impl RejectReason {
             RejectReason::PoolExhausted => "pool exhausted",
             RejectReason::ChapNeedsCleartext => "chap needs the cleartext password",
             RejectReason::SimultaneousUse => "simultaneous use",
+            RejectReason::QuotaExceeded => "quota exceeded",
         }
     }
 
@@ -83,10 +87,11 @@ impl RejectReason {
             RejectReason::PoolExhausted => "pool_exhausted",
             RejectReason::ChapNeedsCleartext => "chap_needs_cleartext",
             RejectReason::SimultaneousUse => "simultaneous_use",
+            RejectReason::QuotaExceeded => "quota",
         }
     }
 
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::UnknownUser,
         RejectReason::BadPassword,
         RejectReason::Disabled,
@@ -99,15 +104,16 @@ impl RejectReason {
         RejectReason::PoolExhausted,
         RejectReason::ChapNeedsCleartext,
         RejectReason::SimultaneousUse,
+        RejectReason::QuotaExceeded,
     ];
 
     fn mschap_error(self) -> mschapv2::ErrorCode {
         match self {
             RejectReason::Disabled => mschapv2::ErrorCode::AccountDisabled,
             RejectReason::Expired => mschapv2::ErrorCode::PasswordExpired,
-            RejectReason::MacMismatch | RejectReason::SimultaneousUse => {
-                mschapv2::ErrorCode::NoDialinPermission
-            }
+            RejectReason::MacMismatch
+            | RejectReason::SimultaneousUse
+            | RejectReason::QuotaExceeded => mschapv2::ErrorCode::NoDialinPermission,
             _ => mschapv2::ErrorCode::AuthenticationFailure,
         }
     }
@@ -341,9 +347,17 @@ fn decide<'s>(
         None
     };
     // A lapsed subscriber is rejected, or, if the service says so,
-    // accepted into the walled garden.
+    // accepted into the walled garden; so is one at a byte quota that
+    // rejects or captures (a throttle is the quota tier's speed).
     let captive = match lapsed {
-        None => None,
+        None => match service.filter(|s| s.has_quota()).and_then(|s| {
+            let fup = ctx.snapshot.fup.get(&s.id)?;
+            fup.over_quota(*ctx.snapshot.fup_levels.get(&*subscriber.username)?)
+        }) {
+            Some(QuotaAction::Reject) => return Err(RejectReason::QuotaExceeded),
+            Some(QuotaAction::Portal) => Some(RejectReason::QuotaExceeded),
+            Some(QuotaAction::Throttle) | None => None,
+        },
         Some(reason) => {
             let (on_expired, on_disabled) =
                 service.map_or_else(Default::default, |s| (s.on_expired, s.on_disabled));

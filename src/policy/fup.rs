@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use chrono::{Datelike, NaiveDate, NaiveTime, Timelike};
 
 use super::snapshot::{rate_limit, Service, Snapshot};
-pub use crate::model::{FreeHours, Levels, MonthlyResetCandidate, Period, TierRecord};
+pub use crate::model::{FreeHours, Levels, MonthlyResetCandidate, Period, QuotaAction, TierRecord};
 
 /// One FUP tier: past `threshold_bytes` of usage in its period, the
 /// subscriber gets this speed.
@@ -60,12 +60,65 @@ impl Tier {
     }
 }
 
-/// A service's FUP: tiers per period, ordered by level, and free hours.
+/// The level a subscriber at a byte quota has (tiers are 1..=6): the
+/// usage thread raises it like a tier's, the resets bring it down.
+pub const QUOTA_LEVEL: u8 = 7;
+
+/// A service's byte quotas (README "Quota and fair usage").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub daily_bytes: Option<u64>,
+    pub monthly_bytes: Option<u64>,
+    pub action: QuotaAction,
+    /// The speed of `throttle`, as a tier of level [`QUOTA_LEVEL`].
+    pub throttle: Tier,
+}
+
+impl Quota {
+    /// The service's quota, if it has one that can be enforced (`throttle`
+    /// needs a speed: one without is reported and left out).
+    pub fn of(service: &Service) -> Result<Option<Quota>, String> {
+        if !service.has_quota() {
+            return Ok(None);
+        }
+        if service.quota_action == QuotaAction::Throttle
+            && (service.quota_download_kbps == 0 || service.quota_upload_kbps == 0)
+        {
+            return Err(format!(
+                "service {:?}: a throttle quota without a speed (quota_download_kbps, quota_upload_kbps) is not enforced",
+                crate::text::printable(&service.name)
+            ));
+        }
+        Ok(Some(Quota {
+            daily_bytes: service.daily_quota_bytes,
+            monthly_bytes: service.monthly_quota_bytes,
+            action: service.quota_action,
+            throttle: Tier::new(
+                QUOTA_LEVEL,
+                0,
+                service.quota_download_kbps,
+                service.quota_upload_kbps,
+                None,
+            ),
+        }))
+    }
+
+    fn bytes(&self, period: Period) -> Option<u64> {
+        match period {
+            Period::Daily => self.daily_bytes,
+            Period::Monthly => self.monthly_bytes,
+        }
+    }
+}
+
+/// A service's FUP: tiers per period, ordered by level, free hours and
+/// byte quotas.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceFup {
     pub daily: Vec<Tier>,
     pub monthly: Vec<Tier>,
     pub free_hours: Option<FreeHours>,
+    pub quota: Option<Quota>,
 }
 
 impl ServiceFup {
@@ -76,14 +129,29 @@ impl ServiceFup {
         }
     }
 
-    /// The highest level whose threshold `usage` has reached.
+    /// The highest level whose threshold `usage` has reached; at the
+    /// period's quota, [`QUOTA_LEVEL`].
     pub fn level_for(&self, period: Period, usage: u64) -> u8 {
+        if self
+            .quota
+            .as_ref()
+            .and_then(|q| q.bytes(period))
+            .is_some_and(|q| usage >= q)
+        {
+            return QUOTA_LEVEL;
+        }
         self.tiers(period)
             .iter()
             .filter(|t| usage >= t.threshold_bytes)
             .map(|t| t.level)
             .max()
             .unwrap_or(0)
+    }
+
+    /// What reaching the quota does, when `levels` are at one.
+    pub fn over_quota(&self, levels: Levels) -> Option<QuotaAction> {
+        let q = self.quota.as_ref()?;
+        (levels.daily == QUOTA_LEVEL || levels.monthly == QUOTA_LEVEL).then_some(q.action)
     }
 
     pub fn levels_for(&self, daily_bytes: u64, monthly_bytes: u64) -> Levels {
@@ -94,6 +162,9 @@ impl ServiceFup {
     }
 
     fn tier(&self, period: Period, level: u8) -> Option<&Tier> {
+        if level == QUOTA_LEVEL {
+            return self.quota.as_ref().map(|q| &q.throttle);
+        }
         self.tiers(period).iter().find(|t| t.level == level)
     }
 
@@ -200,8 +271,14 @@ pub fn parse_minute_of_day(input: &str) -> Result<u16, String> {
 /// FUP of every service that has one.
 pub type FupPolicy = HashMap<i64, std::sync::Arc<ServiceFup>>;
 
-/// The FUP of every service from the stored tiers and free hours.
-pub fn policy_from(tiers: &[TierRecord], free_hours: &[(i64, FreeHours)]) -> FupPolicy {
+/// The FUP of every service from the stored tiers and free hours, and
+/// the services' quotas (`report` hears of a quota that cannot be enforced).
+pub fn policy_from<'s>(
+    tiers: &[TierRecord],
+    free_hours: &[(i64, FreeHours)],
+    all_services: impl IntoIterator<Item = &'s Service>,
+    report: &mut dyn FnMut(String),
+) -> FupPolicy {
     let mut services: HashMap<i64, ServiceFup> = HashMap::new();
     let mut sorted: Vec<&TierRecord> = tiers.iter().collect();
     sorted.sort_by_key(|t| (t.service_id, t.period.as_str(), t.level));
@@ -214,6 +291,13 @@ pub fn policy_from(tiers: &[TierRecord], free_hours: &[(i64, FreeHours)]) -> Fup
     }
     for (service, free) in free_hours {
         services.entry(*service).or_default().free_hours = Some(*free);
+    }
+    for service in all_services {
+        match Quota::of(service) {
+            Ok(Some(q)) => services.entry(service.id).or_default().quota = Some(q),
+            Ok(None) => {}
+            Err(e) => report(e),
+        }
     }
     services
         .into_iter()
@@ -229,12 +313,22 @@ pub fn monthly_reset_due_for(today: NaiveDate, c: &MonthlyResetCandidate) -> boo
 /// The CoA for a subscriber whose levels go from `before` to `after`:
 /// the speed of the tier that now applies (the service's own with none),
 /// exactly as an Access-Accept would give it; `None` if the speed stays.
+/// A quota that rejects or captures is not a speed: reaching it and its
+/// reset are the expiry sweep's (a Disconnect, a move into or out of the
+/// walled garden), so no speed is sent on either side of it.
 pub fn speed_change(
     service: &Service,
     fup: &ServiceFup,
     before: Levels,
     after: Levels,
 ) -> Option<SpeedChange> {
+    let not_a_speed = |levels| {
+        fup.over_quota(levels)
+            .is_some_and(|a| a != QuotaAction::Throttle)
+    };
+    if not_a_speed(before) || not_a_speed(after) {
+        return None;
+    }
     let (old, new) = (fup.effective(before), fup.effective(after));
     if old.map(|t| &t.rate_limit) == new.map(|t| &t.rate_limit) {
         return None;
@@ -316,6 +410,7 @@ mod tests {
                 end_minute: 7 * 60,
                 free_percent: 100,
             }),
+            quota: None,
         }
     }
 
@@ -458,11 +553,71 @@ mod tests {
             over_limit: Default::default(),
             on_expired: Default::default(),
             on_disabled: Default::default(),
+            quota_action: Default::default(),
+            quota_download_kbps: 0,
+            quota_upload_kbps: 0,
         }
     }
 
     fn service() -> Service {
         Service::from_record(&service_record(Some("plan-10M")))
+    }
+
+    #[test]
+    fn a_quota_is_level_7_and_only_a_throttle_is_a_speed() {
+        let mut record = service_record(None);
+        record.daily_quota_bytes = Some(20 * G as i64);
+        record.quota_download_kbps = 256;
+        record.quota_upload_kbps = 128;
+        let s = Service::from_record(&record);
+        let mut f = fup();
+        f.quota = Quota::of(&s).unwrap();
+        assert_eq!(f.level_for(Period::Daily, 11 * G), 2);
+        assert_eq!(f.level_for(Period::Daily, 20 * G), QUOTA_LEVEL);
+        assert_eq!(f.level_for(Period::Monthly, 500 * G), 1, "no monthly quota");
+        let tier2 = Levels {
+            daily: 2,
+            monthly: 0,
+        };
+        let over = Levels {
+            daily: QUOTA_LEVEL,
+            monthly: 0,
+        };
+        assert_eq!(f.over_quota(over), Some(QuotaAction::Throttle));
+        assert_eq!(f.over_quota(tier2), None);
+        // Throttle: the quota speed, and back by the reset.
+        assert_eq!(
+            speed_change(&s, &f, tier2, over).map(|c| c.rate_limit),
+            Some("128k/256k".to_owned())
+        );
+        assert_eq!(
+            speed_change(&s, &f, over, over.after_reset(Period::Daily)).map(|c| c.rate_limit),
+            Some("2000k/10000k".to_owned())
+        );
+        // Reject and portal are the sweep's: no speed either way.
+        for action in [QuotaAction::Reject, QuotaAction::Portal] {
+            f.quota.as_mut().unwrap().action = action;
+            assert_eq!(speed_change(&s, &f, tier2, over), None);
+            assert_eq!(speed_change(&s, &f, over, Levels::default()), None);
+            // A monthly tier while at the daily quota changes nothing.
+            assert_eq!(
+                speed_change(&s, &f, over, Levels { monthly: 1, ..over }),
+                None
+            );
+        }
+        // A throttle without a speed is reported, not enforced.
+        record.quota_upload_kbps = 0;
+        assert!(Quota::of(&Service::from_record(&record))
+            .unwrap_err()
+            .contains("without a speed"));
+        record.quota_action = QuotaAction::Reject;
+        assert!(Quota::of(&Service::from_record(&record)).unwrap().is_some());
+        record.daily_quota_bytes = Some(0);
+        assert_eq!(
+            Quota::of(&Service::from_record(&record)).unwrap(),
+            None,
+            "0: none"
+        );
     }
 
     #[test]
@@ -552,6 +707,8 @@ mod tests {
                     free_percent: 50,
                 },
             )],
+            [],
+            &mut |e| panic!("{e}"),
         );
         let f = &policy[&7];
         assert_eq!(f.daily.iter().map(|t| t.level).collect::<Vec<_>>(), [1, 2]);

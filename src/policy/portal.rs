@@ -11,7 +11,7 @@
 
 use serde::Deserialize;
 
-use crate::model::{LapseAction, NasType, Standing};
+use crate::model::{LapseAction, NasType, QuotaAction, Standing};
 use crate::proto::dict::{attr, mikrotik, vendor};
 
 use super::speed::parse_kbps;
@@ -182,8 +182,18 @@ pub fn captive_reason(standing: Standing) -> Option<RejectReason> {
     match standing {
         Standing::Disabled => Some(RejectReason::Disabled),
         Standing::Expired => Some(RejectReason::Expired),
+        Standing::OverQuota => Some(RejectReason::QuotaExceeded),
         Standing::Valid | Standing::Deleted => None,
     }
+}
+
+/// What a subscriber's service says for each way of lapsing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceActions {
+    pub on_expired: LapseAction,
+    pub on_disabled: LapseAction,
+    /// None: the service has no quota (any more).
+    pub quota: Option<QuotaAction>,
 }
 
 /// What the service says a lapsed subscriber's login gets.
@@ -212,8 +222,9 @@ pub enum Move {
 
 /// Decides a live session's move: `standing` is its subscriber's now,
 /// `captive` whether it is in the walled garden, `actions` the service's
-/// (`on_expired`, `on_disabled`; None: the subscriber or service is not
-/// known, so `reject`).
+/// (None: the subscriber or service is not known, so `reject`). A quota
+/// that throttles is the quota job's (a speed by CoA): for the sweep such
+/// a subscriber is in good standing.
 ///
 /// Leaving the portal is always a Disconnect: a captive session may hold
 /// an address of the portal pool, which no CoA can change, and MikroTik
@@ -222,17 +233,27 @@ pub enum Move {
 pub fn sweep_move(
     standing: Standing,
     captive: bool,
-    actions: Option<(LapseAction, LapseAction)>,
+    actions: Option<ServiceActions>,
     online: OnlineMove,
 ) -> Move {
-    let Some(reason) = captive_reason(standing) else {
+    let actions = actions.unwrap_or_default();
+    let action = match standing {
+        Standing::OverQuota => match actions.quota {
+            Some(QuotaAction::Reject) => Some(LapseAction::Reject),
+            Some(QuotaAction::Portal) => Some(LapseAction::Portal),
+            Some(QuotaAction::Throttle) | None => None,
+        },
+        other => {
+            captive_reason(other).map(|r| lapse_action(r, actions.on_expired, actions.on_disabled))
+        }
+    };
+    let (Some(action), Some(reason)) = (action, captive_reason(standing)) else {
         return match (standing, captive) {
-            (Standing::Deleted, _) | (Standing::Valid, true) => Move::Disconnect,
+            (Standing::Deleted, _) | (_, true) => Move::Disconnect,
             _ => Move::Stay,
         };
     };
-    let (on_expired, on_disabled) = actions.unwrap_or_default();
-    match (lapse_action(reason, on_expired, on_disabled), captive) {
+    match (action, captive) {
         (LapseAction::Reject, _) => Move::Disconnect,
         (LapseAction::Portal, true) => Move::Stay,
         (LapseAction::Portal, false) => match online {
@@ -246,9 +267,12 @@ pub fn sweep_move(
 mod tests {
     use super::*;
 
-    const PORTAL: Option<(LapseAction, LapseAction)> =
-        Some((LapseAction::Portal, LapseAction::Portal));
-    const REJECT: Option<(LapseAction, LapseAction)> = None;
+    const PORTAL: Option<ServiceActions> = Some(ServiceActions {
+        on_expired: LapseAction::Portal,
+        on_disabled: LapseAction::Portal,
+        quota: Some(QuotaAction::Portal),
+    });
+    const REJECT: Option<ServiceActions> = None;
 
     #[test]
     fn the_sweep_moves_lapsed_sessions_in_and_renewed_ones_out() {
@@ -275,7 +299,10 @@ mod tests {
         assert_eq!(sweep_move(Expired, true, REJECT, coa), Move::Disconnect);
         assert_eq!(sweep_move(Deleted, true, PORTAL, coa), Move::Disconnect);
         // Each reason by its own setting.
-        let only_expired = Some((LapseAction::Portal, LapseAction::Reject));
+        let only_expired = Some(ServiceActions {
+            on_expired: LapseAction::Portal,
+            ..ServiceActions::default()
+        });
         assert_eq!(
             sweep_move(Disabled, false, only_expired, coa),
             Move::Disconnect
@@ -283,6 +310,44 @@ mod tests {
         assert_eq!(
             sweep_move(Expired, false, only_expired, coa),
             Move::IntoPortal(RejectReason::Expired)
+        );
+    }
+
+    #[test]
+    fn a_quota_that_captures_or_rejects_is_the_sweeps_and_a_throttle_is_not() {
+        use Standing::*;
+        let coa = OnlineMove::Coa;
+        let quota = |action| {
+            Some(ServiceActions {
+                quota: Some(action),
+                ..ServiceActions::default()
+            })
+        };
+        assert_eq!(
+            sweep_move(OverQuota, false, quota(QuotaAction::Portal), coa),
+            Move::IntoPortal(RejectReason::QuotaExceeded)
+        );
+        assert_eq!(
+            sweep_move(OverQuota, true, quota(QuotaAction::Portal), coa),
+            Move::Stay
+        );
+        assert_eq!(
+            sweep_move(OverQuota, false, quota(QuotaAction::Reject), coa),
+            Move::Disconnect
+        );
+        // A throttle (or a quota since removed) is a speed, not the sweep's;
+        // a captive session of such a subscriber leaves the garden.
+        for q in [
+            quota(QuotaAction::Throttle),
+            Some(ServiceActions::default()),
+        ] {
+            assert_eq!(sweep_move(OverQuota, false, q, coa), Move::Stay);
+            assert_eq!(sweep_move(OverQuota, true, q, coa), Move::Disconnect);
+        }
+        // The reset: back in good standing, out of the garden.
+        assert_eq!(
+            sweep_move(Valid, true, quota(QuotaAction::Portal), coa),
+            Move::Disconnect
         );
     }
 

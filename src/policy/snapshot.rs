@@ -16,7 +16,7 @@ use super::mac;
 use super::speed::Kbps;
 use crate::model::{
     Burst, ChangeVersions, LapseAction, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind,
-    RadreplyRecord, ServiceRecord, SubscriberRecord,
+    QuotaAction, RadreplyRecord, ServiceRecord, SubscriberRecord,
 };
 use crate::proto::dict::attr;
 use crate::proto::dictionary::{self, Dictionary};
@@ -145,9 +145,21 @@ pub struct Service {
     /// What logins of expired and disabled subscribers get.
     pub on_expired: LapseAction,
     pub on_disabled: LapseAction,
+    /// Byte quotas (None: none) and what reaching one does; see
+    /// `fup::Quota`, which the FUP policy builds from these.
+    pub daily_quota_bytes: Option<u64>,
+    pub monthly_quota_bytes: Option<u64>,
+    pub quota_action: QuotaAction,
+    pub quota_download_kbps: u32,
+    pub quota_upload_kbps: u32,
 }
 
 impl Service {
+    /// Whether the service has a byte quota.
+    pub fn has_quota(&self) -> bool {
+        self.daily_quota_bytes.is_some() || self.monthly_quota_bytes.is_some()
+    }
+
     /// The Filter-Id a generic NAS gets: the service's, else its name.
     pub fn filter(&self) -> &str {
         self.filter_id.as_deref().unwrap_or(&self.name)
@@ -168,6 +180,11 @@ impl Service {
             over_limit: r.over_limit,
             on_expired: r.on_expired,
             on_disabled: r.on_disabled,
+            daily_quota_bytes: r.daily_quota_bytes.filter(|b| *b > 0).map(|b| b as u64),
+            monthly_quota_bytes: r.monthly_quota_bytes.filter(|b| *b > 0).map(|b| b as u64),
+            quota_action: r.quota_action,
+            quota_download_kbps: r.quota_download_kbps,
+            quota_upload_kbps: r.quota_upload_kbps,
         }
     }
 

@@ -130,7 +130,8 @@ impl Loader {
             next.preferences =
                 Preferences::from_pairs(&self.store.preferences()?, |w| warn!("{w}"));
         }
-        if versions.fup != old.fup {
+        // Quotas are the services' own columns.
+        if versions.fup != old.fup || versions.services != old.services {
             load_fup(self.store.as_mut(), &mut next)?;
         }
         next.versions = versions;
@@ -142,7 +143,12 @@ impl Loader {
 
 /// FUP tiers, free hours and the subscribers in a tier.
 fn load_fup(store: &mut dyn SnapshotSource, snapshot: &mut Snapshot) -> Result<()> {
-    snapshot.fup = crate::policy::fup::policy_from(&store.fup_tiers()?, &store.free_hours()?);
+    snapshot.fup = crate::policy::fup::policy_from(
+        &store.fup_tiers()?,
+        &store.free_hours()?,
+        snapshot.services.values().map(|s| &**s),
+        &mut |w| warn!("{w}"),
+    );
     snapshot.fup_levels = store
         .fup_levels()?
         .into_iter()

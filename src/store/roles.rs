@@ -12,8 +12,8 @@ use super::Result;
 use crate::accounting::AcctEvent;
 use crate::model::{
     ChangeVersions, ClusterView, Fence, FreeHours, ImportBatch, LapseAction, Levels, LogEntry,
-    LogRow, MonthlyResetCandidate, NasRecord, NodeInfo, OverLimit, Period, RadreplyRecord,
-    ServiceRecord, SessionRow, SubscriberRecord, SweepRow, TierRecord, UsageRow,
+    LogRow, MonthlyResetCandidate, NasRecord, NodeInfo, OverLimit, Period, QuotaSettings,
+    RadreplyRecord, ServiceRecord, SessionRow, SubscriberRecord, SweepRow, TierRecord, UsageRow,
 };
 use crate::pool::{Claim, PoolAddr, PoolCounts, PoolSpec, SlotRow, Touch};
 
@@ -136,7 +136,8 @@ pub trait UsageStore: Send {
     }
     /// Open sessions whose subscriber is disabled, expired (last valid
     /// day before `today`, the server's local date) or deleted (a tombstone
-    /// and no subscriber of that name), and open sessions in the walled
+    /// and no subscriber of that name) or at a byte quota (a level of 7 in
+    /// `subscriber_usage`), and open sessions in the walled
     /// garden whatever their subscriber's standing: the expiry job decides
     /// what each gets (`policy::portal`). Forgets the portal moves of
     /// sessions that have ended.
@@ -222,6 +223,9 @@ pub trait Admin: Send {
         on_expired: Option<LapseAction>,
         on_disabled: Option<LapseAction>,
     ) -> Result<bool>;
+    /// Sets a service's byte quotas and what reaching one does (each left
+    /// as it is when None; a quota of 0: none); false if no such service.
+    fn set_service_quota(&mut self, name: &str, quota: &QuotaSettings) -> Result<bool>;
     /// Sets a subscriber's own session limit (None: its service's); false
     /// if there is no such user.
     fn set_subscriber_max_sessions(&mut self, username: &str, max: Option<u32>) -> Result<bool>;

@@ -77,6 +77,9 @@ fn world() -> World {
         over_limit: Default::default(),
         on_expired: Default::default(),
         on_disabled: Default::default(),
+        quota_action: Default::default(),
+        quota_download_kbps: 0,
+        quota_upload_kbps: 0,
     }]);
     let mut disabled = subscriber(&key, 2, "disabled", "pw");
     disabled.is_active = false;

@@ -32,6 +32,7 @@ mod pools_serve;
 mod postgres;
 mod proxied;
 mod quota;
+mod quota_actions;
 mod radius_crate_interop;
 mod rfc_vectors;
 mod server;

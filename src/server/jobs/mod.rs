@@ -485,7 +485,15 @@ impl Enforcer {
             let actions = snapshot
                 .subscriber(row.session.username.as_bytes())
                 .and_then(|s| snapshot.service(s.service_id))
-                .map(|v| (v.on_expired, v.on_disabled));
+                .map(|v| portal::ServiceActions {
+                    on_expired: v.on_expired,
+                    on_disabled: v.on_disabled,
+                    quota: snapshot
+                        .fup
+                        .get(&v.id)
+                        .and_then(|f| f.quota.as_ref())
+                        .map(|q| q.action),
+                });
             match portal::sweep_move(row.standing, row.captive, actions, portal.online) {
                 Move::Stay => {}
                 Move::Disconnect => {

@@ -15,6 +15,7 @@ use crate::model::{
     format_nas_ip_addresses, FreeHours, ImportBatch, LapseAction, NasRecord, OverLimit,
     ServiceRecord, SessionRow, SubscriberRecord, TierRecord, UsageRow,
 };
+use crate::model::{QuotaAction, QuotaSettings};
 use crate::store::{Admin, Result, StoreError};
 
 impl Admin for PgStore {
@@ -123,8 +124,10 @@ impl Admin for PgStore {
                 "INSERT INTO services (name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
                      burst_threshold_download_kbps, burst_threshold_upload_kbps, burst_time_secs,
                      pool_name, filter_id, idle_timeout, daily_quota_bytes, monthly_quota_bytes,
-                     reply_attributes, max_sessions, over_limit, on_expired, on_disabled)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                     reply_attributes, max_sessions, over_limit, on_expired, on_disabled,
+                     quota_action, quota_download_kbps, quota_upload_kbps)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                     $19, $20, $21)
                  RETURNING id",
                 &[
                     &s.name,
@@ -145,6 +148,9 @@ impl Admin for PgStore {
                     &s.over_limit.as_str(),
                     &s.on_expired.as_str(),
                     &s.on_disabled.as_str(),
+                    &s.quota_action.as_str(),
+                    &(s.quota_download_kbps as i32),
+                    &(s.quota_upload_kbps as i32),
                 ],
             )
             .map_err(|e| match e {
@@ -191,6 +197,27 @@ impl Admin for PgStore {
                 &name,
                 &on_expired.map(LapseAction::as_str),
                 &on_disabled.map(LapseAction::as_str),
+            ],
+        )? > 0)
+    }
+
+    fn set_service_quota(&mut self, name: &str, q: &QuotaSettings) -> Result<bool> {
+        let bytes = |v: Option<u64>| v.map(|v| v.min(i64::MAX as u64) as i64);
+        let kbps = |v: Option<u32>| v.map(|v| v.min(i32::MAX as u32) as i32);
+        Ok(self.execute(
+            "UPDATE services SET daily_quota_bytes = COALESCE($2, daily_quota_bytes),
+                 monthly_quota_bytes = COALESCE($3, monthly_quota_bytes),
+                 quota_action = COALESCE($4, quota_action),
+                 quota_download_kbps = COALESCE($5, quota_download_kbps),
+                 quota_upload_kbps = COALESCE($6, quota_upload_kbps)
+             WHERE name = $1",
+            &[
+                &name,
+                &bytes(q.daily_bytes),
+                &bytes(q.monthly_bytes),
+                &q.action.map(QuotaAction::as_str),
+                &kbps(q.download_kbps),
+                &kbps(q.upload_kbps),
             ],
         )? > 0)
     }

@@ -31,6 +31,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row};
 
 use super::{nas_ip_addresses_of, redact_url as redact, Result, StoreError};
+use crate::model::QuotaAction;
 use crate::model::{
     Burst, LapseAction, Levels, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind,
     ServiceRecord, SessionRow, SubscriberRecord, UsageRow,
@@ -77,6 +78,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (
         13,
         include_str!("../migrations/postgres/0013_walled_garden.sql"),
+    ),
+    (
+        14,
+        include_str!("../migrations/postgres/0014_quota_actions.sql"),
     ),
 ];
 
@@ -381,6 +386,9 @@ fn service_from_row(r: &Row) -> ServiceRecord {
         over_limit: OverLimit::parse(r.get("over_limit")).unwrap_or_default(),
         on_expired: LapseAction::parse(r.get("on_expired")).unwrap_or_default(),
         on_disabled: LapseAction::parse(r.get("on_disabled")).unwrap_or_default(),
+        quota_action: QuotaAction::parse(r.get("quota_action")).unwrap_or_default(),
+        quota_download_kbps: u32_col(r, "quota_download_kbps").unwrap_or(0),
+        quota_upload_kbps: u32_col(r, "quota_upload_kbps").unwrap_or(0),
     }
 }
 

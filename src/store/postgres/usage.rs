@@ -223,13 +223,17 @@ impl UsageStore for PgStore {
                 "SELECT * FROM (
                      SELECT r.*, host(r.NASIPAddress) AS nas_ip, host(r.FramedIPAddress) AS framed_ip,
                          CASE WHEN s.id IS NULL THEN 'deleted' WHEN NOT s.is_active THEN 'disabled'
-                              WHEN s.expiry_date < $1 THEN 'expired' ELSE 'valid' END AS standing,
+                              WHEN s.expiry_date < $1 THEN 'expired'
+                              -- Level 7: at a byte quota (policy::fup::QUOTA_LEVEL).
+                              WHEN u.daily_level = 7 OR u.monthly_level = 7 THEN 'over_quota'
+                              ELSE 'valid' END AS standing,
                          (left(r.Class, 10) IS NOT DISTINCT FROM '0x53484450' OR p.acctuniqueid IS NOT NULL) AS captive
                      FROM radacct r
                      LEFT JOIN subscribers s ON s.username = r.UserName
                      LEFT JOIN portal_sessions p ON p.acctuniqueid = r.AcctUniqueId
+                     LEFT JOIN subscriber_usage u ON u.username = r.UserName
                      WHERE r.AcctStopTime IS NULL) v
-                 WHERE captive OR standing IN ('disabled', 'expired')
+                 WHERE captive OR standing IN ('disabled', 'expired', 'over_quota')
                     OR (standing = 'deleted' AND UserName IN (SELECT username FROM deleted_subscribers))",
                 &[&today],
             )?
@@ -240,6 +244,7 @@ impl UsageStore for PgStore {
                     "disabled" => Standing::Disabled,
                     "expired" => Standing::Expired,
                     "deleted" => Standing::Deleted,
+                    "over_quota" => Standing::OverQuota,
                     _ => Standing::Valid,
                 },
                 captive: r.get("captive"),

@@ -22,6 +22,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use rusqlite::{Connection, ErrorCode, Row};
 
 use super::{nas_ip_addresses_of, Result, StoreError};
+use crate::model::QuotaAction;
 use crate::model::{
     Burst, LapseAction, Levels, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind,
     ServiceRecord, SessionRow, SubscriberRecord, UsageRow,
@@ -56,6 +57,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (
         13,
         include_str!("../migrations/sqlite/0013_walled_garden.sql"),
+    ),
+    (
+        14,
+        include_str!("../migrations/sqlite/0014_quota_actions.sql"),
     ),
 ];
 
@@ -264,6 +269,9 @@ fn service_from_row(r: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
         over_limit: OverLimit::parse(&r.get::<_, String>("over_limit")?).unwrap_or_default(),
         on_expired: LapseAction::parse(&r.get::<_, String>("on_expired")?).unwrap_or_default(),
         on_disabled: LapseAction::parse(&r.get::<_, String>("on_disabled")?).unwrap_or_default(),
+        quota_action: QuotaAction::parse(&r.get::<_, String>("quota_action")?).unwrap_or_default(),
+        quota_download_kbps: r.get::<_, Option<u32>>("quota_download_kbps")?.unwrap_or(0),
+        quota_upload_kbps: r.get::<_, Option<u32>>("quota_upload_kbps")?.unwrap_or(0),
     })
 }
 
@@ -358,7 +366,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 13);
+        assert_eq!(s.migrate().unwrap(), 14);
         (dir, s)
     }
 
@@ -390,7 +398,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 13);
+        assert_eq!(s.schema_version().unwrap(), 14);
     }
 
     #[test]

@@ -180,13 +180,17 @@ impl UsageStore for SqliteStore {
             "SELECT * FROM (
                  SELECT r.*,
                      CASE WHEN s.id IS NULL THEN 'deleted' WHEN s.is_active = 0 THEN 'disabled'
-                          WHEN s.expiry_date < ?1 THEN 'expired' ELSE 'valid' END AS standing,
+                          WHEN s.expiry_date < ?1 THEN 'expired'
+                          -- Level 7: at a byte quota (policy::fup::QUOTA_LEVEL).
+                          WHEN u.daily_level = 7 OR u.monthly_level = 7 THEN 'over_quota'
+                          ELSE 'valid' END AS standing,
                      (coalesce(substr(r.class, 1, 10) = '0x53484450', 0) OR p.acctuniqueid IS NOT NULL) AS captive
                  FROM radacct r
                  LEFT JOIN subscribers s ON s.username = r.username
                  LEFT JOIN portal_sessions p ON p.acctuniqueid = r.acctuniqueid
+                 LEFT JOIN subscriber_usage u ON u.username = r.username
                  WHERE r.acctstoptime IS NULL)
-             WHERE captive OR standing IN ('disabled', 'expired')
+             WHERE captive OR standing IN ('disabled', 'expired', 'over_quota')
                 OR (standing = 'deleted' AND username IN (SELECT username FROM deleted_subscribers))",
         )?;
         let rows = stmt
@@ -250,6 +254,7 @@ fn standing(s: &str) -> Standing {
         "disabled" => Standing::Disabled,
         "expired" => Standing::Expired,
         "deleted" => Standing::Deleted,
+        "over_quota" => Standing::OverQuota,
         _ => Standing::Valid,
     }
 }
