@@ -32,6 +32,10 @@ pub struct Config {
     pub speeds: crate::policy::vendor_speed::VendorSpeeds,
     /// The walled garden (`policy::portal`).
     pub portal: crate::policy::portal::PortalConfig,
+    /// Shifts the server's local wall clock (`serve --clock-offset-secs`,
+    /// for tests of time-of-day behaviour); not a file setting.
+    #[serde(skip)]
+    pub clock_offset_secs: i64,
 }
 
 /// Attribute dictionaries: radreply rows may name any attribute of the

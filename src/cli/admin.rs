@@ -222,6 +222,44 @@ pub enum ServiceCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum RuleCommand {
+    /// Add a rule: while its window is open (local time), the services it
+    /// names (all without --service) get their speed, or their FUP tier's,
+    /// multiplied; live sessions get the new speed by CoA when the window
+    /// opens and when it closes
+    Add {
+        #[arg(long)]
+        name: String,
+        /// Days the window starts on: mon,tue or mon-fri or sat,sun [default: every day]
+        #[arg(long, value_parser = crate::policy::rules::parse_days, default_value = "")]
+        days: u8,
+        /// Start, HH:MM local time
+        #[arg(long, value_parser = crate::policy::fup::parse_minute_of_day)]
+        from: u16,
+        /// End, HH:MM (before the start: the window crosses midnight; the
+        /// same as the start: the whole day)
+        #[arg(long, value_parser = crate::policy::fup::parse_minute_of_day)]
+        to: u16,
+        /// Download speed in percent of what the subscriber has, 1..=1000
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        download: u16,
+        /// Upload speed in percent, 1..=1000
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        upload: u16,
+        /// A service the rule applies to (repeat; none: every service)
+        #[arg(long)]
+        service: Vec<String>,
+        /// On overlap the lowest priority wins
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
+        priority: i32,
+    },
+    /// List the rules
+    List,
+    /// Remove a rule
+    Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum SubscriberCommand {
     /// Add a subscriber
     Add {
@@ -550,6 +588,82 @@ fn pools_field(pools: &[String]) -> anyhow::Result<Option<String>> {
         }
     }
     Ok((!pools.is_empty()).then(|| pools.join(",")))
+}
+
+pub fn rule(store: &mut dyn Store, cmd: RuleCommand) -> anyhow::Result<()> {
+    use crate::policy::rules::format_days;
+    let hhmm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+    match cmd {
+        RuleCommand::Add {
+            name,
+            days,
+            from,
+            to,
+            download,
+            upload,
+            service,
+            priority,
+        } => {
+            if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+                bail!("--name: 1 to 64 characters, no control characters");
+            }
+            let known: Vec<String> = store.services()?.into_iter().map(|s| s.name).collect();
+            for s in &service {
+                if s.contains(',') || !known.contains(s) {
+                    bail!("no service named {:?}", crate::text::printable(s));
+                }
+            }
+            let record = crate::model::RuleRecord {
+                id: 0,
+                name,
+                days,
+                start_minute: from,
+                end_minute: to,
+                download_percent: download,
+                upload_percent: upload,
+                services: service.join(","),
+                priority,
+            };
+            store.add_rule(&record)?;
+            println!(
+                "added rule {}: {} {}-{} download {download}% upload {upload}% for {} (priority {priority})",
+                record.name,
+                format_days(days),
+                hhmm(from),
+                hhmm(to),
+                if service.is_empty() { "every service".to_owned() } else { service.join(", ") }
+            );
+        }
+        RuleCommand::List => {
+            println!(
+                "{:<16} {:<28} {:<12} {:>9} {:>7} {:>8}  SERVICES",
+                "NAME", "DAYS", "WINDOW", "DOWNLOAD", "UPLOAD", "PRIORITY"
+            );
+            for r in store.bandwidth_rules()? {
+                println!(
+                    "{:<16} {:<28} {:<12} {:>8}% {:>6}% {:>8}  {}",
+                    crate::text::printable(&r.name),
+                    format_days(r.days),
+                    format!("{}-{}", hhmm(r.start_minute), hhmm(r.end_minute)),
+                    r.download_percent,
+                    r.upload_percent,
+                    r.priority,
+                    if r.services.is_empty() {
+                        "all"
+                    } else {
+                        &r.services
+                    }
+                );
+            }
+        }
+        RuleCommand::Rm { name } => {
+            if !store.remove_rule(&name)? {
+                bail!("no rule named {:?}", crate::text::printable(&name));
+            }
+            println!("removed rule {}", crate::text::printable(&name));
+        }
+    }
+    Ok(())
 }
 
 pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()> {

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::keyfile::{self, PasswordKey};
 use crate::store::{self, DatabaseUrl, Store};
 
-pub use admin::{NasCommand, ServiceCommand, SubscriberCommand};
+pub use admin::{NasCommand, RuleCommand, ServiceCommand, SubscriberCommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,6 +67,9 @@ pub enum Command {
     /// Manage subscribers
     #[command(subcommand)]
     Subscriber(SubscriberCommand),
+    /// Time-of-day bandwidth rules: speeds multiplied while a window is open
+    #[command(subcommand)]
+    Rule(RuleCommand),
     /// Accounting maintenance: write set-aside events again
     #[command(subcommand)]
     Accounting(accounting::AccountingCommand),
@@ -159,6 +162,10 @@ pub struct ServeArgs {
     /// This node's name in a cluster (cluster.node_name) [default: the host name]
     #[arg(long = "node-name", value_name = "NAME")]
     pub node_name: Option<String>,
+    /// For tests: shift the server's local wall clock (expiry days,
+    /// bandwidth rules, resets) by this many seconds
+    #[arg(long, hide = true, allow_negative_numbers = true, value_name = "SECS")]
+    pub clock_offset_secs: Option<i64>,
 }
 
 /// Runs the CLI; the returned error is printed by `main`.
@@ -189,6 +196,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         if let Some(name) = &args.node_name {
             config.cluster.node_name = name.clone();
         }
+        if let Some(secs) = args.clock_offset_secs {
+            config.clock_offset_secs = secs;
+        }
     }
     config.validate()?;
     init_logging(&config.log.level, config.log.format);
@@ -215,6 +225,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => check_config(&config),
         Command::Nas(cmd) => admin::nas(&mut *open_migrated(&config)?, cmd),
         Command::Service(cmd) => admin::service(&mut *open_migrated(&config)?, cmd),
+        Command::Rule(cmd) => admin::rule(&mut *open_migrated(&config)?, cmd),
         Command::Accounting(cmd) => accounting::run(&mut *open_migrated(&config)?, cmd),
         Command::Cluster(cmd) => cluster::run(&mut *open_migrated(&config)?, &config, cmd),
         Command::Pool(cmd) => pool::run(&mut *open_migrated(&config)?, cmd),

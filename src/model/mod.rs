@@ -16,6 +16,6 @@ pub use fup::{FreeHours, Levels, MonthlyResetCandidate, Period, TierRecord};
 pub use records::{
     format_nas_ip_addresses, parse_nas_ip_addresses, Burst, ChangeVersions, ImportBatch,
     LapseAction, LogEntry, LogRow, MaPolicy, NasRecord, NasType, OverLimit, PasswordKind,
-    QuotaAction, QuotaSettings, RadreplyRecord, ServiceRecord, SessionRow, Standing,
+    QuotaAction, QuotaSettings, RadreplyRecord, RuleRecord, ServiceRecord, SessionRow, Standing,
     SubscriberRecord, SweepRow, UsageRow, CAPTIVE_CLASS_PREFIX,
 };

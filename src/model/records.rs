@@ -422,6 +422,33 @@ pub struct SessionRow {
     pub framed_ip: Option<String>,
 }
 
+/// A time-of-day bandwidth rule as stored (README "Bandwidth rules").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleRecord {
+    pub id: i64,
+    pub name: String,
+    /// Bits 0..6: Monday..Sunday, the days its window starts on; 0 = every day.
+    pub days: u8,
+    /// Minutes after local midnight; `start > end` crosses midnight.
+    pub start_minute: u16,
+    pub end_minute: u16,
+    pub download_percent: u16,
+    pub upload_percent: u16,
+    /// Comma-separated service names; empty = every service.
+    pub services: String,
+    /// On overlap the lowest wins.
+    pub priority: i32,
+}
+
+impl RuleRecord {
+    pub fn service_names(&self) -> impl Iterator<Item = &str> {
+        self.services
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+}
+
 /// Where a subscriber stands now, for the expiry job's sweep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Standing {

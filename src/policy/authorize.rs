@@ -12,6 +12,7 @@ use zeroize::Zeroize;
 
 use super::mac;
 use super::portal;
+use super::rules;
 use super::sessions::{LoginId, SessionGate};
 use super::snapshot::{Nas, Service, Snapshot, Subscriber};
 use crate::auth::{chap, mschapv2, pap, Method};
@@ -483,23 +484,31 @@ fn write_accept(
         )?;
     }
     if let Some(service) = accepted.service {
-        // A subscriber already in a FUP tier gets the tier's speed.
+        // A subscriber already in a FUP tier gets the tier's speed, and an
+        // open bandwidth rule multiplies it.
         let tier = ctx.snapshot.fup_tier(&subscriber.username, service.id);
+        let rule = match &*ctx.snapshot.rules {
+            [] => None,
+            rules => rules::active(rules, service.id, ctx.now_local),
+        };
+        let speed = rules::effective_speed(service, tier, rule);
         match ctx.speaks_for.nas_type {
             NasType::Mikrotik if !overridden(vendor::MIKROTIK, mikrotik::RATE_LIMIT) => {
-                let rate = tier.map_or(&service.rate_limit, |t| &t.rate_limit);
-                w.vendor_attr(vendor::MIKROTIK, mikrotik::RATE_LIMIT, rate.as_bytes())?;
+                w.vendor_attr(
+                    vendor::MIKROTIK,
+                    mikrotik::RATE_LIMIT,
+                    speed.rate_limit.as_bytes(),
+                )?;
             }
             NasType::Generic if !overridden(0, attr::FILTER_ID) => {
-                let filter = tier.map_or(service.filter(), |t| t.filter());
-                w.attr(attr::FILTER_ID, filter.as_bytes())?;
+                w.attr(attr::FILTER_ID, speed.filter.as_bytes())?;
             }
             other if vendor_speed::by_vendor(other) => {
                 let rate = vendor_speed::Rate {
-                    download_kbps: tier.map_or(service.download_kbps, |t| t.download_kbps),
-                    upload_kbps: tier.map_or(service.upload_kbps, |t| t.upload_kbps),
+                    download_kbps: speed.download_kbps,
+                    upload_kbps: speed.upload_kbps,
                     name: service.name.clone(),
-                    tier: tier.map_or(0, |t| t.level),
+                    tier: speed.tier,
                 };
                 // A service always has a name, so no template fails here.
                 let attrs = vendor_speed::attributes(other, &rate, &ctx.snapshot.speeds)

@@ -321,6 +321,7 @@ pub fn speed_change(
     fup: &ServiceFup,
     before: Levels,
     after: Levels,
+    rule: Option<&super::rules::Rule>,
 ) -> Option<SpeedChange> {
     let not_a_speed = |levels| {
         fup.over_quota(levels)
@@ -333,28 +334,7 @@ pub fn speed_change(
     if old.map(|t| &t.rate_limit) == new.map(|t| &t.rate_limit) {
         return None;
     }
-    Some(match new {
-        Some(t) => SpeedChange {
-            rate_limit: t.rate_limit.clone(),
-            filter_id: t.filter().to_owned(),
-            rate: crate::policy::vendor_speed::Rate {
-                download_kbps: t.download_kbps,
-                upload_kbps: t.upload_kbps,
-                name: service.name.clone(),
-                tier: t.level,
-            },
-        },
-        None => SpeedChange {
-            rate_limit: service.rate_limit.clone(),
-            filter_id: service.filter().to_owned(),
-            rate: crate::policy::vendor_speed::Rate {
-                download_kbps: service.download_kbps,
-                upload_kbps: service.upload_kbps,
-                name: service.name.clone(),
-                tier: 0,
-            },
-        },
-    })
+    Some(SpeedChange::of(service, new, rule))
 }
 
 /// A new speed for a live session: Mikrotik-Rate-Limit, and the Filter-Id
@@ -365,6 +345,24 @@ pub struct SpeedChange {
     pub filter_id: String,
     /// The same speed for NAS types with their own attributes.
     pub rate: crate::policy::vendor_speed::Rate,
+}
+
+impl SpeedChange {
+    /// The speed a subscriber of `service` in `tier` (None: the service's
+    /// own) gets while `rule` is open, exactly as an Access-Accept gives it.
+    pub fn of(service: &Service, tier: Option<&Tier>, rule: Option<&super::rules::Rule>) -> Self {
+        let speed = super::rules::effective_speed(service, tier, rule);
+        SpeedChange {
+            rate_limit: speed.rate_limit.into_owned(),
+            filter_id: speed.filter.into_owned(),
+            rate: crate::policy::vendor_speed::Rate {
+                download_kbps: speed.download_kbps,
+                upload_kbps: speed.upload_kbps,
+                name: service.name.clone(),
+                tier: speed.tier,
+            },
+        }
+    }
 }
 
 /// The subscriber's service and its FUP, when it has one. `username` as
@@ -587,21 +585,21 @@ mod tests {
         assert_eq!(f.over_quota(tier2), None);
         // Throttle: the quota speed, and back by the reset.
         assert_eq!(
-            speed_change(&s, &f, tier2, over).map(|c| c.rate_limit),
+            speed_change(&s, &f, tier2, over, None).map(|c| c.rate_limit),
             Some("128k/256k".to_owned())
         );
         assert_eq!(
-            speed_change(&s, &f, over, over.after_reset(Period::Daily)).map(|c| c.rate_limit),
+            speed_change(&s, &f, over, over.after_reset(Period::Daily), None).map(|c| c.rate_limit),
             Some("2000k/10000k".to_owned())
         );
         // Reject and portal are the sweep's: no speed either way.
         for action in [QuotaAction::Reject, QuotaAction::Portal] {
             f.quota.as_mut().unwrap().action = action;
-            assert_eq!(speed_change(&s, &f, tier2, over), None);
-            assert_eq!(speed_change(&s, &f, over, Levels::default()), None);
+            assert_eq!(speed_change(&s, &f, tier2, over, None), None);
+            assert_eq!(speed_change(&s, &f, over, Levels::default(), None), None);
             // A monthly tier while at the daily quota changes nothing.
             assert_eq!(
-                speed_change(&s, &f, over, Levels { monthly: 1, ..over }),
+                speed_change(&s, &f, over, Levels { monthly: 1, ..over }, None),
                 None
             );
         }
@@ -629,12 +627,12 @@ mod tests {
             monthly: 0,
         };
         assert_eq!(
-            speed_change(&s, &f, none, daily1).map(|c| (c.rate_limit, c.filter_id)),
+            speed_change(&s, &f, none, daily1, None).map(|c| (c.rate_limit, c.filter_id)),
             Some(("1000k/5000k".to_owned(), "1000k/5000k".to_owned()))
         );
         // Back to the service's own speed (and its Filter-Id) after a reset.
         assert_eq!(
-            speed_change(&s, &f, daily1, daily1.after_reset(Period::Daily))
+            speed_change(&s, &f, daily1, daily1.after_reset(Period::Daily), None)
                 .map(|c| (c.rate_limit, c.filter_id)),
             Some(("2000k/10000k".to_owned(), "plan-10M".to_owned()))
         );
@@ -647,13 +645,14 @@ mod tests {
                 Levels {
                     daily: 1,
                     monthly: 1
-                }
+                },
+                None
             )
             .map(|c| (c.rate_limit, c.filter_id)),
             Some(("1000k/3000k".to_owned(), "1000k/3000k".to_owned()))
         );
         // The same speed for other vendors: the tier's, under the service's name.
-        let rate = speed_change(&s, &f, none, daily1).unwrap().rate;
+        let rate = speed_change(&s, &f, none, daily1, None).unwrap().rate;
         assert_eq!(
             (
                 rate.download_kbps,
@@ -663,7 +662,23 @@ mod tests {
             ),
             (5000, 1000, 1, s.name.as_str())
         );
-        assert_eq!(speed_change(&s, &f, daily1, daily1), None);
+        assert_eq!(speed_change(&s, &f, daily1, daily1, None), None);
+        // An open bandwidth rule multiplies the tier's speed.
+        let half = crate::policy::rules::Rule {
+            id: 1,
+            name: "half".into(),
+            days: 0,
+            start_minute: 0,
+            end_minute: 0,
+            download_percent: 50,
+            upload_percent: 50,
+            services: vec![],
+            priority: 1,
+        };
+        assert_eq!(
+            speed_change(&s, &f, none, daily1, Some(&half)).map(|c| c.rate_limit),
+            Some("500k/2500k".to_owned())
+        );
         assert_eq!(
             speed_change(
                 &s,
@@ -675,7 +690,8 @@ mod tests {
                 Levels {
                     daily: 2,
                     monthly: 1
-                }
+                },
+                None
             ),
             None,
             "the daily tier 2 stays the slower one"

@@ -5,6 +5,7 @@ mod authorize;
 pub mod fup;
 pub mod mac;
 pub mod portal;
+pub mod rules;
 pub mod sessions;
 mod snapshot;
 pub mod speed;

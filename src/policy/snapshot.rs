@@ -145,6 +145,8 @@ pub struct Service {
     /// What logins of expired and disabled subscribers get.
     pub on_expired: LapseAction,
     pub on_disabled: LapseAction,
+    /// MikroTik burst fields (bandwidth rules scale them).
+    pub burst: Option<Burst>,
     /// Byte quotas (None: none) and what reaching one does; see
     /// `fup::Quota`, which the FUP policy builds from these.
     pub daily_quota_bytes: Option<u64>,
@@ -180,6 +182,7 @@ impl Service {
             over_limit: r.over_limit,
             on_expired: r.on_expired,
             on_disabled: r.on_disabled,
+            burst: r.burst,
             daily_quota_bytes: r.daily_quota_bytes.filter(|b| *b > 0).map(|b| b as u64),
             monthly_quota_bytes: r.monthly_quota_bytes.filter(|b| *b > 0).map(|b| b as u64),
             quota_action: r.quota_action,
@@ -421,6 +424,8 @@ pub struct Snapshot {
     pub preferences: Preferences,
     /// FUP tiers and free hours, by service id (only services that have them).
     pub fup: super::fup::FupPolicy,
+    /// Time-of-day bandwidth rules (`policy::rules`).
+    pub rules: Arc<[super::rules::Rule]>,
     /// The tiers subscribers are in, when not 0 (from `subscriber_usage`).
     pub fup_levels: HashMap<Box<[u8]>, super::fup::Levels>,
     /// The store's change counters this snapshot reflects.

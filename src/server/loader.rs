@@ -149,6 +149,21 @@ fn load_fup(store: &mut dyn SnapshotSource, snapshot: &mut Snapshot) -> Result<(
         snapshot.services.values().map(|s| &**s),
         &mut |w| warn!("{w}"),
     );
+    let by_name: std::collections::HashMap<&str, i64> = snapshot
+        .services
+        .values()
+        .map(|s| (s.name.as_str(), s.id))
+        .collect();
+    let rules: Vec<crate::policy::rules::Rule> = store
+        .bandwidth_rules()?
+        .iter()
+        .filter_map(|r| {
+            crate::policy::rules::Rule::from_record(r, |name| by_name.get(name).copied())
+                .map_err(|w| warn!("{w}"))
+                .ok()
+        })
+        .collect();
+    snapshot.rules = rules.into();
     snapshot.fup_levels = store
         .fup_levels()?
         .into_iter()

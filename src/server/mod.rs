@@ -90,6 +90,12 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The server's local wall-clock time (shifted by `--clock-offset-secs`).
+    pub fn local_now(&self) -> chrono::NaiveDateTime {
+        (chrono::Local::now() + chrono::TimeDelta::seconds(self.config.clock_offset_secs))
+            .naive_local()
+    }
+
     /// Whether to log `unknown NAS: ip` now: at most once a minute per
     /// address for the whole process, and at most
     /// [`unknown_nas::LINES_PER_MINUTE`] lines a minute in all. Only

@@ -13,7 +13,8 @@ use crate::accounting::AcctEvent;
 use crate::model::{
     ChangeVersions, ClusterView, Fence, FreeHours, ImportBatch, LapseAction, Levels, LogEntry,
     LogRow, MonthlyResetCandidate, NasRecord, NodeInfo, OverLimit, Period, QuotaSettings,
-    RadreplyRecord, ServiceRecord, SessionRow, SubscriberRecord, SweepRow, TierRecord, UsageRow,
+    RadreplyRecord, RuleRecord, ServiceRecord, SessionRow, SubscriberRecord, SweepRow, TierRecord,
+    UsageRow,
 };
 use crate::pool::{Claim, PoolAddr, PoolCounts, PoolSpec, SlotRow, Touch};
 
@@ -43,6 +44,8 @@ pub trait SnapshotSource: Send {
     fn fup_tiers(&mut self) -> Result<Vec<TierRecord>>;
     /// Every service's free hours: (service id, window).
     fn free_hours(&mut self) -> Result<Vec<(i64, FreeHours)>>;
+    /// The time-of-day bandwidth rules, by id.
+    fn bandwidth_rules(&mut self) -> Result<Vec<RuleRecord>>;
     /// Subscribers in a FUP tier (levels not both 0).
     fn fup_levels(&mut self) -> Result<Vec<(String, Levels)>>;
     /// How many sessions are open (no stop time), for the metrics.
@@ -147,6 +150,12 @@ pub trait UsageStore: Send {
     fn mark_captive(&mut self, fence: &Fence, session: &SessionRow, reason: &str) -> Result<bool>;
     /// Forgets a move into the walled garden (its CoA failed).
     fn forget_captive(&mut self, unique_id: &str) -> Result<()>;
+    /// The local time up to which the bandwidth rules' CoAs were sent.
+    fn rules_evaluated_at(&mut self) -> Result<Option<chrono::NaiveDateTime>>;
+    /// Records it, if `fence` still holds (false otherwise).
+    fn set_rules_evaluated_at(&mut self, fence: &Fence, at: chrono::NaiveDateTime) -> Result<bool>;
+    /// Open sessions of subscribers of these services.
+    fn open_sessions_of_services(&mut self, service_ids: &[i64]) -> Result<Vec<SessionRow>>;
     /// A subscriber's open sessions, newest first (`username` as stored).
     fn open_sessions_of(&mut self, username: &str) -> Result<Vec<SessionRow>>;
 }
@@ -204,6 +213,10 @@ pub trait Admin: Send {
     fn remove_nas(&mut self, name_or_ip: &str) -> Result<bool>;
     fn add_service(&mut self, service: &ServiceRecord) -> Result<i64>;
     fn remove_service(&mut self, name: &str) -> Result<bool>;
+    /// Adds a bandwidth rule; an error names a taken name.
+    fn add_rule(&mut self, rule: &RuleRecord) -> Result<i64>;
+    /// Removes a bandwidth rule by name; false if there is none.
+    fn remove_rule(&mut self, name: &str) -> Result<bool>;
     /// Sets the pools a service names (`a,b`; None: none); false if no
     /// service has that name.
     fn set_service_pools(&mut self, name: &str, pools: Option<&str>) -> Result<bool>;

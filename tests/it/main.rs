@@ -14,6 +14,7 @@ mod common;
 mod accounting;
 mod accounting_store;
 mod acct_hardening;
+mod bandwidth_rules;
 mod cli;
 mod cluster;
 mod cluster_store;

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{Timelike, Utc};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use tracing::{info, warn};
 
@@ -27,6 +27,7 @@ use crate::coa::{prepare, Change, Ended, NasTarget, Prepared, Report, RequestId,
 use crate::model::{LogEntry, SessionRow, EXPIRY_JOB, QUOTA_JOB, STALE_SESSIONS_JOB};
 use crate::policy::fup::{self, Period};
 use crate::policy::portal::{self, Move};
+use crate::policy::rules;
 use crate::policy::Snapshot;
 use crate::proto::Secret;
 use crate::server::accounting::WriterStats;
@@ -52,6 +53,9 @@ const RETRY_CUT_AFTER: Duration = Duration::from_secs(300);
 /// How often the quota job's leader looks for tier changes other nodes
 /// recorded (its own usage thread wakes it at once).
 const TIER_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often the quota job's leader looks whether a bandwidth rule's
+/// window opened or closed (the rules have minute granularity).
+const RULE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Tier changes handled per check.
 const TIER_BATCH: usize = 10_000;
 /// The first stale-session run after start.
@@ -70,6 +74,8 @@ enum Origin {
     Sweep,
     /// The sweep's move of this session (acctuniqueid) into the portal.
     Portal(String),
+    /// A bandwidth rule's window opened or closed.
+    Rules,
 }
 
 /// A request waiting for a free slot or for its outcome.
@@ -104,6 +110,8 @@ pub struct Enforcer {
     writer_stats: Arc<WriterStats>,
     /// Sweep requests not sent because the lease was lost meanwhile.
     unsent_no_lease: u64,
+    /// The minute the bandwidth rules were last checked up to by this node.
+    rules_checked: Option<chrono::NaiveDateTime>,
 }
 
 impl Enforcer {
@@ -131,6 +139,7 @@ impl Enforcer {
             cut: HashMap::new(),
             writer_stats,
             unsent_no_lease: 0,
+            rules_checked: None,
             shared,
         }
     }
@@ -145,6 +154,7 @@ impl Enforcer {
         let mut next_stale = Instant::now() + STALE_FIRST_RUN.min(stale_every);
         let tiers_every = TIER_CHECK_EVERY.min(interval);
         let mut next_tiers = Instant::now() + tiers_every;
+        let mut next_rules = Instant::now() + RULE_CHECK_EVERY;
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             loop {
                 match self.jobs.try_recv() {
@@ -168,10 +178,15 @@ impl Enforcer {
                 next_tiers = Instant::now() + tiers_every;
                 self.check_tiers();
             }
+            if Instant::now() >= next_rules {
+                next_rules = Instant::now() + RULE_CHECK_EVERY;
+                self.check_rules();
+            }
             // Wake for new jobs within 50 ms; answers as they come.
             let until = next_check
                 .min(next_stale)
                 .min(next_tiers)
+                .min(next_rules)
                 .min(Instant::now() + Duration::from_millis(50));
             self.turn(until);
         }
@@ -260,6 +275,7 @@ impl Enforcer {
         }
         match origin {
             Origin::Sweep => info!("expired or disabled: {}", report.line()),
+            Origin::Rules => info!("bandwidth rule: {}", report.line()),
             Origin::Portal(unique_id) => {
                 info!("into the walled garden: {}", report.line());
                 if report.result() == crate::coa::CoaResult::Ack {
@@ -353,14 +369,14 @@ impl Enforcer {
     /// monthly usage of subscribers whose anniversary day it is; whoever
     /// leaves a tier gets their speed back by CoA.
     fn check_resets(&mut self) {
-        let now = chrono::Local::now();
+        let now = self.shared.local_now();
         if now.time() < self.shared.config.quota.reset_time() {
             return;
         }
         let Some(fence) = self.shared.leadership.fence(QUOTA_JOB) else {
             return;
         };
-        let today = now.date_naive();
+        let today = now.date();
         for period in [Period::Daily, Period::Monthly] {
             // The day is claimed in the reset's own transaction, so a reset
             // runs once per day cluster-wide even across a change of leader.
@@ -389,7 +405,8 @@ impl Enforcer {
                     continue;
                 };
                 let after = before.after_reset(period);
-                if let Some(speed) = fup::speed_change(service, service_fup, before, after) {
+                let rule = rules::active(&snapshot.rules, service.id, now);
+                if let Some(speed) = fup::speed_change(service, service_fup, before, after, rule) {
                     self.start(Job {
                         user,
                         session: None,
@@ -433,7 +450,8 @@ impl Enforcer {
             let Some((service, service_fup)) = fup::fup_of(&snapshot, user.as_bytes()) else {
                 continue;
             };
-            if let Some(speed) = fup::speed_change(service, service_fup, applied, current) {
+            let rule = rules::active(&snapshot.rules, service.id, self.shared.local_now());
+            if let Some(speed) = fup::speed_change(service, service_fup, applied, current, rule) {
                 self.start(Job {
                     user,
                     session: None,
@@ -442,6 +460,91 @@ impl Enforcer {
                     reply: None,
                 });
             }
+        }
+    }
+
+    /// When a bandwidth rule's window opened or closed since the last
+    /// check (any node's: the time is stored, fenced), sends every live
+    /// session of the affected services its new speed, all at once: on the
+    /// quota job's leader, so once per cluster. A subscriber in the walled
+    /// garden, lapsed or at a quota that is not a speed gets nothing.
+    fn check_rules(&mut self) {
+        let Some(fence) = self.shared.leadership.fence(QUOTA_JOB) else {
+            return;
+        };
+        let now = self.shared.local_now();
+        // Minute granularity: compare whole minutes.
+        let now = now
+            .with_second(0)
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap_or(now);
+        if self.rules_checked == Some(now) {
+            return;
+        }
+        let before = match self.store.rules_evaluated_at() {
+            Ok(Some(at)) if at == now => return,
+            Ok(Some(at)) => at,
+            // The first check ever: nothing to compare with.
+            Ok(None) => now,
+            Err(e) => {
+                warn!("bandwidth rules: {e}");
+                return;
+            }
+        };
+        let snapshot = self.shared.snapshot.load_full();
+        let changed = rules::changed_services(
+            &snapshot.rules,
+            snapshot.services.keys().copied(),
+            before,
+            now,
+        );
+        match self.store.set_rules_evaluated_at(&fence, now) {
+            Ok(true) => self.rules_checked = Some(now),
+            Ok(false) => return,
+            Err(e) => {
+                warn!("bandwidth rules: {e}");
+                return;
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let sessions = match self.store.open_sessions_of_services(&changed) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("bandwidth rules: {e}");
+                return;
+            }
+        };
+        info!(
+            services = changed.len(),
+            sessions = sessions.len(),
+            "bandwidth rule window changed at {now}: new speeds by CoA"
+        );
+        for session in sessions {
+            let Some(sub) = snapshot.subscriber(session.username.as_bytes()) else {
+                continue;
+            };
+            let Some(service) = snapshot.service(sub.service_id) else {
+                continue;
+            };
+            let lapsed = !sub.is_active || sub.expiry_date.is_some_and(|d| now.date() > d);
+            let levels = snapshot
+                .fup_levels
+                .get(session.username.as_bytes())
+                .copied()
+                .unwrap_or_default();
+            let fup = snapshot.fup.get(&service.id);
+            let not_a_speed = fup
+                .and_then(|f| f.over_quota(levels))
+                .is_some_and(|a| a != fup::QuotaAction::Throttle);
+            if lapsed || not_a_speed {
+                continue;
+            }
+            let tier = snapshot.fup_tier(session.username.as_bytes(), service.id);
+            let rule = rules::active(&snapshot.rules, service.id, now);
+            let change = Change::from(fup::SpeedChange::of(service, tier, rule));
+            self.request(Origin::Rules, session, &change, &snapshot);
         }
     }
 
@@ -455,7 +558,7 @@ impl Enforcer {
         let Some(fence) = self.shared.leadership.fence(EXPIRY_JOB) else {
             return;
         };
-        let today = chrono::Local::now().date_naive();
+        let today = self.shared.local_now().date();
         let sessions = match self.store.sweep_sessions(today) {
             Ok(s) => s,
             Err(e) => {

@@ -11,13 +11,21 @@ use crate::engine::Now;
 pub struct ShardClock {
     offset: FixedOffset,
     refreshed: Instant,
+    /// `--clock-offset-secs` (tests of time-of-day behaviour).
+    shift: chrono::TimeDelta,
 }
 
 impl ShardClock {
     pub fn new() -> Self {
+        ShardClock::shifted(0)
+    }
+
+    /// A clock whose local time runs `secs` ahead (or behind).
+    pub fn shifted(secs: i64) -> Self {
         ShardClock {
             offset: *Local::now().offset(),
             refreshed: Instant::now(),
+            shift: chrono::TimeDelta::seconds(secs),
         }
     }
 
@@ -30,7 +38,7 @@ impl ShardClock {
         let utc = Utc::now();
         Now {
             mono,
-            local: (utc + self.offset).naive_utc(),
+            local: (utc + self.offset + self.shift).naive_utc(),
             utc,
         }
     }

@@ -314,7 +314,7 @@ async fn serve_socket(
     let mut datagram = vec![0u8; 4096];
     let mut out = Box::new([0u8; 4096]);
     let mut snapshots = arc_swap::Cache::new(&shared.snapshot);
-    let mut clock = ShardClock::new();
+    let mut clock = ShardClock::shifted(shared.config.clock_offset_secs);
     let mut budget = BUDGET_PER_YIELD;
     while !shared.shutdown.load(Ordering::Relaxed) {
         let (len, src) = match socket.recv_from(&mut datagram).await {
@@ -425,7 +425,7 @@ async fn retry_parked(
 ) {
     let mut out = Box::new([0u8; 4096]);
     let mut snapshots = arc_swap::Cache::new(&shared.snapshot);
-    let mut clock = ShardClock::new();
+    let mut clock = ShardClock::shifted(shared.config.clock_offset_secs);
     let mut seen_generation = 0;
     let mut last_expiry_check = Instant::now();
     while !shared.shutdown.load(Ordering::Relaxed) {

@@ -222,6 +222,34 @@ impl Admin for PgStore {
         )? > 0)
     }
 
+    fn add_rule(&mut self, r: &crate::model::RuleRecord) -> Result<i64> {
+        let rows = self
+            .query(
+                "INSERT INTO bandwidth_rules (name, days, start_minute, end_minute, download_percent,
+                     upload_percent, services, priority)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                &[
+                    &r.name,
+                    &i16::from(r.days),
+                    &(r.start_minute as i16),
+                    &(r.end_minute as i16),
+                    &i32::from(r.download_percent),
+                    &i32::from(r.upload_percent),
+                    &r.services,
+                    &r.priority,
+                ],
+            )
+            .map_err(|e| match e {
+                StoreError::Postgres(e) => unique(e, || format!("a bandwidth rule named {:?}", r.name)),
+                other => other,
+            })?;
+        Ok(rows[0].get(0))
+    }
+
+    fn remove_rule(&mut self, name: &str) -> Result<bool> {
+        Ok(self.execute("DELETE FROM bandwidth_rules WHERE name = $1", &[&name])? > 0)
+    }
+
     fn set_subscriber_max_sessions(&mut self, username: &str, max: Option<u32>) -> Result<bool> {
         Ok(self.execute(
             "UPDATE subscribers SET max_sessions = $2 WHERE username = $1",

@@ -83,6 +83,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         14,
         include_str!("../migrations/postgres/0014_quota_actions.sql"),
     ),
+    (
+        15,
+        include_str!("../migrations/postgres/0015_bandwidth_rules.sql"),
+    ),
 ];
 
 const CHANNEL: &str = "shardius_changes";

@@ -139,6 +139,28 @@ impl SnapshotSource for PgStore {
             .collect())
     }
 
+    fn bandwidth_rules(&mut self) -> Result<Vec<crate::model::RuleRecord>> {
+        Ok(self
+            .query(
+                "SELECT id, name, days, start_minute, end_minute, download_percent, upload_percent,
+                        services, priority FROM bandwidth_rules ORDER BY id",
+                &[],
+            )?
+            .iter()
+            .map(|r| crate::model::RuleRecord {
+                id: r.get(0),
+                name: r.get(1),
+                days: r.get::<_, i16>(2).clamp(0, 127) as u8,
+                start_minute: r.get::<_, i16>(3).clamp(0, 1439) as u16,
+                end_minute: r.get::<_, i16>(4).clamp(0, 1439) as u16,
+                download_percent: r.get::<_, i32>(5).clamp(1, 1000) as u16,
+                upload_percent: r.get::<_, i32>(6).clamp(1, 1000) as u16,
+                services: r.get(7),
+                priority: r.get(8),
+            })
+            .collect())
+    }
+
     fn free_hours(&mut self) -> Result<Vec<(i64, FreeHours)>> {
         Ok(self
             .query(

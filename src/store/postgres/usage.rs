@@ -273,6 +273,51 @@ impl UsageStore for PgStore {
             .map_err(|e: tokio_postgres::Error| e.into())
     }
 
+    fn rules_evaluated_at(&mut self) -> Result<Option<chrono::NaiveDateTime>> {
+        let rows = self.query(
+            "SELECT evaluated_at FROM bandwidth_rule_clock WHERE id = 1",
+            &[],
+        )?;
+        Ok(rows.first().and_then(|r| {
+            chrono::NaiveDateTime::parse_from_str(r.get::<_, &str>(0), "%Y-%m-%d %H:%M:%S").ok()
+        }))
+    }
+
+    fn set_rules_evaluated_at(&mut self, fence: &Fence, at: chrono::NaiveDateTime) -> Result<bool> {
+        let (runtime, client) = self.conn()?;
+        let text = at.format("%Y-%m-%d %H:%M:%S").to_string();
+        let fut = async {
+            let tx = client.transaction().await?;
+            if !super::cluster::holds(&tx, fence).await? {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO bandwidth_rule_clock (id, evaluated_at) VALUES (1, $1)
+                 ON CONFLICT (id) DO UPDATE SET evaluated_at = EXCLUDED.evaluated_at",
+                &[&text],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        };
+        runtime
+            .block_on(fut)
+            .map_err(|e: tokio_postgres::Error| e.into())
+    }
+
+    fn open_sessions_of_services(&mut self, service_ids: &[i64]) -> Result<Vec<SessionRow>> {
+        Ok(self
+            .query(
+                "SELECT r.*, host(r.NASIPAddress) AS nas_ip, host(r.FramedIPAddress) AS framed_ip
+                 FROM radacct r JOIN subscribers s ON s.username = r.UserName
+                 WHERE r.AcctStopTime IS NULL AND s.service_id = ANY($1)",
+                &[&service_ids],
+            )?
+            .iter()
+            .map(session_from_pg)
+            .collect())
+    }
+
     fn forget_captive(&mut self, unique_id: &str) -> Result<()> {
         self.execute(
             "DELETE FROM portal_sessions WHERE acctuniqueid = $1",

@@ -195,6 +195,34 @@ impl Admin for SqliteStore {
         )? > 0)
     }
 
+    fn add_rule(&mut self, r: &crate::model::RuleRecord) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO bandwidth_rules (name, days, start_minute, end_minute, download_percent,
+                     upload_percent, services, priority)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    r.name,
+                    r.days,
+                    r.start_minute,
+                    r.end_minute,
+                    r.download_percent,
+                    r.upload_percent,
+                    r.services,
+                    r.priority
+                ],
+            )
+            .map_err(unique(|| format!("a bandwidth rule named {:?}", r.name)))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn remove_rule(&mut self, name: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM bandwidth_rules WHERE name = ?1", [name])?
+            > 0)
+    }
+
     fn set_subscriber_max_sessions(&mut self, username: &str, max: Option<u32>) -> Result<bool> {
         Ok(self.conn.execute(
             "UPDATE subscribers SET max_sessions = ?2 WHERE username = ?1",

@@ -62,6 +62,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         14,
         include_str!("../migrations/sqlite/0014_quota_actions.sql"),
     ),
+    (
+        15,
+        include_str!("../migrations/sqlite/0015_bandwidth_rules.sql"),
+    ),
 ];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
@@ -366,7 +370,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 14);
+        assert_eq!(s.migrate().unwrap(), 15);
         (dir, s)
     }
 
@@ -398,7 +402,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 14);
+        assert_eq!(s.schema_version().unwrap(), 15);
     }
 
     #[test]

@@ -132,6 +132,29 @@ impl SnapshotSource for SqliteStore {
         Ok(tiers)
     }
 
+    fn bandwidth_rules(&mut self) -> Result<Vec<crate::model::RuleRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, name, days, start_minute, end_minute, download_percent, upload_percent,
+                    services, priority FROM bandwidth_rules ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(crate::model::RuleRecord {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    days: r.get::<_, i64>(2)?.clamp(0, 127) as u8,
+                    start_minute: r.get::<_, i64>(3)?.clamp(0, 1439) as u16,
+                    end_minute: r.get::<_, i64>(4)?.clamp(0, 1439) as u16,
+                    download_percent: r.get::<_, i64>(5)?.clamp(1, 1000) as u16,
+                    upload_percent: r.get::<_, i64>(6)?.clamp(1, 1000) as u16,
+                    services: r.get(7)?,
+                    priority: r.get::<_, i64>(8)?.clamp(i32::MIN.into(), i32::MAX.into()) as i32,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     fn free_hours(&mut self) -> Result<Vec<(i64, FreeHours)>> {
         let mut stmt = self.conn.prepare(
             "SELECT service_id, start_minute, end_minute, free_percent FROM service_free_hours",

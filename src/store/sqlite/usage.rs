@@ -3,7 +3,7 @@
 //! the sessions the expiry job cuts.
 
 use chrono::NaiveDate;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use super::{session_from_row, usage_from_row, user_levels, SqliteStore, NOW_MICROS};
 use crate::model::{
@@ -219,6 +219,47 @@ impl UsageStore for SqliteStore {
         Ok(true)
     }
 
+    fn rules_evaluated_at(&mut self) -> Result<Option<chrono::NaiveDateTime>> {
+        let at: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT evaluated_at FROM bandwidth_rule_clock WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(at.and_then(|a| chrono::NaiveDateTime::parse_from_str(&a, RULE_CLOCK_FORMAT).ok()))
+    }
+
+    fn set_rules_evaluated_at(&mut self, fence: &Fence, at: chrono::NaiveDateTime) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        if !super::cluster::holds(&tx, fence)? {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO bandwidth_rule_clock (id, evaluated_at) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET evaluated_at = excluded.evaluated_at",
+            [at.format(RULE_CLOCK_FORMAT).to_string()],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn open_sessions_of_services(&mut self, service_ids: &[i64]) -> Result<Vec<SessionRow>> {
+        let mut out = Vec::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT r.* FROM radacct r JOIN subscribers s ON s.username = r.username
+             WHERE r.acctstoptime IS NULL AND s.service_id = ?1",
+        )?;
+        for id in service_ids {
+            let rows = stmt
+                .query_map([id], session_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     fn forget_captive(&mut self, unique_id: &str) -> Result<()> {
         self.conn.execute(
             "DELETE FROM portal_sessions WHERE acctuniqueid = ?1",
@@ -247,6 +288,9 @@ fn claim(tx: &rusqlite::Transaction<'_>, period: Period, today: NaiveDate) -> Re
         params![period.as_str(), today.format("%Y-%m-%d").to_string()],
     )? > 0)
 }
+
+/// How `bandwidth_rule_clock.evaluated_at` is written (local time).
+const RULE_CLOCK_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 /// The sweep's `standing` column.
 fn standing(s: &str) -> Standing {
