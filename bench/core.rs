@@ -193,20 +193,8 @@ fn engine_benches(c: &mut Criterion) {
         name: "10M".into(),
         download_kbps: 10_000,
         upload_kbps: 2_000,
-        burst: None,
         pool_name: Some("pppoe-pool".into()),
-        filter_id: None,
-        idle_timeout: None,
-        daily_quota_bytes: None,
-        monthly_quota_bytes: None,
-        reply_attributes: String::new(),
-        max_sessions: 0,
-        over_limit: Default::default(),
-        on_expired: Default::default(),
-        on_disabled: Default::default(),
-        quota_action: Default::default(),
-        quota_download_kbps: 0,
-        quota_upload_kbps: 0,
+        ..ServiceRecord::with_speeds(0, "", 0, 0)
     }]);
     let subscribers: Vec<SubscriberRecord> = (0..30_000)
         .map(|i| SubscriberRecord {

@@ -429,6 +429,15 @@ fn parse_expiry(s: &str) -> Result<Expiry, String> {
     }
 }
 
+/// The service of that name, as stored (after a change, what it is now).
+fn service_named(store: &mut dyn Store, name: &str) -> anyhow::Result<ServiceRecord> {
+    store
+        .services()?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| anyhow::anyhow!("no service named {:?}", crate::text::printable(name)))
+}
+
 fn parse_lapse(s: &str) -> Result<LapseAction, String> {
     LapseAction::parse(s.trim()).ok_or_else(|| format!("{s:?}: `reject` or `portal`"))
 }
@@ -705,11 +714,7 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                 if !store.set_service_limit(&name, max_sessions, over_limit)? {
                     return Err(unknown());
                 }
-                let s = store
-                    .services()?
-                    .into_iter()
-                    .find(|s| s.name == name)
-                    .ok_or_else(unknown)?;
+                let s = service_named(store, &name)?;
                 println!(
                     "service {} sessions: {}",
                     crate::text::printable(&name),
@@ -720,11 +725,7 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                 if !store.set_service_lapse(&name, on_expired, on_disabled)? {
                     return Err(unknown());
                 }
-                let s = store
-                    .services()?
-                    .into_iter()
-                    .find(|s| s.name == name)
-                    .ok_or_else(unknown)?;
+                let s = service_named(store, &name)?;
                 println!(
                     "service {} expired: {}, disabled: {}",
                     crate::text::printable(&name),
@@ -735,11 +736,7 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
             if !quota.is_empty() {
                 // Checked against what the service will have: a throttle
                 // needs a speed.
-                let before = store
-                    .services()?
-                    .into_iter()
-                    .find(|s| s.name == name)
-                    .ok_or_else(unknown)?;
+                let before = service_named(store, &name)?;
                 let q = quota.settings();
                 let action = q.action.unwrap_or(before.quota_action);
                 let has_quota = q
@@ -759,11 +756,7 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                 if !store.set_service_quota(&name, &q)? {
                     return Err(unknown());
                 }
-                let s = store
-                    .services()?
-                    .into_iter()
-                    .find(|s| s.name == name)
-                    .ok_or_else(unknown)?;
+                let s = service_named(store, &name)?;
                 println!(
                     "service {} quota: {}",
                     crate::text::printable(&name),

@@ -580,20 +580,7 @@ pub fn plan(source: &Source, key: &PasswordKey, dictionary: &Dictionary) -> Plan
             name: group.to_owned(),
             download_kbps: 0,
             upload_kbps: 0,
-            burst: None,
-            pool_name: None,
-            filter_id: None,
-            idle_timeout: None,
-            daily_quota_bytes: None,
-            monthly_quota_bytes: None,
-            reply_attributes: String::new(),
-            max_sessions: 0,
-            over_limit: Default::default(),
-            on_expired: Default::default(),
-            on_disabled: Default::default(),
-            quota_action: Default::default(),
-            quota_download_kbps: 0,
-            quota_upload_kbps: 0,
+            ..ServiceRecord::with_speeds(0, "", 0, 0)
         };
         let mut lines = Vec::new();
         for item in source.group_reply.iter().filter(|i| i.owner == group) {

@@ -298,6 +298,33 @@ impl LapseAction {
     }
 }
 
+impl ServiceRecord {
+    /// A service with only speeds: no burst, pool, quota, limit or
+    /// settings of its own.
+    pub fn with_speeds(id: i64, name: &str, download_kbps: u32, upload_kbps: u32) -> ServiceRecord {
+        ServiceRecord {
+            id,
+            name: name.to_owned(),
+            download_kbps,
+            upload_kbps,
+            burst: None,
+            pool_name: None,
+            filter_id: None,
+            idle_timeout: None,
+            daily_quota_bytes: None,
+            monthly_quota_bytes: None,
+            reply_attributes: String::new(),
+            max_sessions: 0,
+            over_limit: OverLimit::default(),
+            on_expired: LapseAction::default(),
+            on_disabled: LapseAction::default(),
+            quota_action: QuotaAction::default(),
+            quota_download_kbps: 0,
+            quota_upload_kbps: 0,
+        }
+    }
+}
+
 /// What a login over a subscriber's session limit gets (README
 /// "Simultaneous use").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -474,15 +474,7 @@ fn write_accept(
         |vendor_id: u32, ty: u8| extra.iter().any(|a| a.vendor == vendor_id && a.ty == ty);
     let prefs = &ctx.snapshot.preferences;
 
-    if let Some(ok) = &accepted.mschap {
-        let salt = ctx.entropy.to_be_bytes();
-        ok.write_accept_attributes(
-            w,
-            &ctx.nas.secret,
-            packet.authenticator(),
-            [salt[6], salt[7]],
-        )?;
-    }
+    write_mschap_success(ctx, packet, accepted, w)?;
     if let Some(service) = accepted.service {
         // A subscriber already in a FUP tier gets the tier's speed, and an
         // open bandwidth rule multiplies it.
@@ -541,16 +533,7 @@ fn write_accept(
             w.attr(attr::FRAMED_POOL, pool.as_bytes())?;
         }
     }
-    for (prefix, ty) in [
-        (accepted.addresses.framed6, attr::FRAMED_IPV6_PREFIX),
-        (accepted.addresses.delegated6, attr::DELEGATED_IPV6_PREFIX),
-    ] {
-        if let Some(value) = prefix.and_then(|p| p.ipv6_prefix_value()) {
-            if !overridden(0, ty) {
-                w.attr(ty, &value)?;
-            }
-        }
-    }
+    write_ipv6_prefixes(accepted, w, |ty| overridden(0, ty))?;
     if !overridden(0, attr::ACCT_INTERIM_INTERVAL) {
         w.attr_u32(attr::ACCT_INTERIM_INTERVAL, prefs.interim_interval_secs)?;
     }
@@ -580,6 +563,44 @@ fn write_accept(
     Ok(())
 }
 
+/// MS-CHAP2-Success and the MPPE keys, for an MS-CHAPv2 login.
+fn write_mschap_success(
+    ctx: &AuthContext<'_>,
+    packet: &Packet<'_>,
+    accepted: &Accepted<'_>,
+    w: &mut PacketWriter<'_>,
+) -> Result<(), EncodeError> {
+    if let Some(ok) = &accepted.mschap {
+        let salt = ctx.entropy.to_be_bytes();
+        ok.write_accept_attributes(
+            w,
+            &ctx.nas.secret,
+            packet.authenticator(),
+            [salt[6], salt[7]],
+        )?;
+    }
+    Ok(())
+}
+
+/// The IPv6 prefixes of shardius pools, but those `skip` names.
+fn write_ipv6_prefixes(
+    accepted: &Accepted<'_>,
+    w: &mut PacketWriter<'_>,
+    skip: impl Fn(u8) -> bool,
+) -> Result<(), EncodeError> {
+    for (prefix, ty) in [
+        (accepted.addresses.framed6, attr::FRAMED_IPV6_PREFIX),
+        (accepted.addresses.delegated6, attr::DELEGATED_IPV6_PREFIX),
+    ] {
+        if let Some(value) = prefix.and_then(|p| p.ipv6_prefix_value()) {
+            if !skip(ty) {
+                w.attr(ty, &value)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The Access-Accept of a login into the walled garden: the portal's
 /// speed and captive marker (`portal::attributes`), an address of the
 /// portal pool (or the service's addressing), the portal's
@@ -593,15 +614,7 @@ fn write_captive_accept(
     w: &mut PacketWriter<'_>,
 ) -> Result<(), EncodeError> {
     let portal = &ctx.snapshot.portal;
-    if let Some(ok) = &accepted.mschap {
-        let salt = ctx.entropy.to_be_bytes();
-        ok.write_accept_attributes(
-            w,
-            &ctx.nas.secret,
-            packet.authenticator(),
-            [salt[6], salt[7]],
-        )?;
-    }
+    write_mschap_success(ctx, packet, accepted, w)?;
     // The portal's speed is a plain rate, so no template can fail on it;
     // a `[speeds]` template that needs more sends nothing.
     let attrs = portal::attributes(portal, ctx.speaks_for.nas_type, &ctx.snapshot.speeds)
@@ -626,14 +639,7 @@ fn write_captive_accept(
     } else if let Some(pool) = accepted.addresses.router_pool {
         w.attr(attr::FRAMED_POOL, pool.as_bytes())?;
     }
-    for (prefix, ty) in [
-        (accepted.addresses.framed6, attr::FRAMED_IPV6_PREFIX),
-        (accepted.addresses.delegated6, attr::DELEGATED_IPV6_PREFIX),
-    ] {
-        if let Some(value) = prefix.and_then(|p| p.ipv6_prefix_value()) {
-            w.attr(ty, &value)?;
-        }
-    }
+    write_ipv6_prefixes(accepted, w, |_| false)?;
     w.attr_u32(
         attr::ACCT_INTERIM_INTERVAL,
         ctx.snapshot.preferences.interim_interval_secs,

@@ -536,24 +536,8 @@ mod tests {
     /// Service 1, 10M, with `filter_id`.
     fn service_record(filter_id: Option<&str>) -> crate::model::ServiceRecord {
         crate::model::ServiceRecord {
-            id: 1,
-            name: "10M".into(),
-            download_kbps: 10_000,
-            upload_kbps: 2_000,
-            burst: None,
-            pool_name: None,
             filter_id: filter_id.map(str::to_owned),
-            idle_timeout: None,
-            daily_quota_bytes: None,
-            monthly_quota_bytes: None,
-            reply_attributes: String::new(),
-            max_sessions: 0,
-            over_limit: Default::default(),
-            on_expired: Default::default(),
-            on_disabled: Default::default(),
-            quota_action: Default::default(),
-            quota_download_kbps: 0,
-            quota_upload_kbps: 0,
+            ..crate::model::ServiceRecord::with_speeds(1, "10M", 10_000, 2_000)
         }
     }
 

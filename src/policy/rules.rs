@@ -319,26 +319,7 @@ mod tests {
 
     #[test]
     fn a_rule_multiplies_the_tier_or_service_speed_and_its_burst() {
-        let mut record = crate::model::ServiceRecord {
-            id: 7,
-            name: "10M".into(),
-            download_kbps: 10000,
-            upload_kbps: 2000,
-            burst: None,
-            pool_name: None,
-            filter_id: None,
-            idle_timeout: None,
-            daily_quota_bytes: None,
-            monthly_quota_bytes: None,
-            reply_attributes: String::new(),
-            max_sessions: 0,
-            over_limit: Default::default(),
-            on_expired: Default::default(),
-            on_disabled: Default::default(),
-            quota_action: Default::default(),
-            quota_download_kbps: 0,
-            quota_upload_kbps: 0,
-        };
+        let mut record = crate::model::ServiceRecord::with_speeds(7, "10M", 10000, 2000);
         record.burst = Some(Burst {
             download_kbps: 20000,
             upload_kbps: 4000,

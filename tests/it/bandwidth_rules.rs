@@ -29,21 +29,7 @@ fn setup(backend: Backend, coa_port: u16) -> Install {
     install.write_config(
         "[database]\nreload_interval_secs = 1\n\n[coa]\ntimeout_ms = 300\nexpiry_check_interval_secs = 1\n",
     );
-    install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
-    install.ok(&[
-        "nas",
-        "add",
-        "--name",
-        "BNG-1",
-        "--ip",
-        "127.0.0.1",
-        "--secret",
-        SECRET,
-        "--type",
-        "mikrotik",
-        "--coa-port",
-        &coa_port.to_string(),
-    ]);
+    install.add_key_and_nas("mikrotik", coa_port);
     for (name, down, up, user) in [
         ("10M", "10M", "2M", "a"),
         ("20M", "20M", "4M", "b"),

@@ -17,22 +17,6 @@ use shardius::proto::{Code, Packet};
 
 on_both_backends!(tiers_are_crossed_once_each_carried_at_login_and_reset_daily);
 
-/// Runs SQL on the installation's database, the way a billing panel would.
-fn sql(install: &Install, statement: &str) {
-    if let Some(path) = install.db_url.strip_prefix("sqlite:") {
-        rusqlite::Connection::open(path)
-            .unwrap()
-            .execute_batch(statement)
-            .unwrap();
-    } else {
-        let db = install.db_url.rsplit('/').next().unwrap().to_owned();
-        crate::common::pg::shared()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .psql(&db, statement);
-    }
-}
-
 fn accounting(server: &Server, status: u32, user: &str, sid: &str, secs: u32, each_way: u64) {
     let framed = Some(Ipv4Addr::new(100, 64, 0, 9));
     send_accounting(
@@ -90,21 +74,7 @@ fn setup(backend: Backend) -> (FakeNas, Install) {
     install.write_config(
         "[database]\nreload_interval_secs = 1\n\n[coa]\ntimeout_ms = 300\nexpiry_check_interval_secs = 1\n\n[quota]\ndaily_reset_time = \"00:00\"\n",
     );
-    install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
-    install.ok(&[
-        "nas",
-        "add",
-        "--name",
-        "BNG-1",
-        "--ip",
-        "127.0.0.1",
-        "--secret",
-        SECRET,
-        "--type",
-        "mikrotik",
-        "--coa-port",
-        &fake.addr.port().to_string(),
-    ]);
+    install.add_key_and_nas("mikrotik", fake.addr.port());
     install.ok(&[
         "service",
         "add",
@@ -235,10 +205,7 @@ fn tiers_are_crossed_once_each_carried_at_login_and_reset_daily(backend: Backend
     );
 
     // The daily reset (pretend it last ran long ago) restores the speed.
-    sql(
-        &install,
-        "UPDATE quota_resets SET done_on = '2000-01-01' WHERE period = 'daily'",
-    );
+    install.sql("UPDATE quota_resets SET done_on = '2000-01-01' WHERE period = 'daily'");
     let got = fake.wait_for(3, Duration::from_secs(10));
     assert_eq!(got.len(), 3, "a CoA restoring the speed");
     assert_eq!(rate(&got[2]), "2000k/10000k");
@@ -338,19 +305,10 @@ fn monthly_resets_follow_the_anniversary_day_once_per_day(backend: Backend) {
         store.add_usage(&deltas).unwrap();
     };
     usage(&mut store, &["d15", "d31", "d1"]);
-    sql(
-        &install,
-        "UPDATE subscriber_usage SET anniversary_day = 15 WHERE username = 'd15'",
-    );
-    sql(
-        &install,
-        "UPDATE subscriber_usage SET anniversary_day = 31 WHERE username = 'd31'",
-    );
+    install.sql("UPDATE subscriber_usage SET anniversary_day = 15 WHERE username = 'd15'");
+    install.sql("UPDATE subscriber_usage SET anniversary_day = 31 WHERE username = 'd31'");
     // Counting began on 1 March.
-    sql(
-        &install,
-        "UPDATE subscriber_usage SET monthly_reset_on = '2026-03-01'",
-    );
+    install.sql("UPDATE subscriber_usage SET monthly_reset_on = '2026-03-01'");
     let tiered = Levels {
         daily: 0,
         monthly: 2,
@@ -388,10 +346,8 @@ fn monthly_resets_follow_the_anniversary_day_once_per_day(backend: Backend) {
 
     // 28 February is d31's anniversary in a month without a 31st.
     usage(&mut store, &["d31"]);
-    sql(
-        &install,
-        "UPDATE subscriber_usage SET monthly_reset_on = '2027-01-31' WHERE username = 'd31'",
-    );
+    install
+        .sql("UPDATE subscriber_usage SET monthly_reset_on = '2027-01-31' WHERE username = 'd31'");
     store.reset_usage(Period::Monthly, d(2027, 2, 27)).unwrap();
     assert_eq!(monthly(&mut store, "d31"), (1000, 0));
     store.reset_usage(Period::Monthly, d(2027, 2, 28)).unwrap();

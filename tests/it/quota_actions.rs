@@ -25,43 +25,13 @@ const PASSWORD: Credentials<'static> = Credentials::Pap {
     password: b"s3cret",
 };
 
-/// Runs SQL on the installation's database, the way a billing panel would.
-fn sql(install: &Install, statement: &str) {
-    if let Some(path) = install.db_url.strip_prefix("sqlite:") {
-        rusqlite::Connection::open(path)
-            .unwrap()
-            .execute_batch(statement)
-            .unwrap();
-    } else {
-        let db = install.db_url.rsplit('/').next().unwrap().to_owned();
-        crate::common::pg::shared()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .psql(&db, statement);
-    }
-}
-
 fn setup(backend: Backend, coa_port: u16) -> Install {
     let install = Install::empty_on(backend);
     install.write_config(
         "[database]\nreload_interval_secs = 1\n\n[coa]\ntimeout_ms = 300\nexpiry_check_interval_secs = 1\n\n\
          [quota]\ndaily_reset_time = \"00:00\"\n\n[portal]\naddress_list = \"over-quota\"\n",
     );
-    install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
-    install.ok(&[
-        "nas",
-        "add",
-        "--name",
-        "BNG-1",
-        "--ip",
-        "127.0.0.1",
-        "--secret",
-        SECRET,
-        "--type",
-        "mikrotik",
-        "--coa-port",
-        &coa_port.to_string(),
-    ]);
+    install.add_key_and_nas("mikrotik", coa_port);
     for (service, action) in [("T", "throttle"), ("R", "reject"), ("P", "portal")] {
         install.ok(&[
             "service",
@@ -216,10 +186,7 @@ fn each_quota_action_applies_at_the_quota_and_the_daily_reset_undoes_it(backend:
     }));
 
     // The daily reset (pretend it last ran long ago) undoes each.
-    sql(
-        &install,
-        "UPDATE quota_resets SET done_on = '2000-01-01' WHERE period = 'daily'",
-    );
+    install.sql("UPDATE quota_resets SET done_on = '2000-01-01' WHERE period = 'daily'");
     let got = fake.wait_for(5, Duration::from_secs(15));
     assert_eq!(got.len(), 5, "{got:?}");
     let got = by_user(&got[3..]);

@@ -69,9 +69,9 @@ impl Install {
         ]);
     }
 
-    /// A key, the NAS BNG-1 for 127.0.0.1 of `nas_type` taking CoA on
-    /// `coa_port`, and the 10M service with pool pppoe-pool (no subscribers).
-    pub fn provision_nas(&self, nas_type: &str, coa_port: u16) {
+    /// A key and the NAS BNG-1 for 127.0.0.1 of `nas_type` taking CoA on
+    /// `coa_port`.
+    pub fn add_key_and_nas(&self, nas_type: &str, coa_port: u16) {
         self.ok(&["keygen", "--out", self.key().to_str().unwrap()]);
         self.ok(&[
             "nas",
@@ -87,6 +87,28 @@ impl Install {
             "--coa-port",
             &coa_port.to_string(),
         ]);
+    }
+
+    /// Runs SQL on the installation's database, the way a billing panel would.
+    pub fn sql(&self, statement: &str) {
+        if let Some(path) = self.db_url.strip_prefix("sqlite:") {
+            rusqlite::Connection::open(path)
+                .unwrap()
+                .execute_batch(statement)
+                .unwrap();
+        } else {
+            let db = self.db_url.rsplit('/').next().unwrap().to_owned();
+            crate::common::pg::shared()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .psql(&db, statement);
+        }
+    }
+
+    /// [`Install::add_key_and_nas`], and the 10M service with pool
+    /// pppoe-pool (no subscribers).
+    pub fn provision_nas(&self, nas_type: &str, coa_port: u16) {
+        self.add_key_and_nas(nas_type, coa_port);
         self.ok(&[
             "service",
             "add",
