@@ -294,6 +294,10 @@ pub struct ServerConfig {
     pub duplicate_window_secs: u64,
     /// Upper bound on cached replies per shard.
     pub duplicate_cache_entries: usize,
+    /// Where the background threads (accounting writer, loader, jobs,
+    /// radius_logs workers, ...) run: "auto" = the CPUs no shard has, if
+    /// any; "shared" = among the shards; or a list like "2-3".
+    pub background_cpus: crate::server::cpus::BackgroundCpus,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -363,6 +367,7 @@ impl Default for ServerConfig {
             recv_buffer_bytes: 8 << 20,
             duplicate_window_secs: 30,
             duplicate_cache_entries: 200_000,
+            background_cpus: crate::server::cpus::BackgroundCpus::Auto,
         }
     }
 }
@@ -507,6 +512,10 @@ impl Config {
                     self.server.listen_acct = parse_addrs(&value).map_err(bad)?
                 }
                 "SHARDIUS_SERVER_SHARDS" => self.server.shards = parse_num(&value).map_err(bad)?,
+                "SHARDIUS_SERVER_BACKGROUND_CPUS" => {
+                    self.server.background_cpus =
+                        crate::server::cpus::BackgroundCpus::parse(&value).map_err(bad)?
+                }
                 "SHARDIUS_SERVER_RECV_BUFFER_BYTES" => {
                     self.server.recv_buffer_bytes = parse_num(&value).map_err(bad)?
                 }

@@ -24,6 +24,7 @@
 pub mod accounting;
 pub mod cluster;
 pub mod control;
+pub mod cpus;
 pub mod jobs;
 mod loader;
 mod logpool;

@@ -7,10 +7,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tracing::error;
+use tracing::{error, info, warn};
 
 use super::{
-    accounting, cluster, control, jobs, loader, logpool, pools, shard, ServeError, Shared,
+    accounting, cluster, control, cpus, jobs, loader, logpool, pools, shard, ServeError, Shared,
 };
 use crate::store::{LogEntry, LogSink};
 
@@ -68,6 +68,30 @@ impl Threads {
             log_rx,
             log_stats,
         } = parts;
+        // The background threads start from this one and keep its CPUs;
+        // the shards pin themselves to theirs.
+        let plan = cpus::plan(
+            &cpus::allowed(),
+            shards.len(),
+            &shared.config.server.background_cpus,
+        );
+        match &plan.background {
+            Some(bg) => match cpus::pin_current(bg) {
+                Ok(()) => info!(
+                    "shards on CPUs {}, background threads on CPUs {}",
+                    cpus::format_list(&plan.shards),
+                    cpus::format_list(bg)
+                ),
+                Err(e) => warn!(
+                    "server.background_cpus: cannot pin to {}: {e}; background threads share the shards' CPUs",
+                    cpus::format_list(bg)
+                ),
+            },
+            None => info!(
+                "shards on CPUs {}; background threads share them (no spare CPU: server.background_cpus)",
+                cpus::format_list(&plan.shards)
+            ),
+        }
         let writer = thread("acct-writer", Box::new(move || writer.run()))?;
         // Before the shards: their first pooled login queues a claim.
         let pools = thread("pools", Box::new(move || pools.run()))?;
@@ -80,14 +104,13 @@ impl Threads {
             })?;
         let count = shards.len();
         let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let shards = shards
             .into_iter()
             .enumerate()
             .map(|(i, sockets)| {
                 shard::spawn(
                     i,
-                    Some(i % cores),
+                    Some(plan.shards[i]),
                     sockets,
                     shared.clone(),
                     started_tx.clone(),

@@ -531,3 +531,84 @@ on_both_backends!(
     accepts_rejects_and_accounting_are_written_to_radius_logs,
     a_full_log_queue_drops_and_counts_without_slowing_authentication,
 );
+
+/// The CPUs each of the server's threads may run on, by thread name.
+fn thread_cpus(pid: u32) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let dir = task.path();
+        let (Ok(comm), Ok(status)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("status")),
+        ) else {
+            continue;
+        };
+        if let Some(list) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        {
+            out.insert(comm.trim().to_owned(), list.trim().to_owned());
+        }
+    }
+    out
+}
+
+/// With a CPU to spare, one shard has its own and the background threads
+/// the rest (`server.background_cpus = "auto"`); "shared" leaves them
+/// where the kernel puts them.
+#[test]
+fn background_threads_keep_off_the_shards_cpu_when_one_is_spare() {
+    let allowed = shardius::server::cpus::allowed();
+    let install = Install::new();
+    let mut server = install.serve(1);
+    let line = server.wait_for_log("shards on CPUs", Duration::from_secs(10));
+    let threads = thread_cpus(server.pid());
+    let fmt = shardius::server::cpus::format_list;
+    // glommio names the executor's thread "shard-0-<executor id>".
+    let shard = threads
+        .iter()
+        .find(|(name, _)| name.starts_with("shard-0"))
+        .map(|(_, cpus)| cpus.clone());
+    assert_eq!(shard, Some(allowed[0].to_string()), "{threads:?}");
+    if allowed.len() > 1 {
+        let rest = fmt(&allowed[1..]);
+        assert!(
+            line.contains(&format!("background threads on CPUs {rest}")),
+            "{line}"
+        );
+        for name in [
+            "acct-writer",
+            "jobs",
+            "loader",
+            "usage",
+            "cluster",
+            "radius-log-0",
+        ] {
+            assert_eq!(threads[name], rest, "{name}: {threads:?}");
+        }
+    } else {
+        assert!(line.contains("share them"), "{line}");
+    }
+    drop(server);
+
+    let mut server = install.serve_with_env(
+        &["--shards", "1"],
+        &[("SHARDIUS_SERVER_BACKGROUND_CPUS", "shared")],
+    );
+    server.wait_for_log("share them", Duration::from_secs(10));
+    let threads = thread_cpus(server.pid());
+    assert_eq!(threads["acct-writer"], fmt(&allowed), "{threads:?}");
+    drop(server);
+
+    // A bad setting is a clear error.
+    let out = install
+        .command(&["check-config"])
+        .env("SHARDIUS_SERVER_BACKGROUND_CPUS", "7-2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SHARDIUS_SERVER_BACKGROUND_CPUS"));
+}
