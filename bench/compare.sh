@@ -5,7 +5,9 @@
 # and the ratio shardius/FreeRADIUS; JSON and SVG plots go to results/.
 # FreeRADIUS runs from a copy of its config in a temp dir (never /etc).
 # At the end, bench/compare-pools.sh: server-side address pools against
-# FreeRADIUS's rlm_sqlippool, both on PostgreSQL (POOLS=0 skips it).
+# FreeRADIUS's rlm_sqlippool, both on PostgreSQL (POOLS=0 skips it), and
+# bench/embedded-load.sh: the embedded store under the seed's load, each
+# figure beside its target (EMBEDDED=0 skips it; EMBEDDED_DURATION=300).
 #   bench/compare.sh            # ROUNDS=3 SUBSCRIBERS=30000 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -185,4 +187,9 @@ PY
 if [ "${POOLS:-1}" = 1 ]; then
     echo
     ROUNDS=$rounds SUBSCRIBERS=$subs bench/compare-pools.sh
+fi
+
+if [ "${EMBEDDED:-1}" = 1 ]; then
+    echo
+    DURATION=${EMBEDDED_DURATION:-300} bench/embedded-load.sh
 fi
