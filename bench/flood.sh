@@ -13,30 +13,8 @@ cd "$(dirname "$0")/.."
 sources=${SOURCES:-100000}
 rate=${RATE:-1000}
 secs=${SECONDS_:-10}
-cargo build --release -q -p shardius -p loadgen
-bin=${SHARDIUS:-$PWD/target/release/shardius}
-work=$(mktemp -d /tmp/shardius-flood.XXXXXX)
-server=""
-cleanup() {
-    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-s() { "$bin" --database-url "sqlite:$work/db" --key-file "$work/key" "$@"; }
-s keygen --out "$work/key" >/dev/null
-s nas add --name bench --ip 127.0.0.1 --secret testing123 --type mikrotik >/dev/null
-s service add --name bench --download 10M --upload 2M >/dev/null
-python3 -c "
-print('username,password,service')
-for n in range(1, 1001): print(f'user{n},pass{n},bench')" > "$work/subs.csv"
-s subscriber import "$work/subs.csv" >/dev/null
-(cd "$work" && exec taskset -c 0 "$bin" --database-url "sqlite:$work/db" --key-file "$work/key" \
-    serve --shards 1 --listen-auth 127.0.0.1:0 --listen-acct 127.0.0.1:0 --listen-http 127.0.0.1:0 2>"$work/serve.log" >/dev/null) &
-server=$!
-until grep -q "listening auth=" "$work/serve.log"; do sleep 0.1; done
-auth=$(grep -o "auth=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d: -f2)
-http=$(grep -o "http=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d= -f2)
-metric() { curl -s "http://$http/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+. bench/lib.sh
+embedded_server flood 1000 0
 rcvbuf_errors() { awk '/^Udp:/ { if (h) { print $6; exit } h=1 }' /proc/net/snmp; }
 
 echo "# bench/flood.sh $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(uname -r), $bin"
