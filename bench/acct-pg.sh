@@ -5,6 +5,7 @@
 # sessions with K in flight, every Accounting-Response verified.
 # Usage: bench/acct-pg.sh [REQUESTS] [INFLIGHT]   (defaults 300000, 128)
 #   SYNC=off bench/acct-pg.sh ...   the cluster with synchronous_commit=off
+#   SHARDIUS=/path/to/other/shardius bench/acct-pg.sh ...   another build
 #   QUOTA=1 bench/acct-pg.sh ...    the 30,000 users are subscribers of a service
 #                                   with FUP tiers (thresholds never reached), so
 #                                   every interim also goes through quota bookkeeping
@@ -15,6 +16,7 @@ inflight=${2:-128}
 sync=${SYNC:-on}
 quota=${QUOTA:-0}
 cargo build --release -q -p shardius -p loadgen
+shardius=${SHARDIUS:-$PWD/target/release/shardius}
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
 work=$(mktemp -d /tmp/shardius-acct.XXXXXX)
 as_pg=()
@@ -31,10 +33,10 @@ trap cleanup EXIT
 "${as_pg[@]}" "$bin/pg_ctl" -D "$work/data" -o "-p $port -c listen_addresses=127.0.0.1 -c synchronous_commit=$sync -k $work" -l "$work/pg.log" -w start >/dev/null
 "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE radius"
 url="postgres://postgres@127.0.0.1:$port/radius"
-./target/release/shardius --database-url "$url" --key-file "$work/key" keygen --out "$work/key" >/dev/null
-./target/release/shardius --database-url "$url" --key-file "$work/key" nas add --name bench --ip 127.0.0.1 --secret testing123 >/dev/null
+"$shardius" --database-url "$url" --key-file "$work/key" keygen --out "$work/key" >/dev/null
+"$shardius" --database-url "$url" --key-file "$work/key" nas add --name bench --ip 127.0.0.1 --secret testing123 >/dev/null
 if [ "$quota" = 1 ]; then
-    s() { ./target/release/shardius --database-url "$url" --key-file "$work/key" "$@" >/dev/null; }
+    s() { "$shardius" --database-url "$url" --key-file "$work/key" "$@" >/dev/null; }
     s service add --name bench --download 10M --upload 2M
     s service tier --service bench --period daily --level 1 --threshold 1T --download 5M --upload 1M
     s service tier --service bench --period monthly --level 1 --threshold 9T --download 2M --upload 1M
@@ -43,7 +45,7 @@ if [ "$quota" = 1 ]; then
          SELECT 'user' || g, '\\x00'::bytea, (SELECT id FROM services WHERE name = 'bench')
          FROM generate_series(1, 30000) g"
 fi
-(cd "$work" && exec taskset -c 0 "$OLDPWD/target/release/shardius" --database-url "$url" --key-file "$work/key" \
+(cd "$work" && exec taskset -c 0 "$shardius" --database-url "$url" --key-file "$work/key" \
     serve --shards 1 --listen-auth 127.0.0.1:0 --listen-acct 127.0.0.1:0 --listen-http 127.0.0.1:0 2>"$work/serve.log" >/dev/null) &
 server=$!
 until grep -q "listening auth=" "$work/serve.log"; do sleep 0.1; done

@@ -233,10 +233,10 @@ fn migrate_is_idempotent_and_reports_the_version(backend: Backend) {
     let i = Install::empty_on(backend);
     assert!(i
         .ok(&["migrate"])
-        .contains("schema version 15 (15 migration(s) applied)"));
+        .contains("schema version 16 (16 migration(s) applied)"));
     assert!(i
         .ok(&["migrate"])
-        .contains("schema version 15 (0 migration(s) applied)"));
+        .contains("schema version 16 (0 migration(s) applied)"));
 }
 
 fn keygen_never_overwrites(backend: Backend) {

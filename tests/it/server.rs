@@ -565,7 +565,21 @@ fn background_threads_keep_off_the_shards_cpu_when_one_is_spare() {
     let install = Install::new();
     let mut server = install.serve(1);
     let line = server.wait_for_log("shards on CPUs", Duration::from_secs(10));
-    let threads = thread_cpus(server.pid());
+    // Every thread is up (the radius_logs workers start last).
+    let names = [
+        "acct-writer",
+        "jobs",
+        "loader",
+        "usage",
+        "cluster",
+        "radius-log-0",
+    ];
+    let mut threads = thread_cpus(server.pid());
+    let up = crate::common::pg::eventually(Duration::from_secs(10), || {
+        threads = thread_cpus(server.pid());
+        names.iter().all(|n| threads.contains_key(*n))
+    });
+    assert!(up, "{threads:?}");
     let fmt = shardius::server::cpus::format_list;
     // glommio names the executor's thread "shard-0-<executor id>".
     let shard = threads
@@ -579,14 +593,7 @@ fn background_threads_keep_off_the_shards_cpu_when_one_is_spare() {
             line.contains(&format!("background threads on CPUs {rest}")),
             "{line}"
         );
-        for name in [
-            "acct-writer",
-            "jobs",
-            "loader",
-            "usage",
-            "cluster",
-            "radius-log-0",
-        ] {
+        for name in names {
             assert_eq!(threads[name], rest, "{name}: {threads:?}");
         }
     } else {
@@ -600,7 +607,11 @@ fn background_threads_keep_off_the_shards_cpu_when_one_is_spare() {
     );
     server.wait_for_log("share them", Duration::from_secs(10));
     let threads = thread_cpus(server.pid());
-    assert_eq!(threads["acct-writer"], fmt(&allowed), "{threads:?}");
+    assert_eq!(
+        threads.get("acct-writer"),
+        Some(&fmt(&allowed)),
+        "{threads:?}"
+    );
     drop(server);
 
     // A bad setting is a clear error.

@@ -87,6 +87,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         15,
         include_str!("../migrations/postgres/0015_bandwidth_rules.sql"),
     ),
+    (
+        16,
+        include_str!("../migrations/postgres/0016_radacct_hot_updates.sql"),
+    ),
 ];
 
 const CHANNEL: &str = "shardius_changes";

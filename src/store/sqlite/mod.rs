@@ -66,6 +66,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         15,
         include_str!("../migrations/sqlite/0015_bandwidth_rules.sql"),
     ),
+    (
+        16,
+        include_str!("../migrations/sqlite/0016_radacct_hot_updates.sql"),
+    ),
 ];
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
@@ -370,7 +374,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(s.migrate().unwrap(), 15);
+        assert_eq!(s.migrate().unwrap(), 16);
         (dir, s)
     }
 
@@ -402,7 +406,7 @@ mod tests {
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);
-        assert_eq!(s.schema_version().unwrap(), 15);
+        assert_eq!(s.schema_version().unwrap(), 16);
     }
 
     #[test]
