@@ -7,7 +7,8 @@
 # At the end, bench/compare-pools.sh: server-side address pools against
 # FreeRADIUS's rlm_sqlippool, both on PostgreSQL (POOLS=0 skips it), and
 # bench/embedded-load.sh: the embedded store under the seed's load, each
-# figure beside its target (EMBEDDED=0 skips it; EMBEDDED_DURATION=300).
+# figure beside its target (EMBEDDED=0 skips it; EMBEDDED_DURATION=300),
+# and bench/acct-pg.sh with and without quota (ACCT=0 skips it).
 #   bench/compare.sh            # ROUNDS=3 SUBSCRIBERS=30000 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -180,6 +181,20 @@ if floor:
     f99 = statistics.median(x["p99 ms"] for x in floor)
     s99 = statistics.median(x["p99 ms"] for x in load("fixed-rate-pap", "shardius"))
     print(f"{'fixed-rate-pap':<16} {'floor p99':<9} {f99:12.3f}   do-nothing responder; shardius p99 / floor = {s99 / f99:.2f}")
+# The performance issue's aims, each figure beside its target.
+def med(name, server, m):
+    rows = load(name, server)
+    return statistics.median(x[m] for x in rows) if rows else float("nan")
+aims = [
+    ("aim 1: PAP max, x FreeRADIUS", med("max-pap", "shardius", "auth/s") / med("max-pap", "freeradius", "auth/s"), ">= 5"),
+    ("aim 1: MS-CHAPv2 max, x FreeRADIUS", med("max-mschapv2", "shardius", "auth/s") / med("max-mschapv2", "freeradius", "auth/s"), ">= 3.5"),
+    ("aim 2: p99 at half FR max, x FreeRADIUS's", med("fixed-rate-pap", "shardius", "p99 ms") / med("fixed-rate-pap", "freeradius", "p99 ms"), "<= 1"),
+]
+if floor:
+    aims.append(("aim 2: the same p99, x do-nothing responder", s99 / f99, "<= 1.5"))
+print("\naims (aim 3: bench/embedded-load.sh below; aim 4: bench/acct-pg.sh)")
+for what, value, target in aims:
+    print(f"  {what:<44} {value:8.2f}   target {target}")
 print(f"\nJSON and SVG per run: {out}/")
 PY
 
@@ -192,4 +207,14 @@ fi
 if [ "${EMBEDDED:-1}" = 1 ]; then
     echo
     DURATION=${EMBEDDED_DURATION:-300} bench/embedded-load.sh
+fi
+
+# Aim 4 of the performance issue: accounting into PostgreSQL.
+if [ "${ACCT:-1}" = 1 ]; then
+    echo
+    echo "aim 4: Interim-Updates into PostgreSQL, 256 in flight (target >= 20,000/s at p99 < 25 ms, with and without quota bookkeeping)"
+    for q in 0 1; do
+        QUOTA=$q bench/acct-pg.sh 200000 256 2>&1 \
+            | awk -v q="$q" '$1 == "acct-interim" { printf "  QUOTA=%s: %s/s, p99 %s ms\n", q, $3, $11 }'
+    done
 fi

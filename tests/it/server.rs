@@ -606,12 +606,13 @@ fn background_threads_keep_off_the_shards_cpu_when_one_is_spare() {
         &[("SHARDIUS_SERVER_BACKGROUND_CPUS", "shared")],
     );
     server.wait_for_log("share them", Duration::from_secs(10));
-    let threads = thread_cpus(server.pid());
-    assert_eq!(
-        threads.get("acct-writer"),
-        Some(&fmt(&allowed)),
-        "{threads:?}"
-    );
+    let mut threads = thread_cpus(server.pid());
+    let up = crate::common::pg::eventually(Duration::from_secs(10), || {
+        threads = thread_cpus(server.pid());
+        threads.contains_key("acct-writer")
+    });
+    assert!(up, "{threads:?}");
+    assert_eq!(threads["acct-writer"], fmt(&allowed), "{threads:?}");
     drop(server);
 
     // A bad setting is a clear error.
