@@ -378,6 +378,15 @@ impl QuotaArgs {
     }
 }
 
+/// A quota the server can enforce (`throttle` needs a speed): the
+/// server's own check (`policy::fup::Quota::of`).
+fn check_quota(service: &ServiceRecord) -> anyhow::Result<()> {
+    match crate::policy::fup::Quota::of(&crate::policy::Service::from_record(service)) {
+        Ok(_) => Ok(()),
+        Err(_) => bail!("a throttle quota needs --quota-download and --quota-upload"),
+    }
+}
+
 fn parse_quota_bytes(s: &str) -> Result<u64, String> {
     match s.trim() {
         "0" => Ok(0),
@@ -658,9 +667,9 @@ pub fn rule(store: &mut dyn Store, cmd: RuleCommand) -> anyhow::Result<()> {
                     r.upload_percent,
                     r.priority,
                     if r.services.is_empty() {
-                        "all"
+                        "all".into()
                     } else {
-                        &r.services
+                        crate::text::printable(&r.services)
                     }
                 );
             }
@@ -697,10 +706,20 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
             {
                 bail!("nothing to set: --pool, --no-pool, --max-sessions, --over-limit, --on-expired, --on-disabled or a --*quota* option");
             }
+            // Everything is checked before anything is written.
+            let pools_field = if pools {
+                Some(pools_field(&pool)?)
+            } else {
+                None
+            };
+            if !quota.is_empty() {
+                let mut after = service_named(store, &name)?;
+                quota.settings().apply(&mut after);
+                check_quota(&after)?;
+            }
             let unknown =
                 || anyhow::anyhow!("no service named {:?}", crate::text::printable(&name));
-            if pools {
-                let field = pools_field(&pool)?;
+            if let Some(field) = pools_field {
                 if !store.set_service_pools(&name, field.as_deref())? {
                     return Err(unknown());
                 }
@@ -734,26 +753,7 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                 );
             }
             if !quota.is_empty() {
-                // Checked against what the service will have: a throttle
-                // needs a speed.
-                let before = service_named(store, &name)?;
-                let q = quota.settings();
-                let action = q.action.unwrap_or(before.quota_action);
-                let has_quota = q
-                    .daily_bytes
-                    .unwrap_or(before.daily_quota_bytes.unwrap_or(0).max(0) as u64)
-                    > 0
-                    || q.monthly_bytes
-                        .unwrap_or(before.monthly_quota_bytes.unwrap_or(0).max(0) as u64)
-                        > 0;
-                let speed = (
-                    q.download_kbps.unwrap_or(before.quota_download_kbps),
-                    q.upload_kbps.unwrap_or(before.quota_upload_kbps),
-                );
-                if has_quota && action == QuotaAction::Throttle && (speed.0 == 0 || speed.1 == 0) {
-                    bail!("a throttle quota needs --quota-download and --quota-upload");
-                }
-                if !store.set_service_quota(&name, &q)? {
+                if !store.set_service_quota(&name, &quota.settings())? {
                     return Err(unknown());
                 }
                 let s = service_named(store, &name)?;
@@ -801,38 +801,19 @@ pub fn service(store: &mut dyn Store, cmd: ServiceCommand) -> anyhow::Result<()>
                 }),
                 _ => None,
             };
-            let record = ServiceRecord {
-                id: 0,
-                name,
-                download_kbps: download,
-                upload_kbps: upload,
-                burst,
+            let mut record = ServiceRecord {
                 pool_name: pools_field(&pool)?,
                 filter_id,
                 idle_timeout,
-                daily_quota_bytes: quota
-                    .daily_quota
-                    .filter(|b| *b > 0)
-                    .map(|b| b.min(i64::MAX as u64) as i64),
-                monthly_quota_bytes: quota
-                    .monthly_quota
-                    .filter(|b| *b > 0)
-                    .map(|b| b.min(i64::MAX as u64) as i64),
-                reply_attributes: String::new(),
+                burst,
                 max_sessions,
                 over_limit,
                 on_expired,
                 on_disabled,
-                quota_action: quota.quota_action.unwrap_or_default(),
-                quota_download_kbps: quota.quota_download.unwrap_or(0),
-                quota_upload_kbps: quota.quota_upload.unwrap_or(0),
+                ..ServiceRecord::with_speeds(0, &name, download, upload)
             };
-            if (record.daily_quota_bytes.is_some() || record.monthly_quota_bytes.is_some())
-                && record.quota_action == QuotaAction::Throttle
-                && (record.quota_download_kbps == 0 || record.quota_upload_kbps == 0)
-            {
-                bail!("a throttle quota needs --quota-download and --quota-upload");
-            }
+            quota.settings().apply(&mut record);
+            check_quota(&record)?;
             store.add_service(&record)?;
             println!(
                 "added service {} (Mikrotik-Rate-Limit {})",

@@ -238,6 +238,29 @@ pub struct QuotaSettings {
     pub upload_kbps: Option<u32>,
 }
 
+impl QuotaSettings {
+    /// What `service` has after this change (as `Admin::set_service_quota`
+    /// stores it).
+    pub fn apply(&self, service: &mut ServiceRecord) {
+        let bytes = |b: u64| (b > 0).then(|| b.min(i64::MAX as u64) as i64);
+        if let Some(b) = self.daily_bytes {
+            service.daily_quota_bytes = bytes(b);
+        }
+        if let Some(b) = self.monthly_bytes {
+            service.monthly_quota_bytes = bytes(b);
+        }
+        if let Some(a) = self.action {
+            service.quota_action = a;
+        }
+        if let Some(k) = self.download_kbps {
+            service.quota_download_kbps = k;
+        }
+        if let Some(k) = self.upload_kbps {
+            service.quota_upload_kbps = k;
+        }
+    }
+}
+
 /// What a subscriber who reached their service's byte quota gets (README
 /// "Quota and fair usage").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

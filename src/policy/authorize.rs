@@ -302,6 +302,16 @@ struct PoolAddresses<'s> {
     router_pool: Option<&'s str>,
 }
 
+impl PoolAddresses<'_> {
+    /// The IPv4 address of the service's IPv4 pool, if it gave one.
+    fn ipv4_addr(&self) -> Option<std::net::Ipv4Addr> {
+        self.ipv4.and_then(|a| match a.ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+    }
+}
+
 fn decide<'s>(
     ctx: &AuthContext<'s>,
     packet: &Packet<'_>,
@@ -337,16 +347,7 @@ fn decide<'s>(
     plain.zeroize();
     let mschap = verified?;
     let service = ctx.snapshot.service(subscriber.service_id);
-    let lapsed = if !subscriber.is_active {
-        Some(RejectReason::Disabled)
-    } else if subscriber
-        .expiry_date
-        .is_some_and(|last_day| ctx.now_local.date() > last_day)
-    {
-        Some(RejectReason::Expired)
-    } else {
-        None
-    };
+    let lapsed = subscriber.lapsed(ctx.now_local.date());
     // A lapsed subscriber is rejected, or, if the service says so,
     // accepted into the walled garden; so is one at a byte quota that
     // rejects or captures (a throttle is the quota tier's speed).
@@ -516,13 +517,9 @@ fn write_accept(
             _ => {}
         }
     }
-    let pooled_v4 = accepted.addresses.ipv4.and_then(|a| match a.ip {
-        IpAddr::V4(v4) => Some(v4),
-        IpAddr::V6(_) => None,
-    });
     let framed_ip = subscriber
         .static_ip
-        .or(pooled_v4)
+        .or(accepted.addresses.ipv4_addr())
         .filter(|_| !overridden(0, attr::FRAMED_IP_ADDRESS));
     if let Some(ip) = framed_ip {
         w.attr_ipv4(attr::FRAMED_IP_ADDRESS, ip)?;
@@ -551,7 +548,10 @@ fn write_accept(
         }
     }
     if !overridden(0, attr::CLASS) {
-        w.attr(attr::CLASS, &class_cookie(subscriber.id, ctx.entropy))?;
+        w.attr(
+            attr::CLASS,
+            &class_cookie(b"SHD1", subscriber.id, ctx.entropy),
+        )?;
     }
     for a in extra {
         if a.vendor == 0 {
@@ -626,15 +626,11 @@ fn write_captive_accept(
             w.vendor_attr(*v, *ty, value)?;
         }
     }
-    let pooled_v4 = accepted.addresses.ipv4.and_then(|a| match a.ip {
-        IpAddr::V4(v4) => Some(v4),
-        IpAddr::V6(_) => None,
-    });
     let static_ip = accepted
         .subscriber
         .static_ip
         .filter(|_| portal.pool.is_none());
-    if let Some(ip) = pooled_v4.or(static_ip) {
+    if let Some(ip) = accepted.addresses.ipv4_addr().or(static_ip) {
         w.attr_ipv4(attr::FRAMED_IP_ADDRESS, ip)?;
     } else if let Some(pool) = accepted.addresses.router_pool {
         w.attr(attr::FRAMED_POOL, pool.as_bytes())?;
@@ -647,8 +643,7 @@ fn write_captive_accept(
     if let Some(secs) = portal.session_timeout {
         w.attr_u32(attr::SESSION_TIMEOUT, secs)?;
     }
-    let mut class = class_cookie(accepted.subscriber.id, ctx.entropy);
-    class[..4].copy_from_slice(CAPTIVE_CLASS_PREFIX);
+    let class = class_cookie(CAPTIVE_CLASS_PREFIX, accepted.subscriber.id, ctx.entropy);
     w.attr(attr::CLASS, &class)
 }
 
@@ -663,10 +658,11 @@ fn seconds_until_end_of(last_day: NaiveDate, now: NaiveDateTime) -> u32 {
 }
 
 /// Class: an opaque cookie the NAS echoes in accounting (RFC 2865 §5.25):
-/// "SHD1", the subscriber id and 32 bits of per-request entropy.
-fn class_cookie(subscriber_id: i64, entropy: u64) -> [u8; 16] {
+/// `prefix` ("SHD1", or "SHDP" for a captive login), the subscriber id and
+/// 32 bits of per-request entropy.
+fn class_cookie(prefix: &[u8; 4], subscriber_id: i64, entropy: u64) -> [u8; 16] {
     let mut c = [0u8; 16];
-    c[..4].copy_from_slice(b"SHD1");
+    c[..4].copy_from_slice(prefix);
     c[4..12].copy_from_slice(&subscriber_id.to_be_bytes());
     c[12..].copy_from_slice(&(entropy as u32).to_be_bytes());
     c

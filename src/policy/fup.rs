@@ -148,6 +148,13 @@ impl ServiceFup {
             .unwrap_or(0)
     }
 
+    /// Whether `levels` are at a quota that rejects or captures: the
+    /// expiry sweep's to act on, not a speed.
+    pub fn quota_is_not_a_speed(&self, levels: Levels) -> bool {
+        self.over_quota(levels)
+            .is_some_and(|a| a != QuotaAction::Throttle)
+    }
+
     /// What reaching the quota does, when `levels` are at one.
     pub fn over_quota(&self, levels: Levels) -> Option<QuotaAction> {
         let q = self.quota.as_ref()?;
@@ -323,11 +330,7 @@ pub fn speed_change(
     after: Levels,
     rule: Option<&super::rules::Rule>,
 ) -> Option<SpeedChange> {
-    let not_a_speed = |levels| {
-        fup.over_quota(levels)
-            .is_some_and(|a| a != QuotaAction::Throttle)
-    };
-    if not_a_speed(before) || not_a_speed(after) {
+    if fup.quota_is_not_a_speed(before) || fup.quota_is_not_a_speed(after) {
         return None;
     }
     let (old, new) = (fup.effective(before), fup.effective(after));

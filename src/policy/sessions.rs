@@ -35,7 +35,8 @@ pub struct Limit {
 }
 
 /// Which login a reservation is for: the NAS it speaks for and the
-/// subscriber's Calling-Station-Id (empty when the NAS sent none).
+/// subscriber's Calling-Station-Id as the NAS sent it (empty when it sent
+/// none); the table keeps it in stored form, as radacct has it.
 #[derive(Clone, Copy, Debug)]
 pub struct LoginId<'a> {
     pub nas: IpAddr,
@@ -220,12 +221,16 @@ impl SessionTable {
         };
         entry.expire(now);
         let until = now + self.pending_for;
+        // Compared with the sessions' stations in the form radacct keeps
+        // (a byte that is not text is escaped there).
+        let station = crate::text::stored(login.station);
+        let station = station.as_bytes();
         // The same router again: its own reservation is renewed, it is not
         // a second login (a retransmission or a retry after a lost Accept).
         if let Some(r) = entry
             .reserved
             .iter_mut()
-            .find(|r| r.nas == login.nas && *r.station == *login.station)
+            .find(|r| r.nas == login.nas && *r.station == *station)
         {
             r.until = until;
             return Admission::Admitted;
@@ -236,7 +241,7 @@ impl SessionTable {
         let reserve = |entry: &mut UserSessions| {
             entry.reserved.push(Reservation {
                 nas: login.nas,
-                station: login.station.into(),
+                station: station.into(),
                 until,
             })
         };
@@ -407,6 +412,7 @@ impl SessionTable {
     }
 
     /// How many open sessions and live reservations `user` has.
+    #[cfg(test)]
     pub fn count(&self, user: &[u8], now: Instant) -> (usize, usize) {
         self.users.get(user).map_or((0, 0), |u| {
             (
@@ -695,6 +701,32 @@ mod tests {
         );
         assert_eq!(t.count(b"alice", now), (1, 0));
         assert_eq!(t.count(b"bob", now), (1, 1));
+    }
+
+    #[test]
+    fn a_station_that_is_not_text_matches_its_session_in_stored_form() {
+        let mut t = table();
+        let now = Instant::now();
+        let raw: &[u8] = b"AA:BB\0\xff";
+        let station = LoginId {
+            nas: NAS,
+            station: raw,
+        };
+        assert_eq!(
+            t.admit(b"alice", ONE_REJECT, station, now),
+            Admission::Admitted
+        );
+        // The same router again: its own reservation, not a second login.
+        assert_eq!(
+            t.admit(b"alice", ONE_REJECT, station, now),
+            Admission::Admitted
+        );
+        // Its Start, read back from radacct by a sync (stored form), ends
+        // that reservation: one open session, none reserved.
+        let stored = crate::text::stored(raw).into_owned();
+        t.begin_sync();
+        t.finish_sync(vec![row("alice", "a1", &stored, 1)], now);
+        assert_eq!(t.count(b"alice", now), (1, 0));
     }
 
     #[test]

@@ -303,6 +303,18 @@ impl Subscriber {
 
     /// The session limit of this subscriber on `service`: its own, else
     /// the service's; None when there is none (README "Simultaneous use").
+    /// Why the subscriber may not have its service on local day `today`:
+    /// disabled, or past its last valid day (`expiry_date`).
+    pub fn lapsed(&self, today: NaiveDate) -> Option<super::RejectReason> {
+        if !self.is_active {
+            Some(super::RejectReason::Disabled)
+        } else if self.expiry_date.is_some_and(|last_day| today > last_day) {
+            Some(super::RejectReason::Expired)
+        } else {
+            None
+        }
+    }
+
     pub fn session_limit(&self, service: Option<&Service>) -> Option<super::sessions::Limit> {
         let over = service.map_or(OverLimit::Reject, |s| s.over_limit);
         let max = self.max_sessions.or(service.map(|s| s.max_sessions))?;

@@ -69,14 +69,11 @@ impl Loader {
         self.snapshot.clone()
     }
 
-    /// Open sessions in the store, for the metrics.
-    /// Reads every open `radacct` row into the node's session view when
-    /// some subscriber has a session limit (or `force`). Logged, not
-    /// returned: the view keeps what it had, and the writer's updates.
-    pub fn sync_sessions(&mut self, shared: &Shared, force: bool) -> bool {
-        if !force && !self.snapshot.has_session_limits() {
-            return false;
-        }
+    /// Reads every open `radacct` row into the node's session view (the
+    /// caller knows some subscriber has a session limit). An error is
+    /// logged, not returned: the view keeps what it had, and the writer's
+    /// updates.
+    pub fn sync_sessions(&mut self, shared: &Shared) -> bool {
         let store = &mut self.store;
         match shared.sessions.sync(|| store.open_sessions()) {
             Ok(()) => true,
@@ -87,6 +84,7 @@ impl Loader {
         }
     }
 
+    /// Open sessions in the store, for the metrics.
     pub fn open_session_count(&mut self) -> Result<u64> {
         self.store.open_session_count()
     }
@@ -254,7 +252,7 @@ pub fn spawn(
             while !shared.shutdown.load(Ordering::Relaxed) {
                 if limits && Instant::now() >= next_sync {
                     next_sync = Instant::now() + sync_every;
-                    loader.sync_sessions(&shared, true);
+                    loader.sync_sessions(&shared);
                 }
                 // Wake on a change notification (PostgreSQL), on the poll
                 // interval (every backend), or to check for shutdown.
@@ -285,10 +283,16 @@ pub fn spawn(
                             }
                             let had_limits =
                                 std::mem::replace(&mut limits, snapshot.has_session_limits());
+                            if limits != had_limits {
+                                shared.sessions.set_active(limits);
+                            }
                             if limits && !had_limits {
                                 // A limit was just set: learn the open
-                                // sessions before the next login counts.
-                                next_sync = Instant::now();
+                                // sessions before a login can count them
+                                // (the snapshot with the limit is not out
+                                // yet).
+                                loader.sync_sessions(&shared);
+                                next_sync = Instant::now() + sync_every;
                             }
                             shared.snapshot.store(snapshot);
                         }

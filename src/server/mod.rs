@@ -179,6 +179,7 @@ pub fn serve(
     let pools_store: Box<dyn PoolStore> = open_store()?;
     let log_stores = logpool::open_stores(&config, open_store)?;
     let first = loader.snapshot();
+    let first_has_limits = first.has_session_limits();
     loader::log_first(&first, started);
     let static_ip_conflicts = loader::check_static_ips(&first);
     let shard_count = config.shard_count();
@@ -260,9 +261,13 @@ pub fn serve(
         jobs: jobs_tx.clone(),
     };
     pools.load_first()?;
-    // Before the first login: a restarted node knows the open sessions.
+    // Before the first login: a restarted node knows the open sessions
+    // (when any subscriber has a limit; else when the first one is set).
     let mut loader = loader;
-    loader.sync_sessions(&shared, true);
+    if first_has_limits {
+        shared.sessions.set_active(true);
+        loader.sync_sessions(&shared);
+    }
     let cluster = cluster::ClusterThread {
         store: cluster_store,
         shared: shared.clone(),

@@ -4,7 +4,7 @@
 //! shards (a login of a subscriber with a limit: one hash lookup under the
 //! lock). `replace`'s Disconnects go to the jobs thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,9 @@ const CUT_FOR: Duration = Duration::from_secs(60);
 
 pub struct LiveSessions {
     table: Mutex<SessionTable>,
+    /// Whether any subscriber has a limit (the loader sets it): only then
+    /// does the writer keep the table up to date.
+    active: AtomicBool,
     jobs: Sender<Job>,
     /// Disconnects `replace` asked for (`shardius_sessions_replaced_total`).
     pub replaced: AtomicU64,
@@ -40,6 +43,7 @@ impl LiveSessions {
                 Duration::from_secs(config.reservation_secs),
                 CUT_FOR,
             )),
+            active: AtomicBool::new(false),
             jobs,
             replaced: AtomicU64::new(0),
             replace_unsent: AtomicU64::new(0),
@@ -54,10 +58,22 @@ impl LiveSessions {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The writer made these rows durable (after the Accounting-Responses
-    /// are sent: never delays an acknowledgement).
+    /// Limits exist (`true`) or not. Set before the sync that makes the
+    /// table current: a batch the writer skips was committed before that
+    /// sync reads radacct, so the sync has it.
+    pub fn set_active(&self, active: bool) {
+        self.active.store(active, Ordering::Release);
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// The writer made these rows durable (before it sends their
+    /// Accounting-Responses: a login right after a Stop's answer finds the
+    /// session closed). Nothing to do while no subscriber has a limit.
     pub fn committed(&self, rows: &[AcctEvent]) {
-        if rows.is_empty() {
+        if rows.is_empty() || !self.is_active() {
             return;
         }
         self.lock().apply(rows);

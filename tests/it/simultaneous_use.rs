@@ -23,6 +23,8 @@ use shardius::proto::{Code, Secret};
 
 on_both_backends!(
     a_second_router_is_rejected_while_the_first_session_is_open,
+    the_sync_leaves_out_radacct_rows_it_cannot_count,
+    a_limit_set_while_serving_counts_the_sessions_already_open,
     replace_disconnects_the_oldest_session_at_its_nas,
     double_logins_fired_at_once_over_two_shards_pass_once,
 );
@@ -386,4 +388,53 @@ fn two_nodes_count_each_others_sessions_after_a_sync() {
             "{user}: {n} accepts; at most one per node"
         );
     }
+}
+
+/// Rows a billing panel or another server wrote without a username, or
+/// with an address that is not one, are left out of the sync (before, a
+/// NULL username made the PostgreSQL read panic in the loader thread).
+fn the_sync_leaves_out_radacct_rows_it_cannot_count(backend: Backend) {
+    let install = install(backend, 1700);
+    install.sql(
+        "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress)
+         VALUES ('a', 'u1', 'alice', '10.0.0.1'), ('b', 'u2', NULL, '10.0.0.1'),
+                ('c', 'u3', '', '10.0.0.1')",
+    );
+    let mut store =
+        shardius::store::open(&shardius::store::DatabaseUrl::parse(&install.db_url).unwrap())
+            .unwrap();
+    let rows = store.open_sessions().unwrap();
+    let users: Vec<&str> = rows.iter().map(|r| r.username.as_str()).collect();
+    assert_eq!(users, ["alice"]);
+}
+
+/// Without limits nothing is kept up to date; the first limit set while
+/// serving makes the node read the open sessions before the limit is
+/// applied, so a session started earlier counts.
+fn a_limit_set_while_serving_counts_the_sessions_already_open(backend: Backend) {
+    let install = install(backend, 1700);
+    let server = install.serve(1);
+    let mut nas = TestNas::bind("127.0.0.1", SECRET);
+    assert_eq!(
+        login(&mut nas, &server, "alice", FIRST),
+        Code::ACCESS_ACCEPT
+    );
+    send_accounting(
+        server.acct,
+        &acct_record(acct_status::START, "alice", "early-1", 0, 0, None),
+    );
+    // No limit yet: a second router is welcome.
+    assert_eq!(
+        login(&mut nas, &server, "alice", SECOND),
+        Code::ACCESS_ACCEPT
+    );
+    install.ok(&["service", "set", "10M", "--max-sessions", "1"]);
+    // Once the loader has the limit, alice's session started before it
+    // (which the writer did not track then) counts: a third router is
+    // refused. bob, with nothing open, is still welcome.
+    let third = b"02:00:00:00:00:03";
+    assert!(eventually(Duration::from_secs(10), || {
+        login(&mut nas, &server, "alice", third) == Code::ACCESS_REJECT
+    }));
+    assert_eq!(login(&mut nas, &server, "bob", FIRST), Code::ACCESS_ACCEPT);
 }

@@ -230,11 +230,19 @@ impl Enforcer {
                 && self.shared.leadership.fence(EXPIRY_JOB).is_none()
             {
                 self.cut.remove(&request.session.unique_id);
+                // A move into the portal was recorded before it was sent:
+                // unsent, the record would keep the session out of every
+                // later sweep.
+                if let Origin::Portal(unique_id) = &request.origin {
+                    if let Err(e) = self.store.forget_captive(unique_id) {
+                        warn!("expiry/suspension job: {e}");
+                    }
+                }
                 self.unsent_no_lease += 1;
                 if self.unsent_no_lease == 1 || self.unsent_no_lease.is_power_of_two() {
                     warn!(
                         unsent = self.unsent_no_lease,
-                        "expiry/suspension job: no longer the leader, queued disconnects dropped"
+                        "expiry/suspension job: no longer the leader, queued disconnects and portal moves dropped"
                     );
                 }
                 continue;
@@ -528,17 +536,16 @@ impl Enforcer {
             let Some(service) = snapshot.service(sub.service_id) else {
                 continue;
             };
-            let lapsed = !sub.is_active || sub.expiry_date.is_some_and(|d| now.date() > d);
             let levels = snapshot
                 .fup_levels
                 .get(session.username.as_bytes())
                 .copied()
                 .unwrap_or_default();
-            let fup = snapshot.fup.get(&service.id);
-            let not_a_speed = fup
-                .and_then(|f| f.over_quota(levels))
-                .is_some_and(|a| a != fup::QuotaAction::Throttle);
-            if lapsed || not_a_speed {
+            let not_a_speed = snapshot
+                .fup
+                .get(&service.id)
+                .is_some_and(|f| f.quota_is_not_a_speed(levels));
+            if sub.lapsed(now.date()).is_some() || not_a_speed {
                 continue;
             }
             let tier = snapshot.fup_tier(session.username.as_bytes(), service.id);

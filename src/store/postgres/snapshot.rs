@@ -203,10 +203,10 @@ impl SnapshotSource for PgStore {
 
     fn open_sessions(&mut self) -> Result<Vec<OpenRow>> {
         let rows = self.query(
-            "SELECT username, acctuniqueid, host(nasipaddress),
+            "SELECT coalesce(username, ''), acctuniqueid, host(nasipaddress),
                     coalesce(callingstationid, ''),
                     coalesce(extract(epoch FROM acctstarttime)::bigint, 0)
-             FROM radacct WHERE acctstoptime IS NULL",
+             FROM radacct WHERE acctstoptime IS NULL AND coalesce(username, '') <> ''",
             &[],
         )?;
         Ok(rows

@@ -403,6 +403,21 @@ mod tests {
     }
 
     #[test]
+    fn open_sessions_leave_out_rows_without_a_username_or_a_nas_address() {
+        let (_d, mut s) = store();
+        s.conn
+            .execute_batch(
+                "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress)
+                 VALUES ('a', 'u1', 'alice', '10.0.0.1'), ('b', 'u2', NULL, '10.0.0.1'),
+                        ('c', 'u3', '', '10.0.0.1'), ('d', 'u4', 'bob', 'not an address')",
+            )
+            .unwrap();
+        let rows = s.open_sessions().unwrap();
+        let users: Vec<&str> = rows.iter().map(|r| r.username.as_str()).collect();
+        assert_eq!(users, ["alice"]);
+    }
+
+    #[test]
     fn migrations_are_idempotent() {
         let (_d, mut s) = store();
         assert_eq!(s.migrate().unwrap(), 0);

@@ -187,9 +187,9 @@ impl SnapshotSource for SqliteStore {
 
     fn open_sessions(&mut self) -> Result<Vec<OpenRow>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT username, acctuniqueid, nasipaddress, coalesce(callingstationid, ''),
+            "SELECT coalesce(username, ''), acctuniqueid, nasipaddress, coalesce(callingstationid, ''),
                     coalesce(CAST(strftime('%s', acctstarttime) AS INTEGER), 0)
-             FROM radacct WHERE acctstoptime IS NULL",
+             FROM radacct WHERE acctstoptime IS NULL AND coalesce(username, '') <> ''",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
