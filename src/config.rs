@@ -292,7 +292,10 @@ pub struct ServerConfig {
     pub recv_buffer_bytes: usize,
     /// How long a reply is kept for retransmissions (RFC 5080 §2.2.2).
     pub duplicate_window_secs: u64,
-    /// Upper bound on cached replies per shard.
+    /// Upper bound on cached replies per shard (two generations of half
+    /// each: a reply stays at least until half the window has passed or
+    /// half this many newer replies came, whichever is first, and never
+    /// past the window).
     pub duplicate_cache_entries: usize,
     /// Where the background threads (accounting writer, loader, jobs,
     /// radius_logs workers, ...) run: "auto" = the CPUs no shard has, if

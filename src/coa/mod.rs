@@ -233,7 +233,7 @@ impl Report {
         LogEntry {
             at,
             nas_ip: self.nas_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            username: self.username.clone(),
+            username: self.username.as_str().into(),
             event: self.kind.as_str(),
             result: self.result().as_str(),
             reason: match self.ended {

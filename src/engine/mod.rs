@@ -75,6 +75,33 @@ pub enum Event {
 pub struct Handled {
     pub reply_len: Option<usize>,
     pub event: Event,
+    /// Where the request's User-Name is in the datagram, if it parsed and
+    /// has one: the shell logs it without parsing the datagram again.
+    pub user_name: Option<Span>,
+}
+
+/// A byte range of the datagram a [`Handled`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    start: u16,
+    end: u16,
+}
+
+impl Span {
+    fn of(range: std::ops::Range<usize>) -> Option<Span> {
+        Some(Span {
+            start: u16::try_from(range.start).ok()?,
+            end: u16::try_from(range.end).ok()?,
+        })
+    }
+
+    /// The bytes of `datagram` (the one handled) this span covers; empty
+    /// if it is some other, shorter datagram.
+    pub fn of_datagram(self, datagram: &[u8]) -> &[u8] {
+        datagram
+            .get(usize::from(self.start)..usize::from(self.end))
+            .unwrap_or_default()
+    }
 }
 
 /// Time as the engine sees it: monotonic for windows, local wall clock for
@@ -123,6 +150,8 @@ pub struct Engine {
     queued: Option<QueuedAccounting>,
     /// Set while a parked request is handled again: it was counted once.
     again: bool,
+    /// The User-Name span of the request being handled, for its Handled.
+    user_name: Option<Span>,
 }
 
 /// An accounting event waiting to be handed to the writer.
@@ -157,6 +186,7 @@ impl Engine {
             last_ticket: 0,
             queued: None,
             again: false,
+            user_name: None,
         }
     }
 
@@ -176,7 +206,9 @@ impl Engine {
         ctx: &Context<'_>,
         out: &mut PacketBuf,
     ) -> Handled {
-        let handled = self.handle_inner(port, src, datagram, ctx, out);
+        self.user_name = None;
+        let mut handled = self.handle_inner(port, src, datagram, ctx, out);
+        handled.user_name = self.user_name.take();
         match handled.event {
             Event::AddressPending { .. } => {}
             Event::Accepted { captive, .. } => {
@@ -229,9 +261,11 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return dropped(DropReason::Malformed(e)),
         };
+        self.user_name = packet.attr_range(attr::USER_NAME).and_then(Span::of);
         let Some(nas) = snapshot.nas.get(&src.ip()) else {
             let log = self.should_log_unknown(src.ip(), now.mono);
             return Handled {
+                user_name: None,
                 reply_len: None,
                 event: Event::Dropped {
                     reason: DropReason::UnknownNas,
@@ -260,9 +294,10 @@ impl Engine {
                 if cached.ticket > committed {
                     return dropped(DropReason::AccountingInProgress);
                 }
-                let reply = &cached.reply;
+                let reply = cached.reply;
                 out[..reply.len()].copy_from_slice(reply);
                 return Handled {
+                    user_name: None,
                     reply_len: Some(reply.len()),
                     event: Event::Duplicate,
                 };
@@ -309,6 +344,7 @@ impl Engine {
             }
             let len = w.finish_response(packet.authenticator(), &nas.secret).len();
             return Handled {
+                user_name: None,
                 reply_len: Some(len),
                 event: Event::StatusServer,
             };
@@ -368,6 +404,7 @@ impl Engine {
                 foreign_nas_ip,
             });
             return Handled {
+                user_name: None,
                 reply_len: Some(len),
                 event: Event::AccountingQueued,
             };
@@ -389,6 +426,7 @@ impl Engine {
             // Not cached: a retransmission meanwhile is evaluated again.
             Ok(Err(pending)) => {
                 return Handled {
+                    user_name: None,
                     reply_len: None,
                     event: Event::AddressPending {
                         method: pending.method,
@@ -400,6 +438,7 @@ impl Engine {
         self.dedup
             .insert(now.mono, key_for_dedup, &out[..outcome.reply_len]);
         Handled {
+            user_name: None,
             reply_len: Some(outcome.reply_len),
             event: match outcome.result {
                 Ok(()) => Event::Accepted {
@@ -490,6 +529,7 @@ pub fn ip_hash(ip: IpAddr) -> u64 {
 
 fn dropped(reason: DropReason) -> Handled {
     Handled {
+        user_name: None,
         reply_len: None,
         event: Event::Dropped { reason, log: false },
     }

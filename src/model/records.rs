@@ -534,7 +534,9 @@ pub const CAPTIVE_CLASS_PREFIX: &[u8; 4] = b"SHDP";
 pub struct LogEntry {
     pub at: chrono::DateTime<chrono::Utc>,
     pub nas_ip: IpAddr,
-    pub username: String,
+    /// Stored form ([`crate::text::stored`]); inline up to 24 bytes, so a
+    /// logged login allocates nothing for it.
+    pub username: compact_str::CompactString,
     /// "auth", "acct", "coa" or "disconnect".
     pub event: &'static str,
     /// "accept", "reject", "start", "interim", "stop", "nas-reboot"; for

@@ -104,6 +104,20 @@ impl<'a> Packet<'a> {
         self.attributes().find(|a| a.ty == ty).map(|a| a.value)
     }
 
+    /// Where the value of the first attribute of type `ty` is in the
+    /// packet's bytes: for a caller that keeps the datagram but not the
+    /// parsed packet (the shard's logging).
+    pub fn attr_range(&self, ty: u8) -> Option<std::ops::Range<usize>> {
+        let mut at = HEADER_LEN;
+        for a in self.attributes() {
+            if a.ty == ty {
+                return Some(at + 2..at + 2 + a.value.len());
+            }
+            at += 2 + a.value.len();
+        }
+        None
+    }
+
     /// The first attribute of type `ty` as a 32-bit integer (RFC 2865 §5 "integer").
     pub fn attr_u32(&self, ty: u8) -> Option<u32> {
         self.attr(ty).and_then(value_u32)

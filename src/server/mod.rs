@@ -27,11 +27,12 @@ pub mod control;
 pub mod cpus;
 pub mod jobs;
 mod loader;
-mod logpool;
+pub mod logpool;
 pub mod pools;
 pub mod sessions;
 pub mod shard;
 mod threads;
+pub mod udp_batch;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -193,7 +194,7 @@ pub fn serve(
     // batch of sums; the writer keeps summing); usage thread and admin API
     // → jobs (a CoA refused with an error).
     let (acct_tx, acct_rx) = crossbeam_channel::bounded(config.accounting.queue_capacity);
-    let (log_tx, log_rx) = crossbeam_channel::bounded(config.log.queue_capacity);
+    let (log_tx, log_rx) = logpool::queue(config.log.queue_capacity);
     let (usage_tx, usage_rx) = accounting::quota::channel();
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(1024);
     for s in &mut bound.shards {

@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use super::{
     accounting, cluster, control, cpus, jobs, loader, logpool, pools, shard, ServeError, Shared,
 };
-use crate::store::{LogEntry, LogSink};
+use crate::store::LogSink;
 
 /// Everything built and ready to run.
 pub struct Parts {
@@ -26,7 +26,7 @@ pub struct Parts {
     pub http: Option<TcpListener>,
     pub control: Arc<control::ControlState>,
     pub log_stores: Vec<Box<dyn LogSink>>,
-    pub log_rx: crossbeam_channel::Receiver<LogEntry>,
+    pub log_rx: super::logpool::LogReceiver,
     pub log_stats: Arc<logpool::LogPoolStats>,
 }
 

@@ -20,11 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{Timelike, Utc};
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 use tracing::{info, warn};
 
 use crate::coa::{prepare, Change, Ended, NasTarget, Prepared, Report, RequestId, Retry};
-use crate::model::{LogEntry, SessionRow, EXPIRY_JOB, QUOTA_JOB, STALE_SESSIONS_JOB};
+use crate::model::{SessionRow, EXPIRY_JOB, QUOTA_JOB, STALE_SESSIONS_JOB};
 use crate::policy::fup::{self, Period};
 use crate::policy::portal::{self, Move};
 use crate::policy::rules;
@@ -98,7 +98,7 @@ pub struct Enforcer {
     jobs: Receiver<Job>,
     shared: Arc<Shared>,
     /// To the radius_logs pool, when it is on.
-    logs: Option<Sender<LogEntry>>,
+    logs: Option<crate::server::logpool::LogSender>,
     coa: coa::Driver,
     queued: VecDeque<Request>,
     in_flight: HashMap<RequestId, Request>,
@@ -118,7 +118,7 @@ impl Enforcer {
     pub fn new(
         store: Box<dyn JobsStore>,
         jobs: Receiver<Job>,
-        logs: Option<Sender<LogEntry>>,
+        logs: Option<crate::server::logpool::LogSender>,
         shared: Arc<Shared>,
         writer_stats: Arc<WriterStats>,
     ) -> Enforcer {

@@ -12,7 +12,7 @@ pub mod unknown_nas;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,15 +28,14 @@ use crate::engine::{Context, Counter, DropReason, Engine, Event, Handled, Port};
 use crate::proto::dict::attr;
 use crate::proto::Packet;
 use crate::server::accounting::AcctMessage;
+use crate::server::logpool::LogSender;
+use crate::server::udp_batch::{RecvBatch, SendBatch};
 use crate::server::{ServeError, Shared};
 use crate::store::LogEntry;
 use clock::ShardClock;
 
 /// How often a blocked receive wakes up to check for shutdown.
 const POLL_SHUTDOWN: Duration = Duration::from_millis(200);
-/// Datagrams handled before offering the executor to the other socket and
-/// the timers, so a burst on 1812 cannot starve 1813.
-const BUDGET_PER_YIELD: u32 = 64;
 /// io_uring buffer memory per executor: shardius does no file DMA, so
 /// glommio's 10 MiB default would only eat into RLIMIT_MEMLOCK.
 const IO_MEMORY: usize = 512 << 10;
@@ -55,7 +54,7 @@ pub struct ShardSockets {
     pub acct: Vec<StdUdpSocket>,
     pub writer: Option<crossbeam_channel::Sender<AcctMessage>>,
     /// To the radius_logs pool, when enabled.
-    pub logs: Option<crossbeam_channel::Sender<LogEntry>>,
+    pub logs: Option<LogSender>,
 }
 
 /// Every listen address, bound once per shard and claimed.
@@ -252,7 +251,7 @@ struct Listener {
     socket_index: usize,
     port: Port,
     writer: Option<crossbeam_channel::Sender<AcctMessage>>,
-    logs: Option<crossbeam_channel::Sender<LogEntry>>,
+    logs: Option<LogSender>,
     /// Accepted logins waiting for their pool address (auth sockets only),
     /// by what makes a retransmission the same request.
     parked: RefCell<HashMap<ParkKey, Parked>>,
@@ -311,21 +310,28 @@ async fn serve_socket(
 ) {
     let index = listener.shard;
     let port = listener.port;
-    let mut datagram = vec![0u8; 4096];
-    let mut out = Box::new([0u8; 4096]);
+    #[allow(unsafe_code)]
+    // SAFETY: `socket` owns the fd and outlives every use of `fd` here.
+    // (glommio's UdpSocket has AsRawFd but not AsFd.)
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+    let mut rx = RecvBatch::new();
+    let mut tx = SendBatch::new();
     let mut snapshots = arc_swap::Cache::new(&shared.snapshot);
     let mut clock = ShardClock::shifted(shared.config.clock_offset_secs);
-    let mut budget = BUDGET_PER_YIELD;
     while !shared.shutdown.load(Ordering::Relaxed) {
-        let (len, src) = match socket.recv_from(&mut datagram).await {
-            Ok(r) => r,
-            Err(ref e) if is_timeout(e) => continue,
+        let received = match rx.recv(fd) {
+            Ok(0) => {
+                wait_readable(index, &socket).await;
+                continue;
+            }
+            Ok(n) => n,
             Err(e) => {
                 warn!(shard = index, "receive failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
+        // One clock read and one snapshot look for the whole batch.
         let now = clock.now();
         let ctx = Context {
             snapshot: snapshots.load(),
@@ -335,83 +341,139 @@ async fn serve_socket(
             pools: &shared.pools,
             sessions: &*shared.sessions,
         };
-        let handled = engine
-            .borrow_mut()
-            .handle(port, src, &datagram[..len], &ctx, &mut out);
-        if let Event::AddressPending { .. } = handled.event {
-            if !listener.park(src, &datagram[..len], now.mono) {
-                let mut engine = engine.borrow_mut();
-                engine
-                    .stats
-                    .incr(Counter::Dropped(DropReason::AddressPending));
+        let mut timed = 0;
+        for i in 0..received {
+            let Some((datagram, src)) = rx.get(i) else {
+                // Longer than any RADIUS packet: cut by the receive.
+                let reason = DropReason::Malformed(crate::proto::ParseError::BadLength);
+                engine.borrow_mut().stats.incr(Counter::Dropped(reason));
+                continue;
+            };
+            let out = tx.next_buf().expect("a reply slot per received datagram");
+            let handled = engine.borrow_mut().handle(port, src, datagram, &ctx, out);
+            if let Event::AddressPending { .. } = handled.event {
+                if !listener.park(src, datagram, now.mono) {
+                    let mut engine = engine.borrow_mut();
+                    engine
+                        .stats
+                        .incr(Counter::Dropped(DropReason::AddressPending));
+                }
+                continue;
             }
-        } else {
-            let received = now.mono;
-            finish(
-                &listener,
-                &socket,
-                &engine,
-                &shared,
-                src,
-                &datagram[..len],
-                handled,
-                &out[..],
-                now.utc,
-                received,
-            )
-            .await;
+            if let Some(reply) = settle(
+                &listener, &engine, &shared, src, datagram, &handled, out, now.utc,
+            ) {
+                tx.push(reply.len, src);
+                timed += u32::from(reply.timed);
+            }
         }
-        budget -= 1;
-        if budget == 0 {
-            budget = BUDGET_PER_YIELD;
-            glommio::yield_if_needed().await;
+        send_batch(index, &socket, fd, &mut tx).await;
+        if timed > 0 {
+            let nanos = now.mono.elapsed().as_nanos() as u64;
+            let mut engine = engine.borrow_mut();
+            for _ in 0..timed {
+                engine.stats.observe_latency(nanos);
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// Waits until `socket` has a datagram (or [`POLL_SHUTDOWN`] passed): a
+/// peek through glommio's io_uring, which leaves the datagram for the
+/// next batch receive.
+async fn wait_readable(index: usize, socket: &UdpSocket) {
+    let mut byte = [0u8; 1];
+    match socket.peek_from(&mut byte).await {
+        Ok(_) => {}
+        Err(ref e) if is_timeout(e) => {}
+        Err(e) => {
+            warn!(shard = index, "receive failed: {e}");
+            glommio::timer::sleep(Duration::from_millis(10)).await;
         }
     }
 }
 
-/// Logs, counts and sends (or hands to the writer) what the engine made
-/// of one datagram received at `received`.
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    listener: &Listener,
+/// Sends the batch: sendmmsg(2) for as much as the socket takes at once;
+/// a datagram it would not take waits for room alone through glommio, one
+/// it refused is logged and skipped (the NAS's loss to retransmit, not
+/// ours to retry).
+async fn send_batch(
+    index: usize,
     socket: &UdpSocket,
+    fd: std::os::fd::BorrowedFd<'_>,
+    tx: &mut SendBatch,
+) {
+    let mut at = 0;
+    while at < tx.len() {
+        match tx.send_from(fd, at) {
+            Ok(n) if n > 0 => {
+                at += n;
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => debug!(shard = index, "send failed: {e}"),
+        }
+        if let Some((datagram, to)) = tx.get(at) {
+            if let Err(e) = socket.send_to(datagram, to).await {
+                debug!(shard = index, %to, "send failed: {e}");
+            }
+        }
+        at += 1;
+    }
+    tx.clear();
+}
+
+/// A reply to send now: its length in the engine's output buffer, and
+/// whether it answers a login (its latency is observed once sent).
+struct Reply {
+    len: usize,
+    timed: bool,
+}
+
+/// Logs and counts what the engine made of one datagram and hands an
+/// accounting event to the writer (which sends that reply once the event
+/// is durable); returns the reply to send now, if any.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    listener: &Listener,
     engine: &Rc<RefCell<Engine>>,
     shared: &Shared,
     src: SocketAddr,
     datagram: &[u8],
-    handled: Handled,
+    handled: &Handled,
     out: &[u8],
     utc: chrono::DateTime<chrono::Utc>,
-    received: Instant,
-) {
+) -> Option<Reply> {
     let index = listener.shard;
-    log_event(index, src, datagram, handled.event, shared);
+    let user_name = handled
+        .user_name
+        .map(|span| span.of_datagram(datagram))
+        .unwrap_or_default();
+    log_event(index, src, user_name, handled.event, shared);
     if let (Some(logs), Event::Accepted { .. } | Event::Rejected { .. }) =
         (&listener.logs, handled.event)
     {
-        let entry = auth_log_entry(index, src, datagram, handled.event, utc);
+        let entry = auth_log_entry(index, src, user_name, handled.event, utc);
         if logs.try_send(entry).is_err() {
             engine.borrow_mut().stats.incr(Counter::LogDropped);
         }
     }
     if handled.event == Event::AccountingQueued {
-        // The writer sends this reply once the event is durable.
         hand_to_writer(
             listener,
             engine,
             src,
             &out[..handled.reply_len.unwrap_or(0)],
         );
-    } else if let Some(reply_len) = handled.reply_len {
-        // A failed send is the NAS's loss to retransmit, not ours to retry.
-        if let Err(e) = socket.send_to(&out[..reply_len], src).await {
-            debug!(shard = index, %src, "send failed: {e}");
-        }
-        if let Event::Accepted { .. } | Event::Rejected { .. } = handled.event {
-            let nanos = received.elapsed().as_nanos() as u64;
-            engine.borrow_mut().stats.observe_latency(nanos);
-        }
+        return None;
     }
+    let len = handled.reply_len?;
+    let timed = matches!(
+        handled.event,
+        Event::Accepted { .. } | Event::Rejected { .. }
+    );
+    Some(Reply { len, timed })
 }
 
 /// Hands the logins parked on `listener` to the engine again every
@@ -481,19 +543,26 @@ async fn retry_parked(
                 still.insert(key, p);
                 continue;
             }
-            finish(
+            let settled = settle(
                 &listener,
-                &socket,
                 &engine,
                 &shared,
                 src,
                 &p.datagram,
-                handled,
+                &handled,
                 &out[..],
                 now.utc,
-                p.since,
-            )
-            .await;
+            );
+            if let Some(reply) = settled {
+                // A failed send is the NAS's loss to retransmit.
+                if let Err(e) = socket.send_to(&out[..reply.len], src).await {
+                    debug!(shard = listener.shard, %src, "send failed: {e}");
+                }
+                if reply.timed {
+                    let nanos = p.since.elapsed().as_nanos() as u64;
+                    engine.borrow_mut().stats.observe_latency(nanos);
+                }
+            }
         }
         // Parked while this round ran: keep them too.
         let mut parked = listener.parked.borrow_mut();
@@ -526,7 +595,7 @@ fn hand_to_writer(
     let log = listener.logs.as_ref().map(|_| LogEntry {
         at: queued.event.event_time,
         nas_ip: queued.event.nas_ip,
-        username: queued.event.username.clone(),
+        username: queued.event.username.as_str().into(),
         event: "acct",
         result: match queued.event.kind {
             AcctKind::Start => "start",
@@ -564,15 +633,10 @@ fn hand_to_writer(
 fn auth_log_entry(
     shard: usize,
     src: SocketAddr,
-    datagram: &[u8],
+    user_name: &[u8],
     event: Event,
     at: chrono::DateTime<chrono::Utc>,
 ) -> LogEntry {
-    let username = Packet::parse(datagram)
-        .ok()
-        .and_then(|p| p.attr(attr::USER_NAME))
-        .map(|u| crate::text::stored(u).into_owned())
-        .unwrap_or_default();
     let (result, reason, nas) = match event {
         Event::Rejected { reason, nas, .. } => ("reject", Some(reason.as_str()), nas),
         // A reason on an accept: into the walled garden, and why.
@@ -582,7 +646,7 @@ fn auth_log_entry(
     LogEntry {
         at,
         nas_ip: nas,
-        username,
+        username: crate::text::stored(user_name).as_ref().into(),
         event: "auth",
         result,
         reason,
@@ -603,14 +667,9 @@ fn is_timeout(e: &GlommioError<()>) -> bool {
     }
 }
 
-fn log_event(shard: usize, src: SocketAddr, datagram: &[u8], event: Event, shared: &Shared) {
-    let user = || {
-        Packet::parse(datagram)
-            .ok()
-            .and_then(|p| p.attr(attr::USER_NAME))
-            .map(|u| crate::text::stored(u).into_owned())
-            .unwrap_or_default()
-    };
+fn log_event(shard: usize, src: SocketAddr, user_name: &[u8], event: Event, shared: &Shared) {
+    // Only evaluated when the line is logged.
+    let user = || crate::text::stored(user_name);
     match event {
         Event::Accepted {
             method,

@@ -32,7 +32,7 @@ impl LogSink for PgStore {
                     .write(&[
                         &e.at,
                         &e.nas_ip,
-                        &e.username,
+                        &e.username.as_str(),
                         &e.event,
                         &e.result,
                         &e.reason,

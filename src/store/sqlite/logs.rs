@@ -18,7 +18,7 @@ impl LogSink for SqliteStore {
                 stmt.execute(params![
                     sql_time(e.at),
                     e.nas_ip.to_string(),
-                    e.username,
+                    e.username.as_str(),
                     e.event,
                     e.result,
                     e.reason,
