@@ -44,9 +44,9 @@ struct Generation {
 }
 
 impl Generation {
-    fn new() -> Self {
+    fn new(capacity: usize) -> Self {
         Generation {
-            slots: HashMap::new(),
+            slots: HashMap::with_capacity(capacity),
             bytes: Vec::new(),
             started: None,
         }
@@ -82,9 +82,12 @@ pub struct DuplicateCache {
 
 impl DuplicateCache {
     pub fn new(window: Duration, capacity: usize) -> Self {
+        // Sized up front: growing a map of 100,000 entries rehashes all of
+        // them at once, a stall of the shard in its first minute of load.
+        let half = capacity.max(2) / 2;
         DuplicateCache {
-            current: Generation::new(),
-            previous: Generation::new(),
+            current: Generation::new(half),
+            previous: Generation::new(half),
             window,
             capacity: capacity.max(2),
         }
