@@ -277,7 +277,58 @@ fn tier_changes_are_pending_until_the_leader_applies_them(backend: Backend) {
     assert_eq!(store.pending_tier_changes(100).unwrap().len(), 2);
 }
 
+/// Two nodes add usage for the same subscribers at once, half of them new
+/// to subscriber_usage: every byte counts exactly once, whichever node
+/// inserts a row and whichever adds to it, and each call answers with a
+/// row for every subscriber it was given.
+fn usage_added_by_two_nodes_at_once_counts_every_byte_once(backend: Backend) {
+    let (install, mut store) = open(backend);
+    let url = DatabaseUrl::parse(&install.db_url).unwrap();
+    let names: Vec<String> = (0..40).map(|i| format!("user{i}")).collect();
+    // The even ones have a row already.
+    let existing: Vec<(String, u64)> = names.iter().step_by(2).map(|n| (n.clone(), 5)).collect();
+    store.add_usage(&existing).unwrap();
+    let rounds = 25;
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, names) = (url.clone(), names.clone());
+            std::thread::spawn(move || {
+                let mut node = store::open(&url).unwrap();
+                for _ in 0..rounds {
+                    let batch: Vec<(String, u64)> = names.iter().map(|n| (n.clone(), 1)).collect();
+                    let rows = node.add_usage(&batch).unwrap();
+                    let mut got: Vec<&str> = rows.iter().map(|r| r.username.as_str()).collect();
+                    got.sort_unstable();
+                    let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
+                    want.sort_unstable();
+                    assert_eq!(got, want, "a row back for every subscriber");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let rows = store.add_usage(&[]).unwrap();
+    assert!(rows.is_empty());
+    let totals = store
+        .add_usage(&names.iter().map(|n| (n.clone(), 0)).collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(totals.len(), names.len());
+    for row in totals {
+        let i: usize = row.username["user".len()..].parse().unwrap();
+        let want = 2 * rounds + if i % 2 == 0 { 5 } else { 0 };
+        assert_eq!(
+            (row.daily_bytes, row.monthly_bytes),
+            (want, want),
+            "{}",
+            row.username
+        );
+    }
+}
+
 on_both_backends!(
+    usage_added_by_two_nodes_at_once_counts_every_byte_once,
     tier_changes_are_pending_until_the_leader_applies_them,
     leases_change_hands_only_when_free_and_old_epochs_are_fenced_off,
     hostile_node_names_are_data_or_a_clean_error,

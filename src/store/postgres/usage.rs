@@ -12,18 +12,31 @@ use crate::store::{Result, UsageStore};
 
 impl UsageStore for PgStore {
     fn add_usage(&mut self, deltas: &[(String, u64)]) -> Result<Vec<UsageRow>> {
-        // One statement over arrays: the whole batch or nothing.
+        // One statement over arrays: the whole batch or nothing. Existing
+        // rows by UPDATE (HOT: no indexed column changes), new ones by
+        // INSERT: an upsert of every row cost a speculative insertion and
+        // a subscribers lookup each, and was the heaviest statement of a
+        // quota-counted accounting load (issue 18). A row another node
+        // inserts meanwhile meets the INSERT's ON CONFLICT and is added to.
         let names: Vec<&str> = deltas.iter().map(|(u, _)| u.as_str()).collect();
         let bytes: Vec<i64> = deltas.iter().map(|(_, b)| *b as i64).collect();
         Ok(self
             .query(
-                "INSERT INTO subscriber_usage AS u (username, daily_bytes, monthly_bytes, anniversary_day)
-                 SELECT d.username, d.bytes, d.bytes, coalesce(EXTRACT(DAY FROM s.created_at)::smallint, 1)
-                 FROM unnest($1::text[], $2::bigint[]) AS d (username, bytes)
-                 LEFT JOIN subscribers s ON s.username = d.username
-                 ON CONFLICT (username) DO UPDATE SET daily_bytes = u.daily_bytes + EXCLUDED.daily_bytes,
-                     monthly_bytes = u.monthly_bytes + EXCLUDED.monthly_bytes, updated_at = clock_timestamp()
-                 RETURNING u.username, u.daily_bytes, u.monthly_bytes, u.daily_level, u.monthly_level",
+                "WITH d (username, bytes) AS (SELECT * FROM unnest($1::text[], $2::bigint[])),
+                 updated AS (
+                     UPDATE subscriber_usage AS u SET daily_bytes = u.daily_bytes + d.bytes,
+                         monthly_bytes = u.monthly_bytes + d.bytes, updated_at = clock_timestamp()
+                     FROM d WHERE u.username = d.username
+                     RETURNING u.username, u.daily_bytes, u.monthly_bytes, u.daily_level, u.monthly_level),
+                 inserted AS (
+                     INSERT INTO subscriber_usage AS u (username, daily_bytes, monthly_bytes, anniversary_day)
+                     SELECT d.username, d.bytes, d.bytes, coalesce(EXTRACT(DAY FROM s.created_at)::smallint, 1)
+                     FROM d LEFT JOIN subscribers s ON s.username = d.username
+                     WHERE NOT EXISTS (SELECT 1 FROM updated WHERE updated.username = d.username)
+                     ON CONFLICT (username) DO UPDATE SET daily_bytes = u.daily_bytes + EXCLUDED.daily_bytes,
+                         monthly_bytes = u.monthly_bytes + EXCLUDED.monthly_bytes, updated_at = clock_timestamp()
+                     RETURNING u.username, u.daily_bytes, u.monthly_bytes, u.daily_level, u.monthly_level)
+                 SELECT * FROM updated UNION ALL SELECT * FROM inserted",
                 &[&names, &bytes],
             )?
             .iter()
