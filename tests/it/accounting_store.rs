@@ -270,7 +270,67 @@ fn the_columns_freeradius_fills_are_written(backend: Backend) {
     assert_eq!(found.into_iter().collect::<Vec<_>>(), vec![key]);
 }
 
+/// Two nodes write counted batches of the same sessions at once, half of
+/// them unknown to radacct at first (both race to insert them; the other
+/// half started): the counters each write reports as stored before it
+/// make every byte count exactly once, as the quota bookkeeping counts.
+fn counted_writes_of_the_same_sessions_on_two_nodes_count_every_byte_once(backend: Backend) {
+    use shardius::policy::fup::usage_delta;
+    let (install, mut store) = open(backend);
+    let url = DatabaseUrl::parse(&install.db_url).unwrap();
+    let sids: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    let starts: Vec<AcctEvent> = sids[..10]
+        .iter()
+        .map(|sid| event(AcctKind::Start, sid, 0, 0))
+        .collect();
+    store.write_accounting(&starts).unwrap();
+    let steps = 30u32;
+    let nodes: Vec<_> = (0..2u32)
+        .map(|node| {
+            let (url, sids) = (url.clone(), sids.clone());
+            std::thread::spawn(move || {
+                let mut store = store::open(&url).unwrap();
+                let mut counted = vec![0u64; sids.len()];
+                for step in 0..steps {
+                    // Node 0 writes the even values, node 1 the odd ones:
+                    // each node's go up, and they interleave.
+                    let n = 2 * step + node + 1;
+                    let batch: Vec<AcctEvent> = sids
+                        .iter()
+                        .map(|sid| event(AcctKind::Interim, sid, 60 * n, 1000 * u64::from(n)))
+                        .collect();
+                    let before = store.write_accounting_counted(&batch).unwrap();
+                    assert_eq!(before.len(), batch.len());
+                    for (i, (e, prev)) in batch.iter().zip(before).enumerate() {
+                        let octets = e.input_octets.unwrap() + e.output_octets.unwrap();
+                        counted[i] += usage_delta(prev, octets, e.session_time.unwrap());
+                    }
+                }
+                counted
+            })
+        })
+        .collect();
+    let counted: Vec<Vec<u64>> = nodes.into_iter().map(|n| n.join().unwrap()).collect();
+    // What is stored now: the largest value either node wrote, 4 × 1000 ×
+    // (2 × steps) octets (input, and output three times that).
+    let probe: Vec<AcctEvent> = sids
+        .iter()
+        .map(|sid| event(AcctKind::Interim, sid, 1, 0))
+        .collect();
+    let stored = store.write_accounting_counted(&probe).unwrap();
+    let last = 4 * 1000 * u64::from(2 * steps);
+    for (i, sid) in sids.iter().enumerate() {
+        assert_eq!(stored[i].map(|(octets, _)| octets), Some(last), "{sid}");
+        assert_eq!(
+            counted[0][i] + counted[1][i],
+            last,
+            "{sid}: every byte once"
+        );
+    }
+}
+
 on_both_backends!(
+    counted_writes_of_the_same_sessions_on_two_nodes_count_every_byte_once,
     the_columns_freeradius_fills_are_written,
     the_freeradius_indexes_exist_as_freeradius_has_them,
     a_session_lifecycle_gives_one_row_with_64_bit_counters,
