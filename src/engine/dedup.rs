@@ -34,11 +34,21 @@ struct Slot {
     ticket: u64,
 }
 
+/// Keys a generation remembers for clearing itself one by one.
+const FEW: usize = 32;
+
 /// The replies of one stretch of time: a map to places in one byte arena.
 #[derive(Debug)]
 struct Generation {
     slots: HashMap<RequestKey, Slot>,
     bytes: Vec<u8>,
+    /// Its keys while it has had at most [`FEW`]: clearing the map resets
+    /// every bucket of the pre-sized table (128 KiB at the default
+    /// capacity), which a quiet shard, rotating every half window with a
+    /// handful of replies, would otherwise pay each time.
+    few: Vec<RequestKey>,
+    /// More than [`FEW`] keys went in since it was last cleared.
+    many: bool,
     /// When its first reply came (None: empty since the cache began).
     started: Option<Instant>,
 }
@@ -48,8 +58,34 @@ impl Generation {
         Generation {
             slots: HashMap::with_capacity(capacity),
             bytes: Vec::new(),
+            few: Vec::with_capacity(FEW),
+            many: false,
             started: None,
         }
+    }
+
+    fn insert(&mut self, key: RequestKey, slot: Slot) {
+        if self.slots.insert(key, slot).is_none() {
+            if self.few.len() < FEW {
+                self.few.push(key);
+            } else {
+                self.many = true;
+            }
+        }
+    }
+
+    fn clear(&mut self, now: Instant) {
+        if self.many {
+            self.slots.clear();
+        } else {
+            for key in &self.few {
+                self.slots.remove(key);
+            }
+        }
+        self.few.clear();
+        self.many = false;
+        self.bytes.clear();
+        self.started = Some(now);
     }
 
     fn get(&self, key: &RequestKey) -> Option<(Slot, &[u8])> {
@@ -143,14 +179,12 @@ impl DuplicateCache {
             ticket,
         };
         // A newer reply for a key hides the previous generation's.
-        generation.slots.insert(key, slot);
+        generation.insert(key, slot);
     }
 
     fn rotate(&mut self, now: Instant) {
         std::mem::swap(&mut self.current, &mut self.previous);
-        self.current.slots.clear();
-        self.current.bytes.clear();
-        self.current.started = Some(now);
+        self.current.clear(now);
     }
 
     pub fn len(&self) -> usize {
@@ -265,5 +299,33 @@ mod tests {
         assert!(c.get(t0, &key(1)).is_none());
         c.remove(&key(2));
         assert!(c.get(t0, &key(2)).is_none());
+    }
+
+    #[test]
+    fn a_quiet_generation_is_cleared_key_by_key_and_a_busy_one_whole() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(30);
+        let mut c = DuplicateCache::new(window, 1000);
+        // One reply per half window: every insert rotates.
+        for n in 0..10u8 {
+            let now = t0 + window / 2 * u32::from(n);
+            c.insert(now, key(n), &[n]);
+            assert_eq!(c.get(now, &key(n)).map(|c| c.reply), Some(&[n][..]));
+            assert!(c.len() <= 2, "{n}: {}", c.len());
+        }
+        // A busy generation (more keys than it lists) still goes whole.
+        let t1 = t0 + window * 10;
+        for i in 0..100u32 {
+            let mut k = key(0);
+            k.authenticator[..4].copy_from_slice(&i.to_be_bytes());
+            c.insert(t1, k, b"x");
+        }
+        c.insert(t1 + window / 2, key(200), b"y");
+        c.insert(t1 + window, key(201), b"z");
+        assert_eq!(c.len(), 2, "both busy generations cleared");
+        assert_eq!(
+            c.get(t1 + window, &key(201)).map(|c| c.reply),
+            Some(&b"z"[..])
+        );
     }
 }
