@@ -20,8 +20,8 @@ use nix::sys::socket::{
 };
 
 /// Datagrams per call. 32 keeps a batch's replies (and the latency the
-/// first request of a batch waits for the last) small: at 150,000/s a
-/// full batch is about 0.2 ms of work.
+/// first request of a batch waits for the last) small: a full batch of
+/// PAP logins is about 0.13 ms of work (4 µs each).
 pub const BATCH: usize = 32;
 /// The largest RADIUS packet (RFC 2865 §3), and so every buffer's size.
 pub const DATAGRAM: usize = crate::proto::MAX_PACKET_LEN;
@@ -70,6 +70,12 @@ impl RecvBatch {
 
     /// Takes what is waiting on `fd`, up to [`BATCH`] datagrams, without
     /// blocking: Ok(0) when nothing is.
+    ///
+    /// nix leaves each header's address length as the kernel last wrote
+    /// it rather than resetting it per call; that is enough because one
+    /// socket only ever reports addresses of its own family (an IPv6
+    /// socket's IPv4 peers come as v4-mapped IPv6), whose length does not
+    /// change. The round trip tests cover both families.
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         self.count = 0;
         let mut bufs = self.bufs.iter_mut();
@@ -335,6 +341,43 @@ mod tests {
         for want in [&b"one"[..], b"three"] {
             let n = client.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], want);
+        }
+    }
+
+    #[test]
+    fn a_dual_stack_socket_sees_ipv4_peers_as_mapped_and_answers_them() {
+        let Ok(server) = UdpSocket::bind("[::]:0") else {
+            return; // no IPv6 on this machine
+        };
+        let port = server.local_addr().unwrap().port();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        if client.send_to(b"v4", ("127.0.0.1", port)).is_err() {
+            return; // IPV6_V6ONLY set system-wide
+        }
+        let mut rx = RecvBatch::new();
+        // Twice, so the second call runs with the address length the
+        // first one left in the headers.
+        for round in 0..2 {
+            if round == 1 {
+                client.send_to(b"v4", ("127.0.0.1", port)).unwrap();
+            }
+            assert_eq!(rx.recv(server.as_fd()).unwrap(), 1);
+            let (datagram, from) = rx.get(0).unwrap();
+            assert_eq!(datagram, b"v4");
+            let SocketAddr::V6(mapped) = from else {
+                panic!("{from}");
+            };
+            assert_eq!(mapped.ip().to_ipv4_mapped(), Some([127, 0, 0, 1].into()));
+            assert_eq!(mapped.port(), client.local_addr().unwrap().port());
+            let mut tx = SendBatch::new();
+            assert!(tx.push_copy(b"back", from));
+            assert_eq!(tx.send(server.as_fd()).unwrap(), 1);
+            let mut buf = [0u8; 8];
+            let n = client.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"back");
         }
     }
 }
