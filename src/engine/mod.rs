@@ -80,6 +80,16 @@ pub struct Handled {
     pub user_name: Option<Span>,
 }
 
+impl Handled {
+    /// The request's User-Name in `datagram` (the one handled); empty when
+    /// it has none.
+    pub fn user_name<'d>(&self, datagram: &'d [u8]) -> &'d [u8] {
+        self.user_name
+            .map(|span| span.of_datagram(datagram))
+            .unwrap_or_default()
+    }
+}
+
 /// A byte range of the datagram a [`Handled`] answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
@@ -97,7 +107,7 @@ impl Span {
 
     /// The bytes of `datagram` (the one handled) this span covers; empty
     /// if it is some other, shorter datagram.
-    pub fn of_datagram(self, datagram: &[u8]) -> &[u8] {
+    fn of_datagram(self, datagram: &[u8]) -> &[u8] {
         datagram
             .get(usize::from(self.start)..usize::from(self.end))
             .unwrap_or_default()

@@ -183,6 +183,54 @@ fn a_message_authenticator_failure_is_counted() {
     );
 }
 
+/// A datagram longer than any RADIUS packet whose first 4096 bytes are a
+/// valid Access-Request: the batch receive must not hand the cut copy on
+/// as that request. It is counted as malformed, and the shard answers the
+/// same login sent properly right after it.
+#[test]
+fn an_oversized_datagram_is_dropped_whole_not_answered_cut() {
+    let install = Install::new();
+    let server = install.serve(1);
+    let nas = TestNas::bind("127.0.0.1", SECRET);
+    nas.set_timeout(Duration::from_millis(300));
+    let creds = Credentials::Pap {
+        password: b"s3cret",
+    };
+    let mut buf = [0u8; 4096];
+    let request = shardius::nas_client::access_request(
+        &mut buf,
+        7,
+        &rand::random(),
+        &shardius::proto::Secret::new(SECRET.as_bytes()),
+        b"alice",
+        &creds,
+        &Session::default(),
+    )
+    .unwrap()
+    .to_vec();
+    let mut oversized = request.clone();
+    oversized.resize(5000, 0);
+    assert_eq!(nas.send_raw(server.auth, &oversized), None, "no answer");
+    let body = wait_for_metric(
+        &server,
+        "shardius_dropped_packets_total{reason=\"bad_length\"}",
+        1.0,
+    );
+    assert_eq!(
+        metric_value(
+            &body,
+            "shardius_dropped_packets_total{reason=\"bad_length\"}"
+        ),
+        1.0,
+        "{body}"
+    );
+    nas.set_timeout(Duration::from_secs(5));
+    let reply = nas
+        .send_raw(server.auth, &request)
+        .expect("the request alone is answered");
+    assert_eq!(Code(reply[0]), Code::ACCESS_ACCEPT);
+}
+
 #[test]
 fn healthz_reports_shards_database_and_snapshot_age() {
     let install = Install::new();

@@ -1,4 +1,4 @@
-//! The shard's view of time, read once per datagram and handed to the
+//! The shard's view of time, read once per received batch and handed to the
 //! engine. The local UTC offset is refreshed once a second instead of per
 //! packet (it only changes at DST transitions).
 

@@ -2,8 +2,9 @@
 //! its engine. Receive, look up, call the engine, send; nothing here
 //! decides anything. The only glommio code of the crate is in this folder:
 //! `socket.rs` binds the SO_REUSEPORT groups and claims the addresses,
-//! `clock.rs` reads the time once per datagram, `unknown_nas.rs` bounds the
-//! `unknown NAS` log across shards.
+//! `clock.rs` reads the time once per received batch, `unknown_nas.rs`
+//! bounds the `unknown NAS` log across shards. The batches themselves
+//! (recvmmsg/sendmmsg) are `server/udp_batch.rs`, shared with loadgen.
 
 mod clock;
 pub mod socket;
@@ -25,8 +26,6 @@ use tracing::{debug, info, warn};
 
 use crate::accounting::AcctKind;
 use crate::engine::{Context, Counter, DropReason, Engine, Event, Handled, Port};
-use crate::proto::dict::attr;
-use crate::proto::Packet;
 use crate::server::accounting::AcctMessage;
 use crate::server::logpool::LogSender;
 use crate::server::udp_batch::{RecvBatch, SendBatch};
@@ -270,15 +269,21 @@ struct Parked {
 }
 
 impl Listener {
-    /// Keeps `datagram` to be handled again; a retransmission of one that
+    /// Keeps `datagram` (an Access-Request the engine parsed, `user_name`
+    /// its User-Name) to be handled again; a retransmission of one that
     /// waits already is not kept twice (O(1), however many wait). False
     /// when it was not kept (too many wait).
-    fn park(&self, src: SocketAddr, datagram: &[u8], now: Instant) -> bool {
-        // Only a parsed Access-Request can be pending.
-        let Ok(packet) = Packet::parse(datagram) else {
+    fn park(&self, src: SocketAddr, datagram: &[u8], user_name: &[u8], now: Instant) -> bool {
+        // The header's identifier and Request Authenticator: no parse.
+        let (Some(&identifier), Some(authenticator)) = (
+            datagram.get(1),
+            datagram
+                .get(4..20)
+                .and_then(|a| <[u8; 16]>::try_from(a).ok()),
+        ) else {
             return false;
         };
-        let key = (src, packet.identifier(), *packet.authenticator());
+        let key = (src, identifier, authenticator);
         let mut parked = self.parked.borrow_mut();
         if parked.contains_key(&key) {
             return true;
@@ -286,15 +291,11 @@ impl Listener {
         if parked.len() >= MAX_PARKED {
             return false;
         }
-        let user = packet
-            .attr(attr::USER_NAME)
-            .map(|u| String::from_utf8_lossy(u).into_owned())
-            .unwrap_or_default();
         parked.insert(
             key,
             Parked {
                 datagram: datagram.to_vec(),
-                user,
+                user: String::from_utf8_lossy(user_name).into_owned(),
                 since: now,
             },
         );
@@ -341,7 +342,7 @@ async fn serve_socket(
             pools: &shared.pools,
             sessions: &*shared.sessions,
         };
-        let mut timed = 0;
+        let mut timed = 0u64;
         for i in 0..received {
             let Some((datagram, src)) = rx.get(i) else {
                 // Longer than any RADIUS packet: cut by the receive.
@@ -352,7 +353,7 @@ async fn serve_socket(
             let out = tx.next_buf().expect("a reply slot per received datagram");
             let handled = engine.borrow_mut().handle(port, src, datagram, &ctx, out);
             if let Event::AddressPending { .. } = handled.event {
-                if !listener.park(src, datagram, now.mono) {
+                if !listener.park(src, datagram, handled.user_name(datagram), now.mono) {
                     let mut engine = engine.borrow_mut();
                     engine
                         .stats
@@ -364,16 +365,13 @@ async fn serve_socket(
                 &listener, &engine, &shared, src, datagram, &handled, out, now.utc,
             ) {
                 tx.push(reply.len, src);
-                timed += u32::from(reply.timed);
+                timed += u64::from(reply.timed);
             }
         }
         send_batch(index, &socket, fd, &mut tx).await;
         if timed > 0 {
             let nanos = now.mono.elapsed().as_nanos() as u64;
-            let mut engine = engine.borrow_mut();
-            for _ in 0..timed {
-                engine.stats.observe_latency(nanos);
-            }
+            engine.borrow_mut().stats.observe_latencies(nanos, timed);
         }
         glommio::yield_if_needed().await;
     }
@@ -446,10 +444,7 @@ fn settle(
     utc: chrono::DateTime<chrono::Utc>,
 ) -> Option<Reply> {
     let index = listener.shard;
-    let user_name = handled
-        .user_name
-        .map(|span| span.of_datagram(datagram))
-        .unwrap_or_default();
+    let user_name = handled.user_name(datagram);
     log_event(index, src, user_name, handled.event, shared);
     if let (Some(logs), Event::Accepted { .. } | Event::Rejected { .. }) =
         (&listener.logs, handled.event)

@@ -116,19 +116,18 @@ pub(super) const CLOSE_STALE: &str =
 const COUNTERS_LOCKED: &str =
     "SELECT AcctUniqueId, coalesce(AcctInputOctets, 0) + coalesce(AcctOutputOctets, 0),
         coalesce(AcctSessionTime, 0)
-    FROM radacct WHERE AcctUniqueId = ANY($1) AND NOT (AcctUniqueId = ANY($2))
+    FROM radacct WHERE AcctUniqueId = ANY($1)
     ORDER BY AcctUniqueId
     FOR UPDATE";
 
-/// Adds the stored counters of the `keys` rows (less `except`) to
-/// `before`, locking them until commit ([`COUNTERS_LOCKED`]).
+/// Adds the stored counters of the `keys` rows that exist to `before`,
+/// locking them until commit ([`COUNTERS_LOCKED`]).
 async fn read_counters(
     tx: &tokio_postgres::Transaction<'_>,
     keys: &[&str],
-    except: &[&str],
     before: &mut HashMap<String, (u64, u32)>,
 ) -> std::result::Result<(), tokio_postgres::Error> {
-    for r in tx.query(COUNTERS_LOCKED, &[&keys, &except]).await? {
+    for r in tx.query(COUNTERS_LOCKED, &[&keys]).await? {
         before.insert(
             r.get::<_, String>(0),
             (
@@ -253,8 +252,7 @@ impl PgStore {
                     .filter(|e| e.kind != AcctKind::NasReboot)
                     .map(|e| e.unique_id.as_str())
                     .collect();
-                let none: Vec<&str> = Vec::new();
-                read_counters(&tx, &all, &none, &mut before).await?;
+                read_counters(&tx, &all, &mut before).await?;
                 let missing: Vec<&str> = all
                     .iter()
                     .copied()
@@ -270,7 +268,7 @@ impl PgStore {
                         .filter(|k| !inserted.contains(*k))
                         .collect();
                     if !raced.is_empty() {
-                        read_counters(&tx, &raced, &none, &mut before).await?;
+                        read_counters(&tx, &raced, &mut before).await?;
                     }
                 }
             }

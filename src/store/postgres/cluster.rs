@@ -181,3 +181,27 @@ impl ClusterStore for PgStore {
         Ok(ClusterView { now, nodes, leases })
     }
 }
+
+impl PgStore {
+    /// One statement in a transaction fenced by `fence`: Some(the rows it
+    /// changed), or None, with nothing written, when this node no longer
+    /// holds the job's lease.
+    pub(super) fn execute_fenced(
+        &mut self,
+        fence: &Fence,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<u64>> {
+        let (runtime, client) = self.conn()?;
+        let fut = async {
+            let tx = client.transaction().await?;
+            if !holds(&tx, fence).await? {
+                return Ok(None);
+            }
+            let changed = tx.execute(sql, params).await?;
+            tx.commit().await?;
+            Ok::<_, tokio_postgres::Error>(Some(changed))
+        };
+        Ok(runtime.block_on(fut)?)
+    }
+}

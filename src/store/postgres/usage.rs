@@ -102,26 +102,14 @@ impl UsageStore for PgStore {
     }
 
     fn mark_tier_applied(&mut self, fence: &Fence, username: &str, levels: Levels) -> Result<bool> {
-        let (runtime, client) = self.conn()?;
         let (daily, monthly) = (i16::from(levels.daily), i16::from(levels.monthly));
-        let fut = async {
-            let tx = client.transaction().await?;
-            if !super::cluster::holds(&tx, fence).await? {
-                return Ok(false);
-            }
-            let changed = tx
-                .execute(
-                    "UPDATE subscriber_usage SET applied_daily_level = $2, applied_monthly_level = $3
-                     WHERE username = $1 AND daily_level = $2 AND monthly_level = $3",
-                    &[&username, &daily, &monthly],
-                )
-                .await?;
-            tx.commit().await?;
-            Ok(changed == 1)
-        };
-        runtime
-            .block_on(fut)
-            .map_err(|e: tokio_postgres::Error| e.into())
+        let changed = self.execute_fenced(
+            fence,
+            "UPDATE subscriber_usage SET applied_daily_level = $2, applied_monthly_level = $3
+             WHERE username = $1 AND daily_level = $2 AND monthly_level = $3",
+            &[&username, &daily, &monthly],
+        )?;
+        Ok(changed == Some(1))
     }
 
     fn reset_daily(&mut self, today: NaiveDate) -> Result<Option<Vec<(String, Levels)>>> {
@@ -266,24 +254,13 @@ impl UsageStore for PgStore {
     }
 
     fn mark_captive(&mut self, fence: &Fence, session: &SessionRow, reason: &str) -> Result<bool> {
-        let (runtime, client) = self.conn()?;
-        let fut = async {
-            let tx = client.transaction().await?;
-            if !super::cluster::holds(&tx, fence).await? {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO portal_sessions (acctuniqueid, username, reason) VALUES ($1, $2, $3)
-                 ON CONFLICT (acctuniqueid) DO UPDATE SET reason = EXCLUDED.reason",
-                &[&session.unique_id, &session.username, &reason],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(true)
-        };
-        runtime
-            .block_on(fut)
-            .map_err(|e: tokio_postgres::Error| e.into())
+        let written = self.execute_fenced(
+            fence,
+            "INSERT INTO portal_sessions (acctuniqueid, username, reason) VALUES ($1, $2, $3)
+             ON CONFLICT (acctuniqueid) DO UPDATE SET reason = EXCLUDED.reason",
+            &[&session.unique_id, &session.username, &reason],
+        )?;
+        Ok(written.is_some())
     }
 
     fn rules_evaluated_at(&mut self) -> Result<Option<chrono::NaiveDateTime>> {
@@ -297,25 +274,14 @@ impl UsageStore for PgStore {
     }
 
     fn set_rules_evaluated_at(&mut self, fence: &Fence, at: chrono::NaiveDateTime) -> Result<bool> {
-        let (runtime, client) = self.conn()?;
         let text = at.format("%Y-%m-%d %H:%M:%S").to_string();
-        let fut = async {
-            let tx = client.transaction().await?;
-            if !super::cluster::holds(&tx, fence).await? {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO bandwidth_rule_clock (id, evaluated_at) VALUES (1, $1)
-                 ON CONFLICT (id) DO UPDATE SET evaluated_at = EXCLUDED.evaluated_at",
-                &[&text],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(true)
-        };
-        runtime
-            .block_on(fut)
-            .map_err(|e: tokio_postgres::Error| e.into())
+        let written = self.execute_fenced(
+            fence,
+            "INSERT INTO bandwidth_rule_clock (id, evaluated_at) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET evaluated_at = EXCLUDED.evaluated_at",
+            &[&text],
+        )?;
+        Ok(written.is_some())
     }
 
     fn open_sessions_of_services(&mut self, service_ids: &[i64]) -> Result<Vec<SessionRow>> {
