@@ -487,6 +487,30 @@ fn accepts_rejects_and_accounting_are_written_to_radius_logs(backend: Backend) {
         "Acct-Status-Type = Start\nAcct-Session-Id = \"log-1\"\nUser-Name = \"alice\"\n",
     );
     assert!(out.contains("Received Accounting-Response"), "{out}");
+    // Hostile names reach radius_logs in their stored form: a NUL and a
+    // byte that is not UTF-8, and one too long to be kept inline.
+    let hostile: [&[u8]; 2] = [b"ev\0il\xff", &[b'x'; 200]];
+    for name in hostile {
+        let mut buf = [0u8; 4096];
+        let request = shardius::nas_client::access_request(
+            &mut buf,
+            9,
+            &rand::random(),
+            &shardius::proto::Secret::new(SECRET.as_bytes()),
+            name,
+            &Credentials::Pap { password: b"pw" },
+            &Session::default(),
+        )
+        .unwrap()
+        .to_vec();
+        let reply = nas.send_raw(server.auth, &request).expect("answered");
+        assert_eq!(Code(reply[0]), Code::ACCESS_REJECT);
+    }
+    let stored: Vec<String> = hostile
+        .iter()
+        .map(|n| shardius::text::stored(n).into_owned())
+        .collect();
+    assert!(stored[0].contains("\\x00"), "{}", stored[0]);
     let mut store =
         shardius::store::open(&shardius::store::DatabaseUrl::parse(&install.db_url).unwrap())
             .unwrap();
@@ -494,6 +518,8 @@ fn accepts_rejects_and_accounting_are_written_to_radius_logs(backend: Backend) {
         ("alice", "auth", "accept", None),
         ("alice", "auth", "reject", Some("bad password")),
         ("alice", "acct", "start", None),
+        (stored[0].as_str(), "auth", "reject", Some("unknown user")),
+        (stored[1].as_str(), "auth", "reject", Some("unknown user")),
     ];
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
