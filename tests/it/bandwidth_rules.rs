@@ -35,26 +35,8 @@ fn setup(backend: Backend, coa_port: u16) -> Install {
         ("20M", "20M", "4M", "b"),
         ("5M", "5M", "1M", "c"),
     ] {
-        install.ok(&[
-            "service",
-            "add",
-            "--name",
-            name,
-            "--download",
-            down,
-            "--upload",
-            up,
-        ]);
-        install.ok(&[
-            "subscriber",
-            "add",
-            "--username",
-            user,
-            "--password",
-            "s3cret",
-            "--service",
-            name,
-        ]);
+        install.add_service(name, down, up);
+        install.add_subscriber(user, name);
     }
     install.ok(&[
         "service",

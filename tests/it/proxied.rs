@@ -346,16 +346,7 @@ fn replies_to_a_proxy_echo_its_proxy_state_and_unknown_bngs_get_the_proxys_entry
         "generic",
         "--proxy",
     ]);
-    install.ok(&[
-        "service",
-        "add",
-        "--name",
-        "10M",
-        "--download",
-        "10M",
-        "--upload",
-        "2M",
-    ]);
+    install.add_service("10M", "10M", "2M");
     install.add_user("alice");
     // CoA through an entry that is not a proxy, or none: refused by name.
     install.ok(&[

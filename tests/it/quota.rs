@@ -75,16 +75,7 @@ fn setup(backend: Backend) -> (FakeNas, Install) {
         "[database]\nreload_interval_secs = 1\n\n[coa]\ntimeout_ms = 300\nexpiry_check_interval_secs = 1\n\n[quota]\ndaily_reset_time = \"00:00\"\n",
     );
     install.add_key_and_nas("mikrotik", fake.addr.port());
-    install.ok(&[
-        "service",
-        "add",
-        "--name",
-        "10M",
-        "--download",
-        "10M",
-        "--upload",
-        "2M",
-    ]);
+    install.add_service("10M", "10M", "2M");
     install.ok(&[
         "service",
         "tier",

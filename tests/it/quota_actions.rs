@@ -33,16 +33,7 @@ fn setup(backend: Backend, coa_port: u16) -> Install {
     );
     install.add_key_and_nas("mikrotik", coa_port);
     for (service, action) in [("T", "throttle"), ("R", "reject"), ("P", "portal")] {
-        install.ok(&[
-            "service",
-            "add",
-            "--name",
-            service,
-            "--download",
-            "10M",
-            "--upload",
-            "2M",
-        ]);
+        install.add_service(service, "10M", "2M");
         let mut args = vec![
             "service",
             "set",
@@ -57,16 +48,7 @@ fn setup(backend: Backend, coa_port: u16) -> Install {
         }
         let out = install.ok(&args);
         assert!(out.contains("daily 1000000 bytes"), "{out}");
-        install.ok(&[
-            "subscriber",
-            "add",
-            "--username",
-            &service.to_lowercase(),
-            "--password",
-            "s3cret",
-            "--service",
-            service,
-        ]);
+        install.add_subscriber(&service.to_lowercase(), service);
     }
     install
 }

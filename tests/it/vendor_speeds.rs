@@ -118,26 +118,8 @@ fn each_bng_vendor_gets_its_own_speed_attributes_at_login_and_by_coa() {
             &port,
         ]);
     }
-    install.ok(&[
-        "service",
-        "add",
-        "--name",
-        "gold",
-        "--download",
-        "10M",
-        "--upload",
-        "2M",
-    ]);
-    install.ok(&[
-        "subscriber",
-        "add",
-        "--username",
-        "alice",
-        "--password",
-        "s3cret",
-        "--service",
-        "gold",
-    ]);
+    install.add_service("gold", "10M", "2M");
+    install.add_subscriber("alice", "gold");
     let server = install.serve(1);
 
     let cisco = login(server.auth, "127.0.0.11");

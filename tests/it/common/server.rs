@@ -57,6 +57,11 @@ impl Install {
 
     /// Adds `user` with password s3cret on the 10M service.
     pub fn add_user(&self, user: &str) {
+        self.add_subscriber(user, "10M");
+    }
+
+    /// Adds `user` with password s3cret on `service`.
+    pub fn add_subscriber(&self, user: &str, service: &str) {
         self.ok(&[
             "subscriber",
             "add",
@@ -65,7 +70,21 @@ impl Install {
             "--password",
             "s3cret",
             "--service",
-            "10M",
+            service,
+        ]);
+    }
+
+    /// Adds the service `name` with the given download and upload speeds.
+    pub fn add_service(&self, name: &str, download: &str, upload: &str) {
+        self.ok(&[
+            "service",
+            "add",
+            "--name",
+            name,
+            "--download",
+            download,
+            "--upload",
+            upload,
         ]);
     }
 
