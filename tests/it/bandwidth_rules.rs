@@ -38,22 +38,7 @@ fn setup(backend: Backend, coa_port: u16) -> Install {
         install.add_service(name, down, up);
         install.add_subscriber(user, name);
     }
-    install.ok(&[
-        "service",
-        "tier",
-        "--service",
-        "10M",
-        "--period",
-        "daily",
-        "--level",
-        "1",
-        "--threshold",
-        "1M",
-        "--download",
-        "5M",
-        "--upload",
-        "1M",
-    ]);
+    install.add_tier("10M", "daily", "1", "1M", "5M", "1M");
     let out = install.ok(&[
         "rule",
         "add",

@@ -382,22 +382,9 @@ fn three_nodes_lead_each_job_once_and_fail_over_after_kill9_and_sigstop() {
 
 /// The daily tier 1 of the 10M service from `threshold` (5M down, 1M up).
 fn tiered(nodes: &Nodes, threshold: &str) {
-    nodes.install.ok(&[
-        "service",
-        "tier",
-        "--service",
-        "10M",
-        "--period",
-        "daily",
-        "--level",
-        "1",
-        "--threshold",
-        threshold,
-        "--download",
-        "5M",
-        "--upload",
-        "1M",
-    ]);
+    nodes
+        .install
+        .add_tier("10M", "daily", "1", threshold, "5M", "1M");
 }
 
 #[test]

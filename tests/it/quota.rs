@@ -76,38 +76,8 @@ fn setup(backend: Backend) -> (FakeNas, Install) {
     );
     install.add_key_and_nas("mikrotik", fake.addr.port());
     install.add_service("10M", "10M", "2M");
-    install.ok(&[
-        "service",
-        "tier",
-        "--service",
-        "10M",
-        "--period",
-        "daily",
-        "--level",
-        "1",
-        "--threshold",
-        "1M",
-        "--download",
-        "5M",
-        "--upload",
-        "1M",
-    ]);
-    install.ok(&[
-        "service",
-        "tier",
-        "--service",
-        "10M",
-        "--period",
-        "daily",
-        "--level",
-        "2",
-        "--threshold",
-        "2M",
-        "--download",
-        "2M",
-        "--upload",
-        "512k",
-    ]);
+    install.add_tier("10M", "daily", "1", "1M", "5M", "1M");
+    install.add_tier("10M", "daily", "2", "2M", "2M", "512k");
     install.add_alice();
     (fake, install)
 }

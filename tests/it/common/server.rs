@@ -74,6 +74,35 @@ impl Install {
         ]);
     }
 
+    /// Adds tier `level` of `period` ("daily"/"monthly") to `service`: from
+    /// `threshold` bytes on, `download`/`upload`.
+    pub fn add_tier(
+        &self,
+        service: &str,
+        period: &str,
+        level: &str,
+        threshold: &str,
+        download: &str,
+        upload: &str,
+    ) {
+        self.ok(&[
+            "service",
+            "tier",
+            "--service",
+            service,
+            "--period",
+            period,
+            "--level",
+            level,
+            "--threshold",
+            threshold,
+            "--download",
+            download,
+            "--upload",
+            upload,
+        ]);
+    }
+
     /// Adds the service `name` with the given download and upload speeds.
     pub fn add_service(&self, name: &str, download: &str, upload: &str) {
         self.ok(&[
