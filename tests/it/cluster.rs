@@ -741,8 +741,13 @@ fn the_loader_reads_from_a_replica_and_accounting_goes_to_the_primary() {
 #[test]
 fn a_tier_crossed_on_any_node_gets_its_coa_from_the_leader_once() {
     let fake = FakeNas::start(SECRET);
-    let mut nodes =
-        Nodes::provision_with_coa(crate::common::pg::fresh_database(), "", fake.addr.port());
+    // Resets from midnight on: the default 00:05 would leave the first five
+    // minutes of each day without the reset this test waits for.
+    let mut nodes = Nodes::provision_with_coa(
+        crate::common::pg::fresh_database(),
+        "\n[quota]\ndaily_reset_time = \"00:00\"\n",
+        fake.addr.port(),
+    );
     tiered(&nodes, "1M");
     for i in 0..2 {
         nodes.start(i);
