@@ -6,6 +6,8 @@
 # Usage: bench/acct-pg.sh [REQUESTS] [INFLIGHT]   (defaults 300000, 128)
 #   SYNC=off bench/acct-pg.sh ...   the cluster with synchronous_commit=off
 #   SHARDIUS=/path/to/other/shardius bench/acct-pg.sh ...   another build
+#   RATE=20000 bench/acct-pg.sh 200000 2048   open loop: send at this rate (INFLIGHT
+#                                   is then only the cap) and report the latency at it
 #   QUOTA=1 bench/acct-pg.sh ...    the 30,000 users are subscribers of a service
 #                                   with FUP tiers (thresholds never reached), so
 #                                   every interim also goes through quota bookkeeping
@@ -15,6 +17,8 @@ requests=${1:-300000}
 inflight=${2:-128}
 sync=${SYNC:-on}
 quota=${QUOTA:-0}
+rate=()
+if [ -n "${RATE:-}" ]; then rate=(--rate "$RATE"); fi
 cargo build --release -q -p shardius -p loadgen
 shardius=${SHARDIUS:-$PWD/target/release/shardius}
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
@@ -51,7 +55,7 @@ server=$!
 until grep -q "listening auth=" "$work/serve.log"; do sleep 0.1; done
 acct=$(grep -o "acct=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d: -f2)
 taskset -c 1 ./target/release/loadgen --scenario max-acct --acct-port "$acct" --subscribers 30000 --quiet \
-    --requests "$requests" --inflight "$inflight" --timeout-ms 3000
+    --requests "$requests" --inflight "$inflight" --timeout-ms 3000 "${rate[@]}"
 http=$(grep -o "http=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d= -f2)
 echo "synchronous_commit=$sync quota=$quota; from /metrics:"
 curl -s "http://$http/metrics" | grep -E "^shardius_accounting_(commit_seconds_(sum|count)|batch_size_(sum|count)|backpressure_drops_total|events_written_total)"

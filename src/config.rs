@@ -313,6 +313,10 @@ pub struct AccountingConfig {
     pub batch_max_events: usize,
     /// ... or this long after its first event, whichever comes first.
     pub batch_max_wait_ms: u64,
+    /// PostgreSQL: connections writing batches at once, so that the next
+    /// batch is written while the previous one commits (acknowledged in
+    /// order all the same). 1 = one batch at a time. SQLite: always 1.
+    pub writer_connections: usize,
     /// Open sessions without an update for this long are closed (`Stale-Session`).
     pub stale_after_secs: u64,
     /// How often the stale-session job runs (the first run is 10 s after start).
@@ -381,6 +385,7 @@ impl Default for AccountingConfig {
             queue_capacity: 65_536,
             batch_max_events: 1024,
             batch_max_wait_ms: 2,
+            writer_connections: 1,
             stale_after_secs: 1800,
             stale_check_interval_secs: 300,
             spool_path: "./shardius-acct.spool".into(),
@@ -537,6 +542,9 @@ impl Config {
                 "SHARDIUS_ACCOUNTING_BATCH_MAX_WAIT_MS" => {
                     self.accounting.batch_max_wait_ms = parse_num(&value).map_err(bad)?
                 }
+                "SHARDIUS_ACCOUNTING_WRITER_CONNECTIONS" => {
+                    self.accounting.writer_connections = parse_num(&value).map_err(bad)?
+                }
                 "SHARDIUS_ACCOUNTING_STALE_AFTER_SECS" => {
                     self.accounting.stale_after_secs = parse_num(&value).map_err(bad)?
                 }
@@ -671,6 +679,9 @@ impl Config {
                 "accounting.batch_max_wait_ms",
                 "at most 1000 (NASes give up within seconds)",
             ));
+        }
+        if !(1..=16).contains(&a.writer_connections) {
+            return Err(invalid("accounting.writer_connections", "must be 1..=16"));
         }
         if a.stale_after_secs < 60 || a.stale_check_interval_secs == 0 {
             return Err(invalid(

@@ -174,6 +174,14 @@ pub fn serve(
         config.portal()?,
     )?;
     let acct_store: Box<dyn AccountingSink> = open_store()?;
+    // SQLite takes one writer at a time: lanes would only wait for its lock.
+    let lane_stores = match config.database.url {
+        crate::store::DatabaseUrl::Postgres(_) if config.accounting.writer_connections > 1 => (0
+            ..config.accounting.writer_connections)
+            .map(|_| open_store().map(|s| -> Box<dyn AccountingSink> { s }))
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
     let usage_store: Box<dyn UsageStore> = open_store()?;
     let jobs_store: Box<dyn JobsStore> = open_store()?;
     let cluster_store: Box<dyn ClusterStore> = open_store()?;
@@ -240,6 +248,7 @@ pub fn serve(
         shared.config.accounting.clone(),
         shutdown,
     )
+    .with_lanes(lane_stores)
     .with_quota(accounting::quota::Quota::new(shared.clone(), usage_tx))
     .with_sessions(shared.sessions.clone());
     let usage = accounting::quota::UsageWorker {

@@ -172,6 +172,8 @@ fn accounting_is_spooled_through_a_database_outage_and_replayed_exactly_once() {
 
     let cluster = Cluster::start();
     let install = Install::on_url(cluster.database("outage"));
+    // Two writer connections (lanes): the outage hits them first.
+    install.write_config("[accounting]\nwriter_connections = 2\n");
     install.ok(&["keygen", "--out", install.key().to_str().unwrap()]);
     install.ok(&[
         "nas",
@@ -243,6 +245,16 @@ fn accounting_is_spooled_through_a_database_outage_and_replayed_exactly_once() {
     cluster.restart();
     let mut server = install.serve(2);
     server.wait_for_log("accounting spool replayed", Duration::from_secs(20));
+    // And the lanes write again.
+    for i in 0..20u8 {
+        let sid = format!("after-{i}");
+        assert!(
+            start(&socket, server.acct, &sid, i).is_some(),
+            "{}",
+            server.log()
+        );
+        acked.push(sid);
+    }
     let db = "outage";
     let rows = cluster.psql(
         db,

@@ -3,17 +3,18 @@
 //! the tier speed, counter resets and reordered interims are handled, free
 //! hours count only the paid share, and the daily reset restores the speed.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
 use crate::common::fake_nas::{FakeNas, Received};
 use crate::common::pg::eventually;
 use crate::common::server::{
-    acct_record, send_accounting, Backend, Install, Server, TestNas, SECRET,
+    acct_record, send_accounting, send_all, Backend, Install, Server, TestNas, SECRET,
 };
-use shardius::nas_client::{Credentials, Session};
+use shardius::nas_client::{AcctRecord, Credentials, Session};
 use shardius::proto::dict::{acct_status, mikrotik, vendor};
 use shardius::proto::{Code, Packet};
+use shardius::store::{self, DatabaseUrl, SessionRow};
 
 on_both_backends!(tiers_are_crossed_once_each_carried_at_login_and_reset_daily);
 
@@ -326,4 +327,125 @@ fn monthly_resets_follow_the_anniversary_day_once_per_day(backend: Backend) {
         store.reset_usage(Period::Daily, d(2027, 2, 28)).unwrap(),
         None
     );
+}
+
+on_both_backends!(interims_written_side_by_side_count_every_byte_once);
+
+/// Four NAS threads send the rounds of the same 300 sessions at once
+/// (thread t rounds t, t + 4, t + 8), so that on PostgreSQL batches holding
+/// the same sessions are split among four writer connections and written
+/// side by side, in whatever order their commits land. Every request is
+/// acknowledged; radacct keeps each session's last round; every
+/// subscriber's usage is its session's traffic, each byte counted once.
+/// On SQLite the writer keeps one connection (it takes one writer).
+fn interims_written_side_by_side_count_every_byte_once(backend: Backend) {
+    const USERS: usize = 300;
+    const ROUNDS: u32 = 12;
+    let install = Install::new_on(backend);
+    install.write_config(
+        "[database]\nreload_interval_secs = 1\n[accounting]\nwriter_connections = 4\nbatch_max_wait_ms = 1\n[quota]\ndaily_reset_time = \"00:00\"\n",
+    );
+    install.add_service("fup", "10M", "2M");
+    install.add_tier("fup", "daily", "1", "1T", "5M", "1M");
+    let csv = install.path("users.csv");
+    let mut lines = String::from("username,password,service\n");
+    for n in 0..USERS {
+        lines.push_str(&format!("u{n},pw{n},fup\n"));
+    }
+    std::fs::write(&csv, lines).unwrap();
+    install.ok(&["subscriber", "import", csv.to_str().unwrap()]);
+    let mut server = install.serve(2);
+    // Today's resets (due from 00:00) first: they zero the usage.
+    server.wait_for_log("monthly usage reset for", Duration::from_secs(10));
+    let to = server.acct;
+    let names: Vec<(String, String)> = (0..USERS)
+        .map(|n| (format!("u{n}"), format!("side-{n}")))
+        .collect();
+    let round = |r: u32| -> Vec<AcctRecord<'_>> {
+        names
+            .iter()
+            .map(|(user, sid)| AcctRecord {
+                status: if r == 0 {
+                    acct_status::START
+                } else {
+                    acct_status::INTERIM_UPDATE
+                },
+                session_id: sid.as_bytes(),
+                user_name: user.as_bytes(),
+                session_time: r * 10,
+                input_octets: u64::from(r) * 1000,
+                output_octets: u64::from(r) * 500,
+                framed_ip: None,
+                terminate_cause: None,
+                class: None,
+            })
+            .collect()
+    };
+    let unanswered: Vec<(u32, usize)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let round = &round;
+                scope.spawn(move || {
+                    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    (t..ROUNDS)
+                        .step_by(4)
+                        .map(|r| (r, USERS - send_all(&socket, to, &round(r)).len()))
+                        .filter(|(_, missing)| *missing > 0)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
+    assert!(
+        unanswered.is_empty(),
+        "rounds with requests not acknowledged: {unanswered:?}\n{}",
+        server.log()
+    );
+    let last = u64::from(ROUNDS - 1);
+    let rows = sessions(&install);
+    assert_eq!(rows.len(), USERS);
+    for row in &rows {
+        assert_eq!(row.input_octets, Some(last as i64 * 1000), "{row:?}");
+        assert_eq!(row.session_time, Some(last as i64 * 10), "{row:?}");
+    }
+    let mut store = store::open(&DatabaseUrl::parse(&install.db_url).unwrap()).unwrap();
+    let want = last * 1500;
+    let mut wrong = Vec::new();
+    let counted = eventually(Duration::from_secs(10), || {
+        wrong = (0..USERS)
+            .map(|n| format!("u{n}"))
+            .filter_map(|u| {
+                let got = store.usage(&u).unwrap().map_or(0, |r| r.daily_bytes);
+                (got != want).then_some((u, got))
+            })
+            .collect();
+        wrong.is_empty()
+    });
+    assert!(
+        counted,
+        "usage not {want} for {} users, e.g. {:?}\n{}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)],
+        server.log()
+    );
+    let overlapped = server.metric("shardius_accounting_overlapped_batches_total");
+    match backend {
+        Backend::Postgres => assert!(overlapped > 0.0, "the batches were written side by side"),
+        Backend::Sqlite => assert_eq!(overlapped, 0.0, "SQLite keeps one writer connection"),
+    }
+    assert_eq!(
+        server.metric("shardius_accounting_lane_rewrites_total"),
+        0.0,
+        "{}",
+        server.log()
+    );
+}
+
+fn sessions(install: &Install) -> Vec<SessionRow> {
+    let mut store = store::open(&DatabaseUrl::parse(&install.db_url).unwrap()).unwrap();
+    store.sessions(None, true, 100_000).unwrap()
 }

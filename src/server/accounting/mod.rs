@@ -5,6 +5,7 @@
 //! Accounting-Responses; [`quota`] counts the committed traffic for FUP
 //! tiers on the writer's side and in the usage thread.
 
+pub mod lanes;
 pub mod legacy;
 pub mod quota;
 pub mod rejected;

@@ -115,6 +115,18 @@ impl Quota {
                 *self.pending.entry(e.username.clone()).or_default() += counted;
             }
         }
+        self.flush();
+    }
+
+    /// Sums are waiting for the usage thread (it was busy).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Hands the pending sums to the usage thread if it is free. The
+    /// writer calls it while it waits, too: after the last batch of a
+    /// burst, nothing else would hand them over until the next event.
+    pub fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }

@@ -5,8 +5,16 @@
 //! commits the batch in one transaction, and only then sends each
 //! Accounting-Response itself, on a clone of the socket the request came
 //! in on, and tells the shard its tickets are committed.
+//!
+//! With [`super::lanes`] (`accounting.writer_connections` > 1 on
+//! PostgreSQL) the writer splits each batch by session among the lanes'
+//! connections, which write their parts side by side, and collects the
+//! next batch meanwhile; it still acknowledges the parts one at a time,
+//! in the order it collected them, and a part a lane could not write goes
+//! through the writer's own connection, spool and `.rejected` file exactly
+//! as without lanes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -18,11 +26,12 @@ use chrono::Utc;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tracing::{debug, error, info, warn};
 
+use super::lanes::{self, Done};
 use super::rejected::Rejected;
 use super::spool::{sibling, Next, Spool};
 use crate::accounting::{AcctEvent, AcctKind};
 use crate::config::AccountingConfig;
-use crate::store::{write_splitting, AccountingSink, StopCause, Stopped};
+use crate::store::{write_splitting, AccountingSink, StopCause, Stopped, StoreError};
 
 /// One accounting event in flight from a shard.
 pub struct AcctMessage {
@@ -55,6 +64,12 @@ pub struct WriterStats {
     pub spooling: AtomicBool,
     /// Batches that neither the database nor the spool took at first try.
     pub stalled_batches: AtomicU64,
+    /// Batches handed to a lane while an earlier one was still in flight
+    /// (written side by side; see [`super::lanes`]).
+    pub overlapped_batches: AtomicU64,
+    /// Batches a lane could not write, written again by the writer on its
+    /// own connection (a refused row, the database away).
+    pub lane_rewrites: AtomicU64,
     /// Events the database refused for their data, set aside in the
     /// `.rejected` file (acknowledged, never dropped).
     pub rejected_events: AtomicU64,
@@ -82,6 +97,8 @@ impl Default for WriterStats {
             spool_bytes: AtomicU64::new(0),
             spooling: AtomicBool::new(false),
             stalled_batches: AtomicU64::new(0),
+            overlapped_batches: AtomicU64::new(0),
+            lane_rewrites: AtomicU64::new(0),
             rejected_events: AtomicU64::new(0),
             spool_unreadable_bytes: AtomicU64::new(0),
             clamped_events: AtomicU64::new(0),
@@ -121,6 +138,19 @@ pub struct Writer {
     legacy: super::legacy::LegacyKeys,
     /// Simultaneous use: told every durable Start, Stop and reboot.
     sessions: Option<Arc<crate::server::sessions::LiveSessions>>,
+    /// The lanes' connections (see [`super::lanes`]), started by `run`;
+    /// none: the writer writes every batch itself.
+    lane_stores: Vec<Box<dyn AccountingSink>>,
+}
+
+/// A batch handed to a lane, until it is acknowledged.
+struct InFlight {
+    seq: u64,
+    batch: Vec<AcctMessage>,
+    counted: bool,
+    started: Instant,
+    /// The lane's answer: the rows and how their write went.
+    done: Option<(Vec<AcctEvent>, lanes::Written)>,
 }
 
 /// While the database is away, how often the spool's replay is tried.
@@ -132,6 +162,9 @@ const REPLAY_SLICE: Duration = Duration::from_millis(20);
 const REPLAY_AT_SHUTDOWN: Duration = Duration::from_secs(2);
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 const CLAMP_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// While usage sums wait for a busy usage thread, how often the writer
+/// offers them again when no batch comes.
+const USAGE_RETRY_EVERY: Duration = Duration::from_millis(10);
 
 impl Writer {
     #[allow(clippy::too_many_arguments)]
@@ -166,7 +199,15 @@ impl Writer {
             last_clamp_warning: None,
             legacy: Default::default(),
             sessions: None,
+            lane_stores: Vec::new(),
         }
+    }
+
+    /// Writes batches on these connections too, one batch in flight on
+    /// each while the next is collected (see [`super::lanes`]).
+    pub fn with_lanes(mut self, stores: Vec<Box<dyn AccountingSink>>) -> Writer {
+        self.lane_stores = stores;
+        self
     }
 
     /// Tells `sessions` of every row made durable.
@@ -186,6 +227,30 @@ impl Writer {
     /// (or, when neither the database nor the spool takes it, abandoned
     /// unacknowledged for the NAS to retransmit).
     pub fn run(mut self) {
+        let stores = std::mem::take(&mut self.lane_stores);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        match lanes::spawn(stores, &done_tx) {
+            Ok(lanes) if !lanes.is_empty() => {
+                drop(done_tx);
+                let (jobs, threads): (Vec<_>, Vec<_>) =
+                    lanes.into_iter().map(|l| (l.jobs, l.thread)).unzip();
+                self.run_with_lanes(&jobs, &done_rx);
+                drop(jobs);
+                for t in threads {
+                    let _ = t.join();
+                }
+            }
+            Ok(_) => self.run_alone(),
+            Err(e) => {
+                error!("cannot start the accounting lanes: {e}; the writer writes every batch on its own connection");
+                self.run_alone();
+            }
+        }
+        self.stop();
+    }
+
+    /// The loop without lanes: collect a batch, commit it, acknowledge it.
+    fn run_alone(&mut self) {
         let max_wait = Duration::from_millis(self.config.batch_max_wait_ms);
         let mut batch: Vec<AcctMessage> = Vec::with_capacity(self.config.batch_max_events);
         loop {
@@ -193,11 +258,12 @@ impl Writer {
             if replay_due {
                 self.replay(REPLAY_SLICE);
             }
+            self.flush_usage();
             // With replay work left, only look at the queue; else wait on it.
             let idle_wait = if !self.spool.is_empty() && Instant::now() >= self.next_replay {
                 Duration::ZERO
             } else {
-                Duration::from_millis(200)
+                self.idle_wait()
             };
             match self.rx.recv_timeout(idle_wait) {
                 Ok(first) => batch.push(first),
@@ -215,6 +281,224 @@ impl Writer {
                 self.commit(&mut batch);
             }
         }
+    }
+
+    /// The loop with lanes. Each turn: acknowledge the parts at the
+    /// front that are done; replay the spool when it is due (with nothing
+    /// in flight); once the collected batch is full or its wait is over,
+    /// split it among the lanes when they are all idle (or, if it has a
+    /// NAS reboot or the database is away, write it here with nothing in
+    /// flight); wait for an event or a lane's answer.
+    fn run_with_lanes(
+        &mut self,
+        jobs: &[crossbeam_channel::Sender<lanes::Job>],
+        done: &crossbeam_channel::Receiver<Done>,
+    ) {
+        let max = self.config.batch_max_events;
+        let max_wait = Duration::from_millis(self.config.batch_max_wait_ms);
+        let never = crossbeam_channel::never::<AcctMessage>();
+        // Per lane: batches handed to it and not answered yet.
+        let mut outstanding: Vec<usize> = vec![0; jobs.len()];
+        let mut flight: VecDeque<InFlight> = VecDeque::new();
+        let mut next: Vec<AcctMessage> = Vec::with_capacity(max);
+        let mut deadline: Option<Instant> = None;
+        let mut seq = 0u64;
+        let mut open = true;
+        loop {
+            self.flush_usage();
+            while flight.front().is_some_and(|f| f.done.is_some()) {
+                let f = flight.pop_front().expect("checked above");
+                self.finish(f);
+            }
+            if !open && next.is_empty() && flight.is_empty() {
+                return;
+            }
+            // A replay slice, then (as without lanes) at least one batch.
+            let mut replay_due = !self.spool.is_empty() && Instant::now() >= self.next_replay;
+            if replay_due && flight.is_empty() {
+                self.replay(REPLAY_SLICE);
+                replay_due = false;
+            }
+            let now = Instant::now();
+            let ready = !next.is_empty()
+                && (next.len() >= max || !open || deadline.is_some_and(|d| now >= d));
+            if ready && !replay_due {
+                let alone =
+                    self.spooling || next.iter().any(|m| m.event.kind == AcctKind::NasReboot);
+                if alone {
+                    if flight.is_empty() {
+                        self.commit(&mut next);
+                        deadline = None;
+                        continue;
+                    }
+                } else if outstanding.iter().all(|&n| n == 0) {
+                    // Each session always goes to the same lane: two lanes
+                    // never wait for each other's row locks (see
+                    // `super::lanes`). Handed out when every lane is idle:
+                    // letting a lane take the next batch while another is
+                    // busy made many small transactions, measured slower
+                    // (tuning.md).
+                    let batch = std::mem::replace(&mut next, Vec::with_capacity(max));
+                    deadline = None;
+                    for (lane, part) in split_by_session(batch, jobs.len()).into_iter().enumerate()
+                    {
+                        if part.is_empty() {
+                            continue;
+                        }
+                        seq += 1;
+                        if !flight.is_empty() {
+                            self.stats
+                                .overlapped_batches
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        let f = self.dispatch(part, seq, lane, &jobs[lane], now);
+                        if f.done.is_none() {
+                            outstanding[lane] += 1;
+                        }
+                        flight.push_back(f);
+                    }
+                    continue;
+                }
+            }
+            // Wait: for events while the batch has room, for the lanes'
+            // answers always; until the batch's wait is over.
+            let timeout = match deadline {
+                _ if flight.is_empty() && !self.spool.is_empty() && now >= self.next_replay => {
+                    Duration::ZERO
+                }
+                Some(d) if !ready => d.saturating_duration_since(now).min(self.idle_wait()),
+                _ => self.idle_wait(),
+            };
+            let events = if open && next.len() < max {
+                &self.rx
+            } else {
+                &never
+            };
+            crossbeam_channel::select! {
+                recv(events) -> m => match m {
+                    Ok(m) => {
+                        if next.is_empty() {
+                            deadline = Some(Instant::now() + max_wait);
+                        }
+                        next.push(m);
+                    }
+                    Err(_) => open = false,
+                },
+                recv(done) -> d => {
+                    let Ok(d) = d else {
+                        // Every lane gone (not while the writer holds their
+                        // senders); what is in flight is written again.
+                        outstanding.fill(0);
+                        for f in flight.iter_mut().filter(|f| f.done.is_none()) {
+                            let e = StoreError::Unavailable("accounting lanes stopped".into());
+                            f.done = Some((coalesce(f.batch.iter().map(|m| &m.event)), Err(e)));
+                        }
+                        continue;
+                    };
+                    outstanding[d.lane] -= 1;
+                    if let Some(f) = flight.iter_mut().find(|f| f.seq == d.seq) {
+                        f.done = Some((d.rows, d.result));
+                    }
+                },
+                default(timeout) => {}
+            }
+        }
+    }
+
+    /// Hands `batch` to `lane` (or, when its sessions' keys cannot be
+    /// looked up, marks it failed for the writer to write itself).
+    fn dispatch(
+        &mut self,
+        batch: Vec<AcctMessage>,
+        seq: u64,
+        lane: usize,
+        jobs: &crossbeam_channel::Sender<lanes::Job>,
+        now: Instant,
+    ) -> InFlight {
+        let mut f = InFlight {
+            seq,
+            batch,
+            counted: false,
+            started: now,
+            done: None,
+        };
+        let mut rows = coalesce(f.batch.iter().map(|m| &m.event));
+        self.note_clamped(&f.batch);
+        let store = &mut self.store;
+        match self
+            .legacy
+            .resolve(&mut rows, |keys| store.existing_sessions(keys))
+        {
+            Ok(()) => {
+                f.counted = self.quota.as_ref().is_some_and(|q| q.wants(&rows));
+                let job = lanes::Job {
+                    seq,
+                    rows,
+                    counted: f.counted,
+                };
+                if let Err(failed) = jobs.send(job) {
+                    // The lane is gone (it never ends on its own): the
+                    // writer writes the batch itself.
+                    let e = StoreError::Unavailable(format!("accounting lane {lane} stopped"));
+                    f.done = Some((failed.into_inner().rows, Err(e)));
+                }
+            }
+            Err(e) => f.done = Some((rows, Err(e))),
+        }
+        f
+    }
+
+    /// How long to wait for work: briefly while usage sums wait for the
+    /// usage thread (see [`Writer::flush_usage`]).
+    fn idle_wait(&self) -> Duration {
+        match &self.quota {
+            Some(q) if q.has_pending() => USAGE_RETRY_EVERY,
+            _ => Duration::from_millis(200),
+        }
+    }
+
+    /// Hands waiting usage sums to the usage thread if it is free now.
+    fn flush_usage(&mut self) {
+        if let Some(q) = &mut self.quota {
+            q.flush();
+        }
+    }
+
+    /// Acknowledges a batch a lane answered for: at once if the lane
+    /// wrote it, else after the writer made it durable itself.
+    fn finish(&mut self, f: InFlight) {
+        let InFlight {
+            mut batch,
+            counted,
+            started,
+            done,
+            ..
+        } = f;
+        let (rows, result) = done.expect("finish is called on answered batches");
+        match result {
+            Ok(counters) => {
+                self.before.clear();
+                if counted {
+                    for (e, p) in rows.iter().zip(counters) {
+                        self.before.insert(e.unique_id.clone(), p);
+                    }
+                }
+                self.acknowledge(&mut batch, &rows, started);
+            }
+            Err(e) => {
+                self.stats.lane_rewrites.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "accounting batch of {} events not written on its lane ({e}): the writer writes it on its own connection before acknowledging anything after it",
+                    batch.len()
+                );
+                self.commit_rows(&mut batch, rows, started);
+            }
+        }
+    }
+
+    /// After the loop: the spool's replay, the usage thread's last sums,
+    /// the summary.
+    fn stop(&mut self) {
         if !self.spool.is_empty() {
             self.next_replay = Instant::now();
             self.replay(REPLAY_AT_SHUTDOWN);
@@ -223,10 +507,12 @@ impl Writer {
             q.finish();
         }
         info!(
-            "writer stopped: events={} batches={} rows={} spooled_batches={} spool_bytes={} rejected={} abandoned={}",
+            "writer stopped: events={} batches={} rows={} overlapped={} lane_rewrites={} spooled_batches={} spool_bytes={} rejected={} abandoned={}",
             self.stats.events.load(Ordering::Relaxed),
             self.stats.batches.load(Ordering::Relaxed),
             self.stats.rows.load(Ordering::Relaxed),
+            self.stats.overlapped_batches.load(Ordering::Relaxed),
+            self.stats.lane_rewrites.load(Ordering::Relaxed),
             self.stats.spooled_batches.load(Ordering::Relaxed),
             self.spool.pending_bytes(),
             self.stats.rejected_events.load(Ordering::Relaxed),
@@ -241,10 +527,20 @@ impl Writer {
     /// the writer keeps retrying and the shards' queue fills, which they
     /// count as back-pressure drops. At shutdown such a batch is abandoned.
     fn commit(&mut self, batch: &mut Vec<AcctMessage>) {
-        let mut rows = coalesce(batch.iter().map(|m| &m.event));
+        let rows = coalesce(batch.iter().map(|m| &m.event));
         self.note_clamped(batch);
+        self.commit_rows(batch, rows, Instant::now());
+    }
+
+    /// [`Writer::commit`] of the batch's coalesced `rows`, on the writer's
+    /// own connection.
+    fn commit_rows(
+        &mut self,
+        batch: &mut Vec<AcctMessage>,
+        mut rows: Vec<AcctEvent>,
+        started: Instant,
+    ) {
         self.before.clear();
-        let started = Instant::now();
         let mut wait = Duration::from_millis(50);
         let mut from = 0;
         let mut logged = false;
@@ -277,6 +573,13 @@ impl Writer {
                 }
             }
         }
+        self.acknowledge(batch, &rows, started);
+    }
+
+    /// A durable batch (its coalesced `rows`): counted, told to the
+    /// session table, its tickets published and its responses sent, its
+    /// usage counted (from `self.before`).
+    fn acknowledge(&mut self, batch: &mut Vec<AcctMessage>, rows: &[AcctEvent], started: Instant) {
         self.stats
             .events
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -292,7 +595,7 @@ impl Writer {
         // The session table learns of Starts and Stops before the NAS does:
         // a login right after a Stop's answer must find the session closed.
         if let Some(s) = &self.sessions {
-            s.committed(&rows);
+            s.committed(rows);
         }
         // Publish the committed tickets first: a NAS that retransmits the
         // moment it sees a response must find it answerable in its shard's
@@ -312,7 +615,7 @@ impl Writer {
         // later event of the session gets there first, with it: the
         // difference to the stored counters includes them).
         if let Some(q) = &mut self.quota {
-            q.account(&rows, &self.before);
+            q.account(rows, &self.before);
         }
         batch.clear();
     }
@@ -523,6 +826,31 @@ impl Writer {
     }
 }
 
+/// `batch` in `parts` parts (some maybe empty), every event of a session
+/// in the same one, always the same for the session; each part keeps the
+/// batch's order.
+fn split_by_session(batch: Vec<AcctMessage>, parts: usize) -> Vec<Vec<AcctMessage>> {
+    if parts <= 1 {
+        return vec![batch];
+    }
+    let mut out: Vec<Vec<AcctMessage>> = (0..parts)
+        .map(|_| Vec::with_capacity(batch.len() / parts + 1))
+        .collect();
+    for m in batch {
+        // The FreeRADIUS key is an MD5 in hex: its first digits are
+        // spread evenly. A NAS reboot (in no batch that is split) or a
+        // key that is not hex goes to the first part.
+        let spread = m
+            .event
+            .unique_id
+            .get(..8)
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        out[spread % parts].push(m);
+    }
+    out
+}
+
 /// One row per session: later events of a session are folded into the
 /// first with the upsert's own rules; NAS reboots stay separate events.
 pub fn coalesce<'a>(events: impl Iterator<Item = &'a AcctEvent>) -> Vec<AcctEvent> {
@@ -561,6 +889,60 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].input_octets, Some(10_000));
         assert_eq!(rows[0].session_time, Some(1000));
+    }
+
+    fn message(sid: &str, ticket: u64) -> AcctMessage {
+        AcctMessage {
+            event: event(AcctKind::Interim, sid, ticket as u32, ticket),
+            reply: Vec::new(),
+            dest: "127.0.0.1:9".parse().expect("literal"),
+            shard: 0,
+            socket: 0,
+            ticket,
+        }
+    }
+
+    #[test]
+    fn a_split_batch_keeps_every_session_in_one_part_in_its_order() {
+        let mut batch = Vec::new();
+        let mut ticket = 0;
+        for _ in 0..5 {
+            for s in 0..200 {
+                ticket += 1;
+                batch.push(message(&format!("s{s}"), ticket));
+            }
+        }
+        // Keys that are not hex (not made by shardius) all go one way.
+        for bad in ["", "zz", "\0\u{ff}x", "aéééééé"] {
+            ticket += 1;
+            let mut m = message("odd", ticket);
+            m.event.unique_id = bad.into();
+            batch.push(m);
+        }
+        let total = batch.len();
+        let parts = split_by_session(batch, 3);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), total);
+        let mut part_of: HashMap<String, usize> = HashMap::new();
+        for (i, part) in parts.iter().enumerate() {
+            assert!(part.len() > total / 6, "spread evenly: {}", part.len());
+            for pair in part.windows(2) {
+                assert!(pair[0].ticket < pair[1].ticket, "order kept");
+            }
+            for m in part {
+                let was = part_of.insert(m.event.unique_id.clone(), i);
+                assert!(was.is_none_or(|p| p == i), "a session in two parts");
+            }
+        }
+        assert_eq!(part_of.len(), 200 + 4);
+        // The same session lands in the same part in every batch.
+        let again = split_by_session(vec![message("s7", 1)], 3);
+        assert_eq!(
+            again[part_of[&again.iter().flatten().next().unwrap().event.unique_id]].len(),
+            1
+        );
+        assert!(split_by_session(Vec::new(), 4).iter().all(Vec::is_empty));
+        assert_eq!(split_by_session(vec![message("a", 1)], 1).len(), 1);
     }
 
     #[test]

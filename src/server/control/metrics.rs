@@ -311,6 +311,18 @@ impl Collector for ShardCollector {
         )?;
         counter(
             &mut encoder,
+            "shardius_accounting_overlapped_batches",
+            "Batches handed to one of accounting.writer_connections while an earlier batch was still being written",
+            w.overlapped_batches.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "shardius_accounting_lane_rewrites",
+            "Batches a writer connection could not write (a refused row, the database away), written again on the writer's own before anything after them was acknowledged",
+            w.lane_rewrites.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
             "shardius_accounting_replayed_batches",
             "Spool records written to the database after an outage",
             w.replayed_batches.load(Ordering::Relaxed),
