@@ -108,6 +108,21 @@ pub struct PgStore {
     /// Earliest next reconnect attempt, and the wait after a failure.
     retry_at: Instant,
     backoff: Duration,
+    /// LISTENing for change notifications: only the snapshot loader's
+    /// store does, from its first wait on. Every other connection (the
+    /// accounting writer, the usage thread, the log workers, ...) would
+    /// otherwise queue a notification per change that nobody reads.
+    listening: bool,
+}
+
+/// LISTEN on the change channel. A standby (database.read_url) cannot
+/// (25006, "cannot execute LISTEN during recovery"): its reader polls
+/// instead.
+fn listen(runtime: &Runtime, client: &Client) -> Result<()> {
+    match runtime.block_on(client.batch_execute(&format!("LISTEN {CHANNEL}"))) {
+        Err(e) if e.code() != Some(&SqlState::READ_ONLY_SQL_TRANSACTION) => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 impl PgStore {
@@ -143,6 +158,7 @@ impl PgStore {
             notify_tx,
             retry_at: Instant::now(),
             backoff: Duration::from_millis(250),
+            listening: false,
         };
         store.reconnect().map_err(|e| match e {
             StoreError::Postgres(e) => StoreError::Unavailable(format!(
@@ -179,15 +195,8 @@ impl PgStore {
         // means the client is gone, and the server ends the session.
         self.runtime
             .block_on(client.batch_execute("SET idle_in_transaction_session_timeout = '5s'"))?;
-        // A standby (database.read_url) cannot LISTEN (25006, "cannot
-        // execute LISTEN during recovery"): its reader polls instead.
-        if let Err(e) = self
-            .runtime
-            .block_on(client.batch_execute(&format!("LISTEN {CHANNEL}")))
-        {
-            if e.code() != Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
-                return Err(e.into());
-            }
+        if self.listening {
+            listen(&self.runtime, &client)?;
         }
         self.client = Some(client);
         self.backoff = Duration::from_millis(250);
@@ -227,6 +236,18 @@ impl PgStore {
     }
 
     /// Forgets the connection; the next use reconnects (after backoff).
+    /// LISTENs from now on (this connection and every later one). False
+    /// when it already did.
+    fn start_listening(&mut self) -> Result<bool> {
+        if self.listening {
+            return Ok(false);
+        }
+        let (runtime, client) = self.conn()?;
+        let result = listen(runtime, client);
+        self.listening = result.is_ok();
+        result.map(|()| true)
+    }
+
     fn disconnect(&mut self) {
         self.client = None;
     }

@@ -236,6 +236,11 @@ impl SnapshotSource for PgStore {
     fn wait_for_change(&mut self, timeout: Duration) -> Result<bool> {
         // A dead connection is noticed (and retried) here too.
         self.ensure_connected()?;
+        // The first wait starts listening; a change since the caller's
+        // last load may have gone unnotified, so it looks again at once.
+        if self.start_listening()? {
+            return Ok(true);
+        }
         let notified = self
             .runtime
             .block_on(async { tokio::time::timeout(timeout, self.notifications.recv()).await });
