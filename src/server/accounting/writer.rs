@@ -297,6 +297,8 @@ impl Writer {
         let max = self.config.batch_max_events;
         let max_wait = Duration::from_millis(self.config.batch_max_wait_ms);
         let never = crossbeam_channel::never::<AcctMessage>();
+        let no_answers = crossbeam_channel::never::<Done>();
+        let mut lanes_gone = false;
         // Per lane: batches handed to it and not answered yet.
         let mut outstanding: Vec<usize> = vec![0; jobs.len()];
         let mut flight: VecDeque<InFlight> = VecDeque::new();
@@ -374,6 +376,7 @@ impl Writer {
             } else {
                 &never
             };
+            let answers = if lanes_gone { &no_answers } else { done };
             crossbeam_channel::select! {
                 recv(events) -> m => match m {
                     Ok(m) => {
@@ -384,11 +387,12 @@ impl Writer {
                     }
                     Err(_) => open = false,
                 },
-                recv(done) -> d => {
+                recv(answers) -> d => {
                     let Ok(d) = d else {
                         // Every lane gone (not while the writer holds their
                         // senders); what is in flight is written again.
                         outstanding.fill(0);
+                        lanes_gone = true;
                         for f in flight.iter_mut().filter(|f| f.done.is_none()) {
                             let e = StoreError::Unavailable("accounting lanes stopped".into());
                             f.done = Some((coalesce(f.batch.iter().map(|m| &m.event)), Err(e)));
