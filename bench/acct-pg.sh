@@ -49,6 +49,8 @@ if [ "$quota" = 1 ]; then
          SELECT 'user' || g, '\\x00'::bytea, (SELECT id FROM services WHERE name = 'bench')
          FROM generate_series(1, 30000) g"
 fi
+. bench/settle.sh
+settle_disk
 (cd "$work" && exec taskset -c 0 "$shardius" --database-url "$url" --key-file "$work/key" \
     serve --shards 1 --listen-auth 127.0.0.1:0 --listen-acct 127.0.0.1:0 --listen-http 127.0.0.1:0 2>"$work/serve.log" >/dev/null) &
 server=$!
@@ -57,7 +59,7 @@ acct=$(grep -o "acct=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d: -f2)
 taskset -c 1 ./target/release/loadgen --scenario max-acct --acct-port "$acct" --subscribers 30000 --quiet \
     --requests "$requests" --inflight "$inflight" --timeout-ms 3000 "${rate[@]}"
 http=$(grep -o "http=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d= -f2)
-echo "synchronous_commit=$sync quota=$quota; from /metrics:"
+echo "synchronous_commit=$sync quota=$quota; I/O pressure (some, last 10 s) at the end: $(io_pressure)%; from /metrics:"
 curl -s "http://$http/metrics" | grep -E "^shardius_accounting_(commit_seconds_(sum|count)|batch_size_(sum|count)|backpressure_drops_total|events_written_total)"
 kill "$server"; wait "$server" 2>/dev/null || true; server=""
 grep "writer stopped" "$work/serve.log" | sed 's/^.*INFO //'

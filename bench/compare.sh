@@ -213,8 +213,11 @@ fi
 if [ "${ACCT:-1}" = 1 ]; then
     echo
     echo "aim 4: Interim-Updates into PostgreSQL, 256 in flight (target >= 20,000/s at p99 < 25 ms, with and without quota bookkeeping)"
+    echo "  (each after bench/settle.sh's wait for the disk to go quiet: the previous scenario's writeback once cut it to a third)"
     for q in 0 1; do
         QUOTA=$q bench/acct-pg.sh 200000 256 2>&1 \
-            | awk -v q="$q" '$1 == "acct-interim" { printf "  QUOTA=%s: %s/s, p99 %s ms\n", q, $3, $11 }'
+            | awk -v q="$q" '$1 == "acct-interim" { r = $3; p = $11 }
+                /I\/O pressure/ { match($0, /at the end: [^;]*/); io = substr($0, RSTART + 12, RLENGTH - 12) }
+                END { printf "  QUOTA=%s: %s/s, p99 %s ms (I/O pressure at the end %s)\n", q, r, p, io }'
     done
 fi

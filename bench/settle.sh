@@ -1,0 +1,21 @@
+# Sourced by the bench scripts. settle_disk: sync, then wait (up to 60 s)
+# until no task has waited on I/O over the last 10 s. Writeback left by an
+# earlier scenario slows PostgreSQL's commits: bench/acct-pg.sh gave
+# 22,796 interims/s idle and 9,243/s with a 3 GB write going on, and
+# 6,949/s right after the 5-minute embedded load in a compare run
+# (2026-12-07; tuning.md, "Accounting and PostgreSQL").
+settle_disk() {
+    sync
+    local waited=0
+    while [ "$waited" -lt 60 ] && [ "$(io_pressure)" != "?" ] \
+        && awk -v p="$(io_pressure)" 'BEGIN { exit !(p > 1.0) }'; do
+        sleep 1
+        waited=$((waited + 1))
+    done
+}
+# The share of the last 10 s in which some task waited on I/O (%), "?"
+# without pressure stall information.
+io_pressure() {
+    awk '/^some/ { split($2, a, "="); print a[2]; found = 1 } END { if (!found) print "?" }' \
+        /proc/pressure/io 2>/dev/null || echo "?"
+}
