@@ -59,7 +59,7 @@ acct=$(grep -o "acct=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d: -f2)
 taskset -c 1 ./target/release/loadgen --scenario max-acct --acct-port "$acct" --subscribers 30000 --quiet \
     --requests "$requests" --inflight "$inflight" --timeout-ms 3000 "${rate[@]}"
 http=$(grep -o "http=[0-9.:]*" "$work/serve.log" | head -n1 | cut -d= -f2)
-echo "synchronous_commit=$sync quota=$quota; I/O pressure (some, last 10 s) at the end: $(io_pressure)%; from /metrics:"
+echo "synchronous_commit=$sync quota=$quota; I/O pressure (some, last 10 s) before the run: $settled; from /metrics:"
 curl -s "http://$http/metrics" | grep -E "^shardius_accounting_(commit_seconds_(sum|count)|batch_size_(sum|count)|backpressure_drops_total|events_written_total)"
 kill "$server"; wait "$server" 2>/dev/null || true; server=""
 grep "writer stopped" "$work/serve.log" | sed 's/^.*INFO //'

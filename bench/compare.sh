@@ -217,7 +217,7 @@ if [ "${ACCT:-1}" = 1 ]; then
     for q in 0 1; do
         QUOTA=$q bench/acct-pg.sh 200000 256 2>&1 \
             | awk -v q="$q" '$1 == "acct-interim" { r = $3; p = $11 }
-                /I\/O pressure/ { match($0, /at the end: [^;]*/); io = substr($0, RSTART + 12, RLENGTH - 12) }
-                END { printf "  QUOTA=%s: %s/s, p99 %s ms (I/O pressure at the end %s)\n", q, r, p, io }'
+                /I\/O pressure/ { match($0, /before the run: [^;]*/); io = substr($0, RSTART + 16, RLENGTH - 16) }
+                END { printf "  QUOTA=%s: %s/s, p99 %s ms (I/O pressure before it %s)\n", q, r, p, io }'
     done
 fi

@@ -24,7 +24,7 @@ settle_disk
 lg() { taskset -c "$cpu_loadgen" ./target/release/loadgen --auth-port "$auth" --acct-port "$acct" --quiet "$@"; }
 
 echo "# bench/embedded-load.sh $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(uname -r), $bin"
-echo "# SQLite, radius_logs on, 1 shard; server CPUs $cpus_server, loadgen CPU $cpu_loadgen; $(grep -o 'shards on CPUs.*' "$work/serve.log" | head -n1); I/O pressure (some, last 10 s) at the start: $(io_pressure)%"
+echo "# SQLite, radius_logs on, 1 shard; server CPUs $cpus_server, loadgen CPU $cpu_loadgen; $(grep -o 'shards on CPUs.*' "$work/serve.log" | head -n1); I/O pressure (some, last 10 s) at the start: $settled"
 echo "## storm: 30,000 MS-CHAPv2 logins and Starts at once (1,024 in flight over 4 sockets)"
 lg --scenario storm --auth mschapv2 --subscribers 30000 --inflight 1024 | tee "$work/storm.txt"
 storm=$(awk '/authenticated and started after/ { print $(NF-1) }' "$work/storm.txt")
@@ -49,5 +49,5 @@ printf '%-44s %-14s %s\n' "auth p99 during churn (loadgen)" "${auth_p99} ms" "< 
 printf '%-44s %-14s %s\n' "accounting commit p99 (writer histogram)" "<= ${commit_p99} ms" "< 50 ms"
 printf '%-44s %-14s %s\n' "\"database is locked\" lines" "$locked" "0"
 printf '%-44s %-14s %s\n' "batches spooled" "$spooled" "0"
-printf '%-44s %-14s %s\n' "I/O pressure (some, last 10 s) at the end" "$(io_pressure)%" "(share of time tasks waited on the disk)"
+printf '%-44s %-14s %s\n' "I/O pressure (some, last 10 s) at the end" "$(io_pressure)%" "(tasks waiting on the disk: its own writes included)"
 printf '%-44s %-14s %s\n' "radius_logs rows written / dropped" "$(metric shardius_radius_log_written_total) / $(metric shardius_radius_log_dropped_total)" "(dropped on overflow, counted)"

@@ -4,6 +4,8 @@
 # 22,796 interims/s idle and 9,243/s with a 3 GB write going on, and
 # 6,949/s right after the 5-minute embedded load in a compare run
 # (2026-12-07; tuning.md, "Accounting and PostgreSQL").
+# Sets settled: "N% after S s", the pressure it stopped at and its wait.
+# (A run's own fsyncs count as I/O waits too: read it before a run.)
 settle_disk() {
     sync
     local waited=0
@@ -12,6 +14,7 @@ settle_disk() {
         sleep 1
         waited=$((waited + 1))
     done
+    settled="$(io_pressure)% after ${waited} s"
 }
 # The share of the last 10 s in which some task waited on I/O (%), "?"
 # without pressure stall information.
