@@ -8,13 +8,14 @@
 # (A run's own fsyncs count as I/O waits too: read it before a run.)
 settle_disk() {
     sync
-    local waited=0
-    while [ "$waited" -lt 60 ] && [ "$(io_pressure)" != "?" ] \
-        && awk -v p="$(io_pressure)" 'BEGIN { exit !(p > 1.0) }'; do
+    local waited=0 p
+    p=$(io_pressure)
+    while [ "$waited" -lt 60 ] && [ "$p" != "?" ] && awk -v p="$p" 'BEGIN { exit !(p > 1.0) }'; do
         sleep 1
         waited=$((waited + 1))
+        p=$(io_pressure)
     done
-    settled="$(io_pressure)% after ${waited} s"
+    settled="$p% after ${waited} s"
 }
 # The share of the last 10 s in which some task waited on I/O (%), "?"
 # without pressure stall information.

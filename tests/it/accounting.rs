@@ -12,7 +12,6 @@ use crate::common::server::{radclient, send_all, Backend, Install, SECRET};
 use shardius::nas_client::{self as nas, AcctRecord, Session};
 use shardius::proto::dict::acct_status;
 use shardius::proto::Secret;
-use shardius::store::{self, DatabaseUrl, SessionRow};
 
 fn record(status: u32, sid: &str, secs: u32, octets: u64) -> AcctRecord<'_> {
     AcctRecord {
@@ -26,11 +25,6 @@ fn record(status: u32, sid: &str, secs: u32, octets: u64) -> AcctRecord<'_> {
         terminate_cause: (status == acct_status::STOP).then_some(1),
         class: Some(b"SHD1-cookie"),
     }
-}
-
-fn sessions(install: &Install) -> Vec<SessionRow> {
-    let mut store = store::open(&DatabaseUrl::parse(&install.db_url).unwrap()).unwrap();
-    store.sessions(None, true, 100_000).unwrap()
 }
 
 fn writer_field(log: &str, key: &str) -> u64 {
@@ -59,7 +53,7 @@ fn a_session_lifecycle_lands_in_radacct_as_one_row(backend: Backend) {
             1
         );
     }
-    let rows = sessions(&install);
+    let rows = install.sessions();
     assert_eq!(rows.len(), 1, "{rows:?}");
     let row = &rows[0];
     assert_eq!(row.session_id, "81a00003");
@@ -108,7 +102,7 @@ fn interims_are_coalesced_into_far_fewer_commits_than_packets(backend: Backend) 
         batches * 5 <= events,
         "{batches} commits for {events} interims"
     );
-    let rows = sessions(&install);
+    let rows = install.sessions();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].input_octets, Some(1_000_000));
 }
@@ -157,7 +151,8 @@ fn sigterm_commits_and_answers_everything_queued(backend: Backend) {
     let acked = send_all(&socket, server.acct, &records);
     let (clean, _) = server.stop();
     assert!(clean);
-    let stored: HashSet<String> = sessions(&install)
+    let stored: HashSet<String> = install
+        .sessions()
         .into_iter()
         .map(|r| r.session_id)
         .collect();
@@ -209,7 +204,8 @@ fn kill_9_under_load_loses_nothing_that_was_acknowledged(backend: Backend) {
         "the load did not get going: {} acknowledged",
         acked.len()
     );
-    let stored: HashSet<String> = sessions(&install)
+    let stored: HashSet<String> = install
+        .sessions()
         .into_iter()
         .map(|r| r.session_id)
         .collect();

@@ -14,7 +14,6 @@ use shardius::accounting::{legacy_unique_id as unique_id, AcctEvent, AcctKind};
 use shardius::nas_client::AcctRecord;
 use shardius::proto::dict::{acct_status, attr};
 use shardius::server::accounting::spool::{encode_record, Spool};
-use shardius::store::{self, DatabaseUrl, SessionRow};
 
 fn start(sid: &[u8]) -> AcctRecord<'_> {
     start_of(sid, b"alice")
@@ -59,11 +58,6 @@ fn spooled_start(sid: &str, user: &str, nas_port_id: Option<String>) -> AcctEven
         nas_addresses: Vec::new(),
         clamped: false,
     }
-}
-
-fn sessions(install: &Install) -> Vec<SessionRow> {
-    let mut store = store::open(&DatabaseUrl::parse(&install.db_url).unwrap()).unwrap();
-    store.sessions(None, true, 1_000_000).unwrap()
 }
 
 /// Runs SQL on the installation's database (a test playing the operator).
@@ -128,7 +122,7 @@ fn nul_and_non_utf8_ids_are_acknowledged_stored_escaped_and_kept_apart(backend: 
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let acked = send_all(&socket, server.acct, &records);
     assert_eq!(acked.len(), records.len(), "{}", server.log());
-    let rows = sessions(&install);
+    let rows = install.sessions();
     let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r.session_id.as_str()).collect();
     assert_eq!(rows.len(), records.len(), "{ids:?}");
     for n in &names {
@@ -189,7 +183,7 @@ fn a_row_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_written(bac
     let acked = send_all(&socket, server.acct, &records);
     assert_eq!(acked.len(), records.len(), "{}", server.log());
     server.wait_for_log("set aside in", Duration::from_secs(5));
-    let rows = sessions(&install);
+    let rows = install.sessions();
     assert_eq!(rows.len(), 50, "every innocent event is in radacct");
     assert!(rows.iter().all(|r| r.username == "alice"));
     let rejected = install.path("shardius-acct.spool.rejected");
@@ -226,7 +220,7 @@ fn a_row_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_written(bac
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(sessions(&install).len(), 52);
+    assert_eq!(install.sessions().len(), 52);
 }
 
 /// A spool as a previous run may leave it: a format-1 record (written
@@ -281,7 +275,8 @@ fn a_spool_with_a_refused_row_and_a_damaged_record_replays_everything_else(backe
         ),
         "{log}"
     );
-    let stored: std::collections::HashSet<String> = sessions(&install)
+    let stored: std::collections::HashSet<String> = install
+        .sessions()
         .into_iter()
         .map(|r| r.session_id)
         .collect();
@@ -320,7 +315,7 @@ fn counters_past_2_63_are_stored_clamped_and_counted_never_negative(backend: Bac
     huge.input_octets = u64::MAX;
     huge.output_octets = (1 << 40) + 5;
     assert_eq!(send_all(&socket, server.acct, &[huge]).len(), 1);
-    let rows = sessions(&install);
+    let rows = install.sessions();
     assert_eq!(rows[0].input_octets, Some(i64::MAX));
     assert_eq!(rows[0].output_octets, Some((1 << 40) + 5));
     assert_eq!(
@@ -364,7 +359,7 @@ fn radius_logs_on_the_embedded_store_never_hold_up_accounting() {
     lock.execute_batch("COMMIT").unwrap();
     assert_eq!(acked, names.len(), "accounting waited for radius_logs");
     eprintln!("40 acknowledgements one by one while radius_logs was locked: {took:?}");
-    let stored = sessions(&install);
+    let stored = install.sessions();
     assert_eq!(stored.len(), 41);
 }
 

@@ -277,6 +277,9 @@ fn acct_from(from: &str, to: std::net::SocketAddr, status: u32, sid: &str, nas_i
 fn accounting_is_tied_to_the_nas_entry_it_came_from(backend: Backend) {
     use shardius::proto::dict::acct_status::{ACCOUNTING_ON, START};
     let install = Install::new_on(backend);
+    // On PostgreSQL with two writer connections: an Accounting-On (which
+    // closes sessions of every lane) is written by the writer alone.
+    install.write_config("[accounting]\nwriter_connections = 2\n");
     for (name, ip, extra) in [
         ("BNG-2", "127.0.0.2", None),
         ("BNG-3", "127.0.0.3", Some("10.9.9.9")),

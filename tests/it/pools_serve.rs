@@ -184,19 +184,6 @@ fn stop_all(acct: SocketAddr, logins: &[&Login]) {
     }
 }
 
-/// `subscriber import` of user1..=count / pass1..=count on `service`.
-fn import_subscribers(install: &Install, count: usize, service: &str) {
-    let csv = install.path("subs.csv");
-    let mut text = String::from("username,password,service\n");
-    for n in 1..=count {
-        text.push_str(&format!("user{n},pass{n},{service}\n"));
-    }
-    std::fs::write(&csv, text).unwrap();
-    assert!(install
-        .ok(&["subscriber", "import", csv.to_str().unwrap()])
-        .contains(&format!("imported {count}")));
-}
-
 /// An installation with NAS 127.0.0.1 (CoA to `coa_port`), service 10M on
 /// pool `pool` defined by `pool_args`, and `extra` config.
 fn install_with_pool(backend: Backend, coa_port: u16, pool_args: &[&str], extra: &str) -> Install {
@@ -267,7 +254,7 @@ fn a_storm_on_a_full_pool_gets_distinct_addresses_and_each_its_own_again() {
         &["--name", "full", "--range", "10.64.0.1-10.64.19.136"],
         "",
     );
-    import_subscribers(&install, 5000, "10M");
+    install.import_subscribers(5000, "10M");
     let server = install.serve(2);
     let dir = install.path("");
     let first = storm(&dir, "first", server.auth, server.acct, 5000, None, true);
@@ -304,7 +291,7 @@ fn an_exhausted_pool_rejects_and_reuses_the_longest_held_for_newcomers() {
         &["--name", "small", "--range", "10.65.0.1-10.65.15.160"],
         "",
     );
-    import_subscribers(&install, 5000, "10M");
+    install.import_subscribers(5000, "10M");
     let server = install.serve(2);
     let dir = install.path("");
     let first = storm(&dir, "first", server.auth, server.acct, 5000, None, false);
@@ -548,7 +535,7 @@ fn kill_9_under_login_load_hands_no_address_to_two_sessions() {
         "",
     );
     // 3,000 addresses, 2,000 subscribers.
-    import_subscribers(&install, 2000, "10M");
+    install.import_subscribers(2000, "10M");
     let dir = install.path("");
     let server = install.serve(2);
     let (auth, acct) = (server.auth, server.acct);
@@ -635,7 +622,7 @@ fn two_nodes_on_one_postgresql_never_share_an_address_and_stay_sticky() {
         "10.70.0.1-10.70.11.184",
     ]);
     install.ok(&["service", "set", "10M", "--pool", "both"]);
-    import_subscribers(&install, 2000, "10M");
+    install.import_subscribers(2000, "10M");
     let port = |_| {
         std::net::UdpSocket::bind("127.0.0.1:0")
             .unwrap()

@@ -14,7 +14,7 @@ use crate::common::server::{
 use shardius::nas_client::{AcctRecord, Credentials, Session};
 use shardius::proto::dict::{acct_status, mikrotik, vendor};
 use shardius::proto::{Code, Packet};
-use shardius::store::{self, DatabaseUrl, SessionRow};
+use shardius::store::{self, DatabaseUrl};
 
 on_both_backends!(tiers_are_crossed_once_each_carried_at_login_and_reset_daily);
 
@@ -332,10 +332,11 @@ fn monthly_resets_follow_the_anniversary_day_once_per_day(backend: Backend) {
 on_both_backends!(interims_written_side_by_side_count_every_byte_once);
 
 /// Four NAS threads send the rounds of the same 300 sessions at once
-/// (thread t rounds t, t + 4, t + 8), so that on PostgreSQL batches holding
-/// the same sessions are split among four writer connections and written
-/// side by side, in whatever order their commits land. Every request is
-/// acknowledged; radacct keeps each session's last round; every
+/// (thread t rounds t, t + 4, t + 8), so that on PostgreSQL each batch,
+/// holding rounds of many sessions, is split among four writer
+/// connections written side by side, and a session's rounds from
+/// different threads meet in one batch or follow each other. Every
+/// request is acknowledged; radacct keeps each session's last round; every
 /// subscriber's usage is its session's traffic, each byte counted once.
 /// On SQLite the writer keeps one connection (it takes one writer).
 fn interims_written_side_by_side_count_every_byte_once(backend: Backend) {
@@ -347,19 +348,13 @@ fn interims_written_side_by_side_count_every_byte_once(backend: Backend) {
     );
     install.add_service("fup", "10M", "2M");
     install.add_tier("fup", "daily", "1", "1T", "5M", "1M");
-    let csv = install.path("users.csv");
-    let mut lines = String::from("username,password,service\n");
-    for n in 0..USERS {
-        lines.push_str(&format!("u{n},pw{n},fup\n"));
-    }
-    std::fs::write(&csv, lines).unwrap();
-    install.ok(&["subscriber", "import", csv.to_str().unwrap()]);
+    install.import_subscribers(USERS, "fup");
     let mut server = install.serve(2);
     // Today's resets (due from 00:00) first: they zero the usage.
     server.wait_for_log("monthly usage reset for", Duration::from_secs(10));
     let to = server.acct;
-    let names: Vec<(String, String)> = (0..USERS)
-        .map(|n| (format!("u{n}"), format!("side-{n}")))
+    let names: Vec<(String, String)> = (1..=USERS)
+        .map(|n| (format!("user{n}"), format!("side-{n}")))
         .collect();
     let round = |r: u32| -> Vec<AcctRecord<'_>> {
         names
@@ -406,7 +401,7 @@ fn interims_written_side_by_side_count_every_byte_once(backend: Backend) {
         server.log()
     );
     let last = u64::from(ROUNDS - 1);
-    let rows = sessions(&install);
+    let rows = install.sessions();
     assert_eq!(rows.len(), USERS);
     for row in &rows {
         assert_eq!(row.input_octets, Some(last as i64 * 1000), "{row:?}");
@@ -416,8 +411,9 @@ fn interims_written_side_by_side_count_every_byte_once(backend: Backend) {
     let want = last * 1500;
     let mut wrong = Vec::new();
     let counted = eventually(Duration::from_secs(10), || {
-        wrong = (0..USERS)
-            .map(|n| format!("u{n}"))
+        wrong = names
+            .iter()
+            .map(|(u, _)| u.clone())
             .filter_map(|u| {
                 let got = store.usage(&u).unwrap().map_or(0, |r| r.daily_bytes);
                 (got != want).then_some((u, got))
@@ -443,9 +439,4 @@ fn interims_written_side_by_side_count_every_byte_once(backend: Backend) {
         "{}",
         server.log()
     );
-}
-
-fn sessions(install: &Install) -> Vec<SessionRow> {
-    let mut store = store::open(&DatabaseUrl::parse(&install.db_url).unwrap()).unwrap();
-    store.sessions(None, true, 100_000).unwrap()
 }

@@ -203,8 +203,8 @@ impl Writer {
         }
     }
 
-    /// Writes batches on these connections too, one batch in flight on
-    /// each while the next is collected (see [`super::lanes`]).
+    /// Splits each batch by session among these connections, which write
+    /// their parts side by side (see [`super::lanes`]).
     pub fn with_lanes(mut self, stores: Vec<Box<dyn AccountingSink>>) -> Writer {
         self.lane_stores = stores;
         self

@@ -137,6 +137,26 @@ impl Install {
         ]);
     }
 
+    /// `subscriber import` of user1..=count / pass1..=count on `service`.
+    pub fn import_subscribers(&self, count: usize, service: &str) {
+        let csv = self.path("subs.csv");
+        let mut text = String::from("username,password,service\n");
+        for n in 1..=count {
+            text.push_str(&format!("user{n},pass{n},{service}\n"));
+        }
+        std::fs::write(&csv, text).unwrap();
+        assert!(self
+            .ok(&["subscriber", "import", csv.to_str().unwrap()])
+            .contains(&format!("imported {count}")));
+    }
+
+    /// Every radacct row, open and closed, as `shardius sessions` reads them.
+    pub fn sessions(&self) -> Vec<shardius::store::SessionRow> {
+        let url = shardius::store::DatabaseUrl::parse(&self.db_url).unwrap();
+        let mut store = shardius::store::open(&url).unwrap();
+        store.sessions(None, true, 1_000_000).unwrap()
+    }
+
     /// Runs SQL on the installation's database, the way a billing panel would.
     pub fn sql(&self, statement: &str) {
         if let Some(path) = self.db_url.strip_prefix("sqlite:") {
